@@ -1,0 +1,69 @@
+"""`poseops <verb>`: one sub-command per pipeline stage.
+
+Each stage module registers its own parser with ``register(subparsers)`` (modules keep heavy imports
+such as deeplabcut, mlflow and great_expectations inside functions, so the CLI starts fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import pkgutil
+import sys
+
+import poseops
+from poseops.errors import PoseopsError
+
+# Nothing may call home.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def stage_modules() -> list[str]:
+    names = []
+    for info in pkgutil.iter_modules(poseops.__path__):
+        if info.name.startswith("_") or info.name in {"cli"}:
+            continue
+        names.append(info.name)
+    return sorted(names)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poseops", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=poseops.__version__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="<verb>")
+    for name in stage_modules():
+        module = importlib.import_module(f"poseops.{name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except PoseopsError as e:
+        print(f"poseops {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"poseops {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

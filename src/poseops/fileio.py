@@ -1,0 +1,73 @@
+"""Atomic file writes: outputs appear whole or not at all (a failed stage leaves nothing half-written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _write(path: str | Path, writer: Callable[[Path], Any]) -> Path:
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    return _write(path, lambda p: df.to_parquet(p, index=False))
+
+
+def write_csv(df: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:
+    kwargs.setdefault("index", False)
+    return _write(path, lambda p: df.to_csv(p, **kwargs))
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    return _write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n"))
+
+
+def write_yaml(obj: Any, path: str | Path) -> Path:
+    return _write(path, lambda p: p.write_text(yaml.safe_dump(obj, sort_keys=False)))
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    return _write(path, lambda p: p.write_text(text))
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,70 @@
+"""Column names of the tidy tables every stage reads and writes (one place, used everywhere).
+
+Tables are long/tidy pandas frames, one row per observation:
+
+- labels:      one row per (image, scorer, bodypart)
+- split:       one row per image
+- predictions: one row per (image, bodypart)
+- errors:      one row per (image, bodypart), predictions joined to consensus labels
+- stratified:  one row per (stratum_type, stratum, split)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+# identifiers
+IMAGE = "image"  # DLC's relative path, e.g. "labeled-data/m4s1/img0007.png"
+VIDEO = "video"  # labeled-data sub-folder name (the video stem)
+FRAME = "frame"  # frame index parsed from the image name (imgNNNN -> NNNN)
+SCORER = "scorer"
+BODYPART = "bodypart"
+INDIVIDUAL = "individual"
+# coordinates
+X = "x"
+Y = "y"
+LABELED = "labeled"  # x and y both finite
+WIDTH = "width"
+HEIGHT = "height"
+LIKELIHOOD = "likelihood"
+# per-video metadata (data/metadata/videos.csv); extra columns are kept as-is
+ANIMAL = "animal"
+SESSION = "session"
+CONDITION = "condition"
+DOSE = "dose"
+CAMERA = "camera"
+METADATA_COLUMNS = [ANIMAL, SESSION, CONDITION, DOSE, CAMERA]
+# split
+GROUP = "group"
+SPLIT = "split"
+TRAIN, VAL, TEST = "train", "val", "test"
+SPLITS = (TRAIN, VAL, TEST)
+# errors / predictions
+ERROR_PX = "error_px"
+SNAPSHOT = "snapshot"
+# consensus
+CONSENSUS_SCORER = "consensus"
+
+LABEL_COLUMNS = [IMAGE, VIDEO, FRAME, SCORER, BODYPART, X, Y, LABELED, WIDTH, HEIGHT]
+SPLIT_COLUMNS = [IMAGE, VIDEO, GROUP, SPLIT]
+PREDICTION_COLUMNS = [IMAGE, BODYPART, X, Y, LIKELIHOOD]
+ERROR_COLUMNS = [IMAGE, SPLIT, BODYPART, VIDEO, ERROR_PX, LIKELIHOOD, LABELED]
+
+
+def require_columns(df: pd.DataFrame, columns: Iterable[str], table: str) -> None:
+    """Raise a PoseopsError naming the table and the missing columns."""
+    from poseops.errors import PoseopsError
+
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise PoseopsError(f"{table}: missing column(s) {missing}; has {list(df.columns)}")
+
+
+def metadata_columns(df: pd.DataFrame) -> list[str]:
+    """Metadata columns present in a labels-like table: the standard ones first, then extras."""
+    core = set(LABEL_COLUMNS) | {INDIVIDUAL, LIKELIHOOD, GROUP, SPLIT, ERROR_PX, SNAPSHOT}
+    std = [c for c in METADATA_COLUMNS if c in df.columns]
+    extra = [c for c in df.columns if c not in core and c not in std]
+    return std + extra
