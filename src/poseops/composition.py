@@ -1,0 +1,340 @@
+"""`poseops composition`: the dataset composition metrics every iteration should report.
+
+From the field guide's "essential dataset composition metrics": total frames; frames per video,
+animal, session and condition; condition coverage (% of the experimental conditions with labeled
+frames, and per split); pose variance per bodypart (SD of keypoint positions); NaN share per
+bodypart; labeler agreement (mean pairwise pixel distance between scorers on the frames and
+bodyparts several of them labeled); and, once the split exists, the leakage check (groups and
+videos found in more than one split: must be 0) with frames per split and condition.
+
+Outputs: DVC metrics JSON (``composition.metrics``) and a long CSV table (``composition.table``,
+columns ``metric, stratum_type, stratum, split, value``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from poseops import schema as S
+from poseops.fileio import write_csv, write_json
+from poseops.params import section
+from poseops.validate import bodypart_stats, keypoint_missing
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = ["metric", "stratum_type", "stratum", "split", "value"]
+ALL = "all"
+COUNT_BY = [S.VIDEO, S.ANIMAL, S.SESSION, S.CONDITION]
+
+
+@dataclass
+class CompositionParams:
+    """params.yaml ``composition``."""
+
+    input: str = "data/interim/labels.parquet"  # labels (later: the consensus table)
+    split: str | None = "data/processed/split.csv"  # null: no split section
+    metrics: str = "reports/composition.json"
+    table: str = "reports/composition.csv"
+
+
+# ---------------------------------------------------------------------------- pure metrics
+def frames_of(labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per labeled image with its video and metadata columns."""
+    S.require_columns(labels, [S.IMAGE, S.VIDEO], "labels")
+    cols = [c for c in [S.IMAGE, S.VIDEO, *S.METADATA_COLUMNS] if c in labels.columns]
+    return labels[cols].drop_duplicates(S.IMAGE).reset_index(drop=True)
+
+
+def frame_counts(frames: pd.DataFrame, by: str) -> dict[str, int]:
+    """Frames per value of ``by`` (value as text; frames with no value under "<missing>")."""
+    if by not in frames.columns:
+        return {}
+    keys = frames[by].astype(object).where(frames[by].notna(), "<missing>").astype(str)
+    return {k: int(v) for k, v in keys.value_counts().sort_index().items()}
+
+
+def condition_coverage_pct(present: set[str], conditions: set[str]) -> float | None:
+    """% of ``conditions`` (the experimental design) among the ``present`` ones."""
+    if not conditions:
+        return None
+    return 100.0 * len(present & conditions) / len(conditions)
+
+
+def keypoint_positions(labels: pd.DataFrame) -> pd.DataFrame:
+    """Labeled positions per (image, bodypart), averaged over scorers: ``image, bodypart, x, y``."""
+    ok = ~keypoint_missing(labels)
+    sub = labels.loc[ok, [S.IMAGE, S.BODYPART, S.X, S.Y]].astype({S.X: float, S.Y: float})
+    return sub.groupby([S.IMAGE, S.BODYPART], as_index=False, observed=True)[[S.X, S.Y]].mean()
+
+
+def pose_variance(labels: pd.DataFrame) -> pd.DataFrame:
+    """Per bodypart: ``bodypart, n, sd_x, sd_y, sd_px, sd_px_egocentric``.
+
+    sd_x, sd_y: sample SDs (ddof=1) of the labeled positions across frames; ``sd_px =
+    sqrt(var_x + var_y)`` (the "pose variance index" in pixels: RMS distance to the mean
+    position). ``sd_px_egocentric``: the same after subtracting each frame's centroid (mean of its
+    labeled keypoints), i.e. variation of the pose itself rather than of where the animal is."""
+    pos = keypoint_positions(labels)
+    centroid = pos.groupby(S.IMAGE)[[S.X, S.Y]].transform("mean")
+    pos["ex"], pos["ey"] = pos[S.X] - centroid[S.X], pos[S.Y] - centroid[S.Y]
+    g = pos.groupby(S.BODYPART, observed=True)
+    out = pd.DataFrame(
+        {"n": g.size(), "sd_x": g[S.X].std(ddof=1), "sd_y": g[S.Y].std(ddof=1)}
+    ).reset_index()
+    out["sd_px"] = np.sqrt(out["sd_x"] ** 2 + out["sd_y"] ** 2)
+    out["sd_px_egocentric"] = np.sqrt(g["ex"].var(ddof=1) + g["ey"].var(ddof=1)).to_numpy()
+    return out
+
+
+def pairwise_distances(labels: pd.DataFrame) -> pd.DataFrame:
+    """Distance between every two scorers' positions of the same (image, bodypart), where both
+    labeled it: ``image, bodypart, scorer_a, scorer_b, distance_px`` (scorer_a < scorer_b).
+    The ``consensus`` scorer is left out (it is derived from the others)."""
+    S.require_columns(labels, [S.IMAGE, S.BODYPART, S.SCORER, S.X, S.Y], "labels")
+    ok = ~keypoint_missing(labels) & (labels[S.SCORER] != S.CONSENSUS_SCORER).to_numpy()
+    sub = labels.loc[ok, [S.IMAGE, S.BODYPART, S.SCORER, S.X, S.Y]]
+    sub = sub.astype({S.SCORER: str, S.BODYPART: str, S.X: float, S.Y: float})
+    parts = []
+    for a, b in itertools.combinations(sorted(sub[S.SCORER].unique()), 2):
+        m = sub[sub[S.SCORER] == a].merge(
+            sub[sub[S.SCORER] == b], on=[S.IMAGE, S.BODYPART], suffixes=("_a", "_b")
+        )
+        if m.empty:
+            continue
+        d = np.hypot(m["x_a"] - m["x_b"], m["y_a"] - m["y_b"])
+        parts.append(
+            pd.DataFrame(
+                {
+                    S.IMAGE: m[S.IMAGE],
+                    S.BODYPART: m[S.BODYPART],
+                    "scorer_a": a,
+                    "scorer_b": b,
+                    "distance_px": d,
+                }
+            )
+        )
+    cols = [S.IMAGE, S.BODYPART, "scorer_a", "scorer_b", "distance_px"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+
+
+def labeler_agreement(labels: pd.DataFrame) -> dict[str, Any]:
+    """Mean pairwise pixel distance between scorers on commonly labeled frames and bodyparts:
+    overall (mean over all pairs), per bodypart and per scorer pair; None where fewer than two
+    scorers labeled the same keypoint."""
+    d = pairwise_distances(labels)
+    scorers = sorted(set(labels[S.SCORER].astype(str)) - {S.CONSENSUS_SCORER})
+    if d.empty:
+        return {
+            "n_scorers": len(scorers),
+            "n_frames": 0,
+            "n_pairs": 0,
+            "mean_pairwise_px": None,
+            "per_bodypart": {},
+            "per_pair": {},
+        }
+    pair = d["scorer_a"] + "-" + d["scorer_b"]
+    return {
+        "n_scorers": len(scorers),
+        "n_frames": int(d[S.IMAGE].nunique()),
+        "n_pairs": len(d),
+        "mean_pairwise_px": float(d["distance_px"].mean()),
+        "per_bodypart": {
+            k: float(v) for k, v in d.groupby(S.BODYPART)["distance_px"].mean().items()
+        },
+        "per_pair": {k: float(v) for k, v in d.groupby(pair)["distance_px"].mean().items()},
+    }
+
+
+def split_composition(
+    split: pd.DataFrame, conditions: set[str], stratify_by: str = S.CONDITION
+) -> dict[str, Any]:
+    """Leakage check and per-split composition of a split table (``image, video, group, split``
+    + ``stratify_by``): groups/videos in more than one split (must be 0), frames and groups per
+    split, frames per split and condition, condition coverage % per split."""
+    from poseops.split import groups_crossing_splits
+
+    out: dict[str, Any] = {
+        "groups_crossing_splits": len(groups_crossing_splits(split, S.GROUP)),
+        "videos_crossing_splits": len(groups_crossing_splits(split, S.VIDEO)),
+        "frames": {s: int((split[S.SPLIT] == s).sum()) for s in S.SPLITS},
+        "groups": {s: int(split.loc[split[S.SPLIT] == s, S.GROUP].nunique()) for s in S.SPLITS},
+    }
+    out["fraction"] = {s: n / len(split) if len(split) else 0.0 for s, n in out["frames"].items()}
+    if stratify_by in split.columns:
+        per = split.groupby([S.SPLIT, split[stratify_by].astype(str)]).size()
+        out[f"frames_per_{stratify_by}"] = {
+            s: {str(c): int(n) for c, n in per[s].items()}
+            if s in per.index.get_level_values(0)
+            else {}
+            for s in S.SPLITS
+        }
+        if stratify_by == S.CONDITION:
+            out["condition_coverage_pct"] = {
+                s: condition_coverage_pct(set(out[f"frames_per_{stratify_by}"][s]), conditions)
+                for s in S.SPLITS
+            }
+    return out
+
+
+def composition_metrics(
+    labels: pd.DataFrame,
+    split: pd.DataFrame | None = None,
+    conditions: set[str] | None = None,
+) -> dict[str, Any]:
+    """All composition metrics as a nested dict (the DVC metrics file). ``conditions``: the
+    experimental design's conditions (e.g. from the metadata CSV, which also lists unlabeled
+    recordings); default: the conditions found in the labels."""
+    frames = frames_of(labels)
+    present = set(frames_counts_keys(frames, S.CONDITION))
+    conditions = set(conditions) if conditions else present
+    pv = pose_variance(labels)
+    nan = bodypart_stats(labels)
+    m: dict[str, Any] = {
+        "total_frames": len(frames),
+        "total_keypoints": len(labels),
+        "n_scorers": int(labels[S.SCORER].nunique()),
+    }
+    for col in COUNT_BY:
+        counts = frame_counts(frames, col)
+        m[f"n_{col}s"] = len(set(counts) - {"<missing>"})
+        if col == S.CONDITION:  # design conditions with no labeled frame show as 0
+            counts = dict(sorted({**dict.fromkeys(conditions, 0), **counts}.items()))
+        m[f"frames_per_{col}"] = counts
+    m["condition_coverage_pct"] = condition_coverage_pct(present, conditions)
+    m["n_conditions_missing"] = len(conditions - present)
+    m["pose_variance"] = {
+        r.bodypart: {
+            "n": int(r.n),
+            "sd_x": r.sd_x,
+            "sd_y": r.sd_y,
+            "sd_px": r.sd_px,
+            "sd_px_egocentric": r.sd_px_egocentric,
+        }
+        for r in pv.itertuples()
+    }
+    m["pose_variance_index_px"] = float(pv["sd_px"].mean()) if len(pv) else None
+    m["nan_share"] = {r.bodypart: float(r.nan_share) for r in nan.itertuples()}
+    m["nan_share_overall"] = float(keypoint_missing(labels).mean()) if len(labels) else None
+    m["labeler_agreement"] = labeler_agreement(labels)
+    if split is not None:
+        m["split"] = split_composition(split, conditions)
+    return _clean(m)
+
+
+def frames_counts_keys(frames: pd.DataFrame, col: str) -> list[str]:
+    if col not in frames.columns:
+        return []
+    return sorted(frames[col].dropna().astype(str).unique())
+
+
+def _clean(obj: Any) -> Any:
+    """NaN -> None, numpy scalars -> Python (JSON metrics)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def composition_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """The metrics as a long table: ``metric, stratum_type, stratum, split, value``."""
+    rows: list[tuple[str, str, str, str, Any]] = []
+    for key in (
+        "total_frames",
+        "total_keypoints",
+        "n_scorers",
+        "condition_coverage_pct",
+        "pose_variance_index_px",
+        "nan_share_overall",
+    ):
+        rows.append((key, ALL, ALL, ALL, metrics.get(key)))
+    for col in COUNT_BY:
+        for stratum, n in metrics[f"frames_per_{col}"].items():
+            rows.append(("frames", col, stratum, ALL, n))
+    for bp, v in metrics["pose_variance"].items():
+        for k in ("sd_x", "sd_y", "sd_px", "sd_px_egocentric"):
+            rows.append((f"pose_{k}", S.BODYPART, bp, ALL, v[k]))
+    for bp, v in metrics["nan_share"].items():
+        rows.append(("nan_share", S.BODYPART, bp, ALL, v))
+    la = metrics["labeler_agreement"]
+    rows.append(("labeler_mean_pairwise_px", ALL, ALL, ALL, la["mean_pairwise_px"]))
+    for bp, v in la["per_bodypart"].items():
+        rows.append(("labeler_mean_pairwise_px", S.BODYPART, bp, ALL, v))
+    for pair, v in la["per_pair"].items():
+        rows.append(("labeler_mean_pairwise_px", "scorer_pair", pair, ALL, v))
+    sp = metrics.get("split")
+    if sp:
+        rows.append(("groups_crossing_splits", ALL, ALL, ALL, sp["groups_crossing_splits"]))
+        rows.append(("videos_crossing_splits", ALL, ALL, ALL, sp["videos_crossing_splits"]))
+        for s in S.SPLITS:
+            rows.append(("frames", ALL, ALL, s, sp["frames"][s]))
+            rows.append(("groups", ALL, ALL, s, sp["groups"][s]))
+            for c, n in sp.get(f"frames_per_{S.CONDITION}", {}).get(s, {}).items():
+                rows.append(("frames", S.CONDITION, c, s, n))
+            if "condition_coverage_pct" in sp:
+                rows.append(
+                    ("condition_coverage_pct", ALL, ALL, s, sp["condition_coverage_pct"][s])
+                )
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+# ---------------------------------------------------------------------------- edges
+def design_conditions(metadata: str | Path | None) -> set[str]:
+    """Conditions listed in the per-video metadata CSV (empty when there is none)."""
+    if not metadata or not Path(metadata).is_file():
+        return set()
+    meta = pd.read_csv(metadata)
+    if S.CONDITION not in meta.columns:
+        return set()
+    return set(meta[S.CONDITION].dropna().astype(str))
+
+
+def run(params_file: str | None = None) -> dict[str, Any]:
+    from poseops.ingest import ProjectParams
+    from poseops.validate import read_table
+
+    p = section("composition", CompositionParams, params_file)
+    labels = read_table(p.input)
+    split = read_table(p.split) if p.split else None
+    conditions = design_conditions(section("project", ProjectParams, params_file).metadata)
+    metrics = composition_metrics(labels, split, conditions or None)
+    write_json(metrics, p.metrics)
+    write_csv(composition_table(metrics), p.table)
+    log.info(
+        "%d frames, condition coverage %s%%, %s -> %s, %s",
+        metrics["total_frames"],
+        metrics["condition_coverage_pct"],
+        f"groups crossing splits {metrics['split']['groups_crossing_splits']}"
+        if split is not None
+        else "no split",
+        p.metrics,
+        p.table,
+    )
+    return metrics
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "composition",
+        help="dataset composition metrics + split leakage check (reports/composition.json)",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
+    p.set_defaults(func=_cli)
+
+
+def _cli(a: argparse.Namespace) -> int:
+    run(a.params_file)
+    return 0

@@ -1,0 +1,207 @@
+"""`poseops validate`: Great Expectations checks on the labels table before anything trains on it.
+
+The suite (``expectations/dataset.json``) runs over the labels table and tables derived from it
+(``dataset_tables``): ``labels`` (as read), ``frames`` (one row per image: metadata, size, whether
+the file exists and decodes), ``bodypart_stats`` (NaN share per bodypart) and ``condition_stats``
+(frames per condition and ratio to the smallest condition). Thresholds come from params.yaml
+``validate``; ``config.bodyparts`` is filled from the DLC project's config.yaml. Extra tables written
+by other stages (e.g. ``labeler_qc`` from consensus) are added with ``validate.tables``.
+Outputs: results JSON (``validate.out``) and a Data Docs site (``validate.docs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from poseops import schema as S
+from poseops.errors import PoseopsError
+from poseops.params import load_params, section
+
+log = logging.getLogger(__name__)
+
+FRAME_METADATA = [S.ANIMAL, S.SESSION, S.CONDITION]  # every frame must have these
+
+
+@dataclass
+class ValidateParams:
+    """params.yaml ``validate``."""
+
+    suite: str = "expectations/dataset.json"
+    input: str = "data/interim/labels.parquet"  # labels (later: the consensus table)
+    out: str = "reports/validation/dataset.json"
+    docs: str = "reports/validation/dataset-docs"  # Data Docs HTML site
+    max_nan_share: float = 0.25  # per bodypart
+    min_frames_per_condition: int = 5
+    max_condition_ratio: float = 3.0  # max/min frames per condition
+    min_total_frames: int = 20
+    check_images: bool = True  # open and decode every labeled image
+    fail_on_error: bool = True  # false: failures only warn
+    tables: dict[str, str] = field(default_factory=dict)  # extra tables: name -> parquet/csv path
+
+
+# ---------------------------------------------------------------------------- pure tables
+def keypoint_missing(labels: pd.DataFrame) -> np.ndarray:
+    """True where a keypoint is not labeled (x or y NaN / not finite)."""
+    x = pd.to_numeric(labels[S.X], errors="coerce").to_numpy(float)
+    y = pd.to_numeric(labels[S.Y], errors="coerce").to_numpy(float)
+    return ~(np.isfinite(x) & np.isfinite(y))
+
+
+def frames_table(labels: pd.DataFrame, images: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per labeled image: ``image, video, width, height, animal, session, condition``
+    (+ any other metadata column; metadata columns absent from ``labels`` are added empty),
+    joined with ``images`` (``image, exists, decodes``) when given."""
+    S.require_columns(labels, [S.IMAGE, S.VIDEO], "labels")
+    per_keypoint = {"n_labelers", "ila_px"}  # consensus columns: not per-frame metadata
+    meta = [c for c in S.metadata_columns(labels) if c not in per_keypoint]
+    keep = [c for c in [S.IMAGE, S.VIDEO, S.WIDTH, S.HEIGHT, *meta] if c in labels.columns]
+    frames = labels[keep].drop_duplicates(S.IMAGE).reset_index(drop=True)
+    for col in FRAME_METADATA:
+        if col not in frames.columns:
+            frames[col] = pd.Series([None] * len(frames), dtype=object)
+    if images is not None:
+        frames = frames.merge(images, on=S.IMAGE, how="left")
+        for col in ("exists", "decodes"):
+            frames[col] = frames[col].astype("boolean").fillna(False).astype(bool)
+    return frames
+
+
+def bodypart_stats(labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per bodypart: ``bodypart, n, n_missing, nan_share`` over every row (all scorers)."""
+    S.require_columns(labels, [S.BODYPART, S.X, S.Y], "labels")
+    df = pd.DataFrame({S.BODYPART: labels[S.BODYPART].to_numpy(), "miss": keypoint_missing(labels)})
+    out = df.groupby(S.BODYPART, sort=True)["miss"].agg(n="size", n_missing="sum").reset_index()
+    out["n_missing"] = out["n_missing"].astype(int)
+    out["nan_share"] = out["n_missing"] / out["n"]
+    return out
+
+
+def condition_stats(frames: pd.DataFrame) -> pd.DataFrame:
+    """One row per condition with labeled frames: ``condition, n_frames, ratio_to_smallest``
+    (frames with no condition are left out: the metadata expectations report them)."""
+    counts = frames[S.CONDITION].dropna().astype(str).value_counts().sort_index()
+    out = counts.rename_axis(S.CONDITION).reset_index(name="n_frames")
+    smallest = out["n_frames"].min() if len(out) else np.nan
+    out["ratio_to_smallest"] = out["n_frames"] / smallest
+    return out
+
+
+def image_status(images: list[str], root: str | Path) -> pd.DataFrame:
+    """``image, exists, decodes`` for each image path (relative to ``root``): the file is there
+    and Pillow can decode all of its pixels (catches truncated or corrupt files)."""
+    from PIL import Image
+
+    root = Path(root)
+    rows = []
+    for i, image in enumerate(images):
+        path = root / image
+        exists = path.is_file()
+        decodes = False
+        if exists:
+            try:
+                with Image.open(path) as im:
+                    im.load()
+                decodes = True
+            except Exception as e:  # PIL raises OSError, SyntaxError, ValueError...
+                log.debug("%s does not decode: %s", path, e)
+        rows.append({S.IMAGE: image, "exists": exists, "decodes": decodes})
+        if (i + 1) % 500 == 0:
+            log.info("checked %d/%d images", i + 1, len(images))
+    return pd.DataFrame(rows, columns=[S.IMAGE, "exists", "decodes"])
+
+
+def dataset_tables(
+    labels: pd.DataFrame, image_root: str | Path | None = None
+) -> dict[str, pd.DataFrame]:
+    """The tables ``expectations/dataset.json`` runs on. With ``image_root`` (the project folder),
+    ``frames`` gets ``exists``/``decodes`` per image."""
+    images = None
+    if image_root is not None:
+        images = image_status(list(dict.fromkeys(labels[S.IMAGE])), image_root)
+    frames = frames_table(labels, images)
+    return {
+        "labels": labels,
+        "frames": frames,
+        "bodypart_stats": bodypart_stats(labels),
+        "condition_stats": condition_stats(frames),
+    }
+
+
+# ---------------------------------------------------------------------------- edges
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A parquet or CSV table; a missing file names the stage that writes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoseopsError("table not found (run the stage that writes it first)", file=path)
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+def config_bodyparts(project: str | Path, labels: pd.DataFrame) -> list[str]:
+    """Bodyparts of the project's config.yaml; a project without one (Lightning Pose) uses the
+    bodyparts found in the labels."""
+    project = Path(project)
+    if (project / "config.yaml").is_file():
+        from poseops.dlcio import read_config
+
+        return list(read_config(project)["bodyparts"])
+    log.warning("%s has no config.yaml: bodyparts taken from the labels", project)
+    return list(dict.fromkeys(labels[S.BODYPART]))
+
+
+def run(
+    params_file: str | None = None,
+    input_path: str | None = None,
+    project: str | None = None,
+    fail_on_error: bool | None = None,
+) -> Any:
+    """Validate the labels table; write results JSON + Data Docs; raise on failures."""
+    from poseops import gx
+    from poseops.ingest import ProjectParams
+
+    vp = section("validate", ValidateParams, params_file)
+    project = project or section("project", ProjectParams, params_file).path
+    labels = read_table(input_path or vp.input)
+    tables = dataset_tables(labels, image_root=project if vp.check_images else None)
+    for name, path in vp.tables.items():
+        tables[name] = read_table(path)
+    params = {
+        **load_params(params_file),
+        "validate": dataclasses.asdict(vp),
+        "config": {"bodyparts": config_bodyparts(project, labels)},
+    }
+    log.info(
+        "validating %d label rows (%d frames) with %s", len(labels), len(tables["frames"]), vp.suite
+    )
+    result = gx.validate_tables(vp.suite, tables, params, docs_dir=vp.docs)
+    result.save(vp.out)
+    log.info("results: %s; Data Docs: %s", vp.out, result.docs_index)
+    result.check(vp.fail_on_error if fail_on_error is None else fail_on_error)
+    return result
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "validate",
+        help="Great Expectations checks on the labels table (expectations/dataset.json)",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("--input", help="labels table (default: params validate.input)")
+    p.add_argument("--project", help="DLC project folder (default: params project.path)")
+    p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
+    p.add_argument(
+        "--warn-only", action="store_true", help="report failures without failing the stage"
+    )
+    p.set_defaults(func=_cli)
+
+
+def _cli(a: argparse.Namespace) -> int:
+    run(a.params_file, a.input, a.project, fail_on_error=False if a.warn_only else None)
+    return 0
