@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +59,96 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+# --- demo project (helper A: poseops.demo) -------------------------------------------------
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the default demo (params.yaml `demo` defaults), generated once per
+    test session: ``raw/demo`` (the DLC project) and ``metadata/videos.csv``. Read-only by
+    convention: use ``demo_copy`` to write."""
+    from poseops.demo import DemoParams, generate_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo(root / "raw" / "demo", DemoParams(), metadata=root / "metadata" / "videos.csv")
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_project(demo_root: Path) -> Path:
+    """The default demo DLC project (config.yaml, videos/, labeled-data/, ground_truth.csv)."""
+    return demo_root / "raw" / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_metadata(demo_root: Path) -> Path:
+    """The demo's per-video metadata CSV (video, animal, session, condition, dose, camera)."""
+    return demo_root / "metadata" / "videos.csv"
+
+
+@pytest.fixture
+def demo_copy(demo_project: Path, tmp_path: Path) -> Path:
+    """A writable copy of the demo project (``tmp_path/demo``, metadata at
+    ``tmp_path/metadata/videos.csv``); config.yaml's project_path/video_sets point at the copy."""
+    import yaml
+
+    dst = tmp_path / "demo"
+    shutil.copytree(demo_project, dst)
+    (tmp_path / "metadata").mkdir(exist_ok=True)
+    shutil.copy2(demo_project.parent.parent / "metadata" / "videos.csv", tmp_path / "metadata")
+    cfg_path = dst / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["project_path"] = str(dst)
+    cfg["video_sets"] = {
+        str(dst / "videos" / Path(k).name): v for k, v in (cfg.get("video_sets") or {}).items()
+    }
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``DemoParams.small()`` (2 animals x 3 sessions, 30-frame videos, 6 labeled frames each),
+    once per session: ``raw/demo`` and ``metadata/videos.csv`` inside."""
+    from poseops.demo import DemoParams, generate_demo
+
+    root = tmp_path_factory.mktemp("small_demo")
+    generate_demo(root / "raw" / "demo", DemoParams.small(), metadata=root / "metadata" / "videos.csv")
+    return root
+
+
+# --- trained demo model (helper D: poseops.train) ------------------------------------------
+@dataclass
+class TrainedDemo:
+    """One real DLC training of the default demo, shared by the tests of later stages."""
+
+    result: Any  # poseops.train.TrainResult (run_id, snapshots, config_path, images per split...)
+    params: Any  # poseops.train.TrainParams used
+    labels: Any  # consensus table (pd.DataFrame) the model was trained on
+    split: Any  # split table (pd.DataFrame: image, video, group, split, ...)
+    project: Path  # the source demo DLC project (read-only)
+    workdir: Path  # train workdir (working DLC project under workdir/project, run.json)
+    tracking_uri: str  # private MLflow store (sqlite) holding the run and registered model
+
+
+@pytest.fixture(scope="session")
+def trained_demo(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedDemo:
+    """Train cspnext_s on the default demo once per session (2 epochs, crop = image size, random
+    init, CPU), tracked in a private SQLite MLflow store. Treat as read-only; pass
+    ``tracking_uri`` explicitly (MlflowClient(tracking_uri=...)) or monkeypatch the env var."""
+    from poseops.consensus import build_consensus
+    from poseops.ingest import ingest_project
+    from poseops.split import SplitParams, make_split
+    from poseops.train import TrainParams, train_model
+
+    root = tmp_path_factory.mktemp("trained_demo")
+    project = demo_root / "raw" / "demo"
+    labels = build_consensus(ingest_project(project, demo_root / "metadata" / "videos.csv"))
+    split = make_split(labels, SplitParams())
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    params = TrainParams(
+        net_type="cspnext_s", epochs=2, batch_size=8, pretrained=False, device="cpu",
+        save_epochs=1, experiment="poseops-tests", registered_model="poseops-demo",
+    )
+    result = train_model(params, labels, split, project, root / "train", tracking_uri=uri)
+    return TrainedDemo(result, params, labels, split, project, root / "train", uri)

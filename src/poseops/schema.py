@@ -44,8 +44,16 @@ SPLITS = (TRAIN, VAL, TEST)
 # errors / predictions
 ERROR_PX = "error_px"
 SNAPSHOT = "snapshot"
-# consensus
+# consensus (per keypoint: n_labelers, n_removed, ila_px, disagreement; per frame: frame_ila_px,
+# sample_weight)
 CONSENSUS_SCORER = "consensus"
+N_LABELERS = "n_labelers"
+N_REMOVED = "n_removed"
+ILA_PX = "ila_px"
+DISAGREEMENT = "disagreement"
+FRAME_ILA_PX = "frame_ila_px"
+SAMPLE_WEIGHT = "sample_weight"
+KEYPOINT_COLUMNS = [N_LABELERS, N_REMOVED, ILA_PX, DISAGREEMENT]
 
 LABEL_COLUMNS = [IMAGE, VIDEO, FRAME, SCORER, BODYPART, X, Y, LABELED, WIDTH, HEIGHT]
 SPLIT_COLUMNS = [IMAGE, VIDEO, GROUP, SPLIT]
@@ -64,7 +72,8 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], table: str) -> Non
 
 def metadata_columns(df: pd.DataFrame) -> list[str]:
     """Metadata columns present in a labels-like table: the standard ones first, then extras."""
-    core = set(LABEL_COLUMNS) | {INDIVIDUAL, LIKELIHOOD, GROUP, SPLIT, ERROR_PX, SNAPSHOT}
+    core = set(LABEL_COLUMNS) | set(KEYPOINT_COLUMNS) | {FRAME_ILA_PX, SAMPLE_WEIGHT}
+    core |= {INDIVIDUAL, LIKELIHOOD, GROUP, SPLIT, ERROR_PX, SNAPSHOT}
     std = [c for c in METADATA_COLUMNS if c in df.columns]
     extra = [c for c in df.columns if c not in core and c not in std]
     return std + extra

@@ -60,8 +60,7 @@ def frames_table(labels: pd.DataFrame, images: pd.DataFrame | None = None) -> pd
     (+ any other metadata column; metadata columns absent from ``labels`` are added empty),
     joined with ``images`` (``image, exists, decodes``) when given."""
     S.require_columns(labels, [S.IMAGE, S.VIDEO], "labels")
-    per_keypoint = {"n_labelers", "ila_px"}  # consensus columns: not per-frame metadata
-    meta = [c for c in S.metadata_columns(labels) if c not in per_keypoint]
+    meta = S.metadata_columns(labels)  # excludes the consensus per-keypoint columns
     keep = [c for c in [S.IMAGE, S.VIDEO, S.WIDTH, S.HEIGHT, *meta] if c in labels.columns]
     frames = labels[keep].drop_duplicates(S.IMAGE).reset_index(drop=True)
     for col in FRAME_METADATA:

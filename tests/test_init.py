@@ -1,0 +1,170 @@
+"""`poseops init`: a DLC project under data/raw + DVC; a clone pulls byte-identical data back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from poseops import schema as S
+from poseops.cli import main
+from poseops.init import init_project
+
+BIN = Path(sys.executable).parent
+ENV = dict(
+    os.environ,
+    PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    DVC_NO_ANALYTICS="1",
+    GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org",
+    GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.org",
+)
+
+
+def sh(*cmd: str, cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{cmd}: {proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return sh(str(BIN / "dvc"), *args, cwd=cwd)
+
+
+def sha256_tree(root: Path) -> dict[str, str]:
+    return {
+        str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    }
+
+
+def _stage_block(dvc_yaml: Path, name: str) -> str:
+    """The text of one stage of our dvc.yaml (other stages may be work in progress)."""
+    lines = dvc_yaml.read_text().splitlines()
+    start = lines.index(f"  {name}:")
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith("  ") and not lines[i].startswith("   ")
+                and lines[i].strip() and not lines[i].lstrip().startswith("#")), len(lines))
+    block = "\n".join(lines[start:end]) + "\n"
+    assert yaml.safe_load("stages:\n" + block)["stages"][name]["cmd"]
+    return block
+
+
+@pytest.fixture
+def repo(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git + DVC repository like ours: params.yaml, the ingest stage of our dvc.yaml."""
+    r = tmp_path / "repo"
+    r.mkdir()
+    sh("git", "init", "-q", cwd=r)
+    dvc("init", "-q", cwd=r)
+    shutil.copy(repo_root / "params.yaml", r / "params.yaml")
+    (r / "dvc.yaml").write_text("stages:\n" + _stage_block(repo_root / "dvc.yaml", "ingest"))
+    for f in ("ingest.py", "dlcio.py"):  # the stage's code deps, at the same relative paths
+        (r / "src" / "poseops").mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo_root / "src" / "poseops" / f, r / "src" / "poseops" / f)
+    sh("git", "add", "-A", cwd=r)
+    sh("git", "commit", "-q", "-m", "start", cwd=r)
+    monkeypatch.chdir(r)
+    return r
+
+
+@pytest.fixture
+def lab_project(openfield: Path, repo_root: Path) -> Path:
+    """The openfield project with its video file (as a lab would have it)."""
+    shutil.copy(repo_root.parent / "shared" / "data" / "dlc-openfield" / "videos" / "m3v1mp4.mp4",
+                openfield / "videos")
+    return openfield
+
+
+def test_init_push_clone_pull_byte_identical(repo: Path, lab_project: Path, tmp_path: Path):
+    original = {d: sha256_tree(lab_project / d) for d in ("videos", "labeled-data")}
+    assert main(["init", str(lab_project), "--copy", "--name", "openfield"]) == 0
+    proj = repo / "data" / "raw" / "openfield"
+    # data in DVC, pointers + config.yaml in git
+    assert (proj / "videos.dvc").is_file() and (proj / "labeled-data.dvc").is_file()
+    ignored = sh("git", "check-ignore", "data/raw/openfield/videos/m3v1mp4.mp4", cwd=repo)
+    assert ignored.strip()
+    assert subprocess.run(["git", "check-ignore", "-q", "data/raw/openfield/config.yaml"],
+                          cwd=repo).returncode == 1
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["project"]["path"] == "data/raw/openfield"
+    # metadata template: every video (labeled-data folder, videos/ file), empty columns
+    meta = pd.read_csv(repo / params["project"]["metadata"], dtype=str, keep_default_na=False)
+    assert list(meta.columns) == [S.VIDEO, *S.METADATA_COLUMNS]
+    assert sorted(meta[S.VIDEO]) == ["m3v1mp4", "m4s1"]
+    assert (meta[S.METADATA_COLUMNS] == "").all().all()
+    # default remote: a local directory, configured in the committed .dvc/config
+    assert "dvc-storage" in (repo / ".dvc" / "config").read_text()
+    dvc("repro", "ingest", cwd=repo)  # the pipeline runs on the new project
+    dvc("push", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "add openfield", cwd=repo)
+
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    assert not (clone / "data" / "raw" / "openfield" / "videos").exists()
+    dvc("pull", cwd=clone)
+    cproj = clone / "data" / "raw" / "openfield"
+    for d, hashes in original.items():
+        assert sha256_tree(cproj / d) == hashes, d
+    assert len(original["labeled-data"]) == 116 + 2
+    # the clone is up to date: the pulled labels table is the one built from the pulled data
+    assert "up to date" in dvc("status", cwd=clone)
+    labels = pd.read_parquet(clone / params["ingest"]["out"])
+    assert len(labels) == 464 and set(labels[S.VIDEO]) == {"m4s1"}
+
+
+def test_metadata_never_destroyed(repo: Path, lab_project: Path):
+    meta_path = repo / "data" / "metadata" / "videos.csv"
+    meta_path.parent.mkdir(parents=True)
+    filled = "video,animal,session,condition,dose,camera,notes\nm4s1,m4,s1,vehicle,0.0,top,ok\n"
+    meta_path.write_text(filled)
+    init_project(lab_project, "copy", name="of")
+    meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+    assert meta.iloc[0].to_dict() == {"video": "m4s1", "animal": "m4", "session": "s1",
+                                      "condition": "vehicle", "dose": "0.0", "camera": "top",
+                                      "notes": "ok"}
+    assert list(meta[S.VIDEO]) == ["m4s1", "m3v1mp4"]  # the new video appended, empty
+    assert (meta.iloc[1].drop(S.VIDEO) == "").all()
+    # --keep-metadata: untouched, byte for byte
+    meta_path.write_text(filled)
+    init_project(repo / "data" / "raw" / "of", "in-place", keep_metadata=True)
+    assert meta_path.read_text() == filled
+
+
+def test_in_place_demo_like_make_demo(repo: Path, tmp_path: Path):
+    """`make demo`: poseops demo, then poseops init data/raw/demo --in-place --keep-metadata."""
+    assert main(["demo", "--small"]) == 0
+    before = (repo / "data" / "metadata" / "videos.csv").read_text()
+    assert main(["init", "data/raw/demo", "--in-place", "--keep-metadata"]) == 0
+    assert (repo / "data" / "metadata" / "videos.csv").read_text() == before
+    assert (repo / "data" / "raw" / "demo" / "labeled-data.dvc").is_file()
+    dvc("repro", "ingest", cwd=repo)
+    labels = pd.read_parquet(repo / "data" / "interim" / "labels.parquet")
+    assert labels[S.CONDITION].notna().all() and labels[S.SCORER].nunique() == 3
+    # a second repro is a no-op
+    assert "didn't change" in dvc("repro", "ingest", cwd=repo) or "up to date" in dvc(
+        "status", cwd=repo
+    )
+
+
+def test_link_mode_and_errors(repo: Path, lab_project: Path, tmp_path: Path, capsys, caplog):
+    assert main(["init", str(lab_project), "--link", "--name", "lk"]) == 0
+    link = repo / "data" / "raw" / "lk"
+    assert link.is_symlink() and link.resolve() == lab_project.resolve()
+    assert not (repo / "data" / "raw" / "lk.dvc").exists()
+    assert "cannot version" in caplog.text
+    capsys.readouterr()
+    assert main(["init", str(lab_project), "--link", "--name", "lk"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["init", str(lab_project), "--in-place"]) == 2
+    assert "inside the repository" in capsys.readouterr().err
+    assert main(["init", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
