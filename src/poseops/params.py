@@ -60,6 +60,11 @@ def update_params(updates: dict[str, dict[str, Any]], path: str | Path | None = 
     p = params_path(path)
     ry = YAML()
     ry.preserve_quotes = True
+    ry.width = 4096  # never re-wrap flow lists
+    # keep explicit nulls as "null" (ruamel writes an empty value by default)
+    ry.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     data = ry.load(p.read_text())
     for sec, kv in updates.items():
         if sec not in data or data[sec] is None:
