@@ -1,0 +1,175 @@
+"""compare: paired statistics checked against scipy and independent computations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from poseops import compare as C
+from poseops.errors import PoseopsError
+
+
+def _errors(seed: int, shift: dict[str, float], n_images: int = 40) -> pd.DataFrame:
+    """A synthetic errors table: n_images test images x 3 bodyparts, 2 conditions."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_images):
+        for bp in ("snout", "leftear", "tailbase"):
+            rows.append({
+                "image": f"labeled-data/v{i % 4}/img{i:04d}.png", "split": "test", "bodypart": bp,
+                "video": f"v{i % 4}", "condition": "vehicle" if i % 2 else "drug",
+                "error_px": abs(rng.normal(4, 1.5)) + shift.get(bp, 0.0),
+                "likelihood": rng.uniform(0.2, 1.0), "labeled": True,
+            })
+    rows.append({**rows[0], "image": "labeled-data/v0/img9999.png", "split": "train"})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("n", [8, 20, 45])
+def test_wilcoxon_exact_matches_scipy(n):
+    d = np.random.default_rng(n).normal(-0.5, 1.0, n)
+    ours = C.wilcoxon_signed_rank(d)
+    ref = stats.wilcoxon(d)
+    assert ours["method"] == "exact"
+    assert ours["statistic"] == pytest.approx(ref.statistic)
+    assert ours["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_wilcoxon_asymptotic_with_ties_and_zeros_matches_scipy():
+    d = np.round(np.random.default_rng(3).normal(0.4, 1.0, 80), 1)  # ties and zeros
+    assert (d == 0).any() and len(np.unique(np.abs(d))) < len(d)
+    ours = C.wilcoxon_signed_rank(d)
+    ref = stats.wilcoxon(d, method="asymptotic")
+    assert ours["method"] == "asymptotic"
+    assert ours["statistic"] == pytest.approx(ref.statistic)
+    assert ours["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_rank_biserial_by_hand():
+    d = np.array([-1.0, -2.0, 3.0, -4.0])  # ranks 1, 2, 3, 4: W+ = 3, W- = 7
+    r = C.wilcoxon_signed_rank(d)
+    assert (r["w_plus"], r["w_minus"]) == (3.0, 7.0)
+    assert r["rank_biserial"] == pytest.approx((3 - 7) / 10)
+    assert C.wilcoxon_signed_rank(-np.arange(1.0, 9.0))["rank_biserial"] == -1.0
+
+
+def test_bootstrap_ci_matches_loop_implementation():
+    d = np.random.default_rng(1).normal(-1, 2, 15)
+    n_boot, seed = 300, 11
+    med, lo, hi = C.bootstrap_median_ci(d, n_boot, 0.9, seed, chunk=7)
+    # independent loop: same resampling matrix, one median at a time, sorted-order percentile
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    meds = sorted(float(np.median([d[j] for j in idx[b]])) for b in range(n_boot))
+
+    def pct(q):
+        pos = q * (n_boot - 1)
+        f = int(np.floor(pos))
+        return meds[f] + (pos - f) * (meds[min(f + 1, n_boot - 1)] - meds[f])
+
+    assert med == pytest.approx(np.median(d))
+    assert lo == pytest.approx(pct(0.05)) and hi == pytest.approx(pct(0.95))
+    assert lo <= med <= hi
+
+
+def test_compare_tables_numbers(tmp_path):
+    base = _errors(0, {})
+    cand = base.copy()
+    cand["error_px"] = base["error_px"] - 1.0 * (base["bodypart"] == "snout") + 0.8 * (
+        base["bodypart"] == "tailbase")
+    params = C.CompareParams(n_boot=500, log_mlflow=False, out=str(tmp_path / "cmp"))
+    res = C.compare_tables(base, cand, params)
+    s = res["summary"]
+    t = base[base.split == "test"]
+    tc = cand[cand.split == "test"]
+    assert s["n_frames"] == t["image"].nunique() == 40
+    rb, rc = np.sqrt((t.error_px**2).mean()), np.sqrt((tc.error_px**2).mean())
+    assert s["rmse_change_pct"] == pytest.approx(100 * (rc - rb) / rb)
+    # per-frame differences: mean over bodyparts, then scipy's Wilcoxon on them
+    fb = t.groupby("image").error_px.mean()
+    fc = tc.groupby("image").error_px.mean()
+    ref = stats.wilcoxon(fc - fb)
+    assert s["wilcoxon"]["p_value"] == pytest.approx(ref.pvalue)
+    bp = res["bodypart"].set_index("stratum")
+    assert bp.loc["snout", "status"] == "improved" and bp.loc["tailbase", "status"] == "worse"
+    assert bp.loc["leftear", "status"] == "unchanged"
+    assert s["bodyparts_worse"] == ["tailbase"]
+    assert bp.loc["snout", "delta_px"] == pytest.approx(-1.0)
+    e = t.loc[t.bodypart == "leftear", "error_px"]
+    assert bp.loc["leftear", "worst5_baseline"] == pytest.approx(e[e >= e.quantile(0.95)].mean())
+    cond = res["condition"].set_index("stratum")
+    assert set(cond.index) == {"vehicle", "drug"}
+    pc = res["pcutoff"].set_index("pcutoff")
+    keep = t.likelihood >= 0.6
+    assert pc.loc[0.6, "share_kept_baseline"] == pytest.approx(keep.mean())
+    assert pc.loc[0.6, "mean_baseline"] == pytest.approx(t.error_px[keep].mean())
+    assert pc.loc[0.0, "share_kept_candidate"] == 1.0
+
+
+def test_run_writes_reports_from_files(tmp_path):
+    base, cand = _errors(0, {}), _errors(1, {"snout": -2})
+    base.to_parquet(tmp_path / "b.parquet")
+    cand.to_csv(tmp_path / "c.csv", index=False)
+    out = tmp_path / "reports" / "compare"
+    params = C.CompareParams(n_boot=200, log_mlflow=False, out=str(out))
+    C.run(params, str(tmp_path / "b.parquet"), str(tmp_path / "c.csv"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_frames"] == 40
+    for name in ("per_frame", "bodypart", "condition", "pcutoff"):
+        assert len(pd.read_csv(out / f"{name}.csv")) > 0
+
+
+def test_compare_logs_to_mlflow(tmp_path, mlflow_uri):
+    import mlflow
+
+    base, cand = _errors(0, {}), _errors(1, {})
+    base.to_parquet(tmp_path / "b.parquet")
+    cand.to_parquet(tmp_path / "c.parquet")
+    params = C.CompareParams(n_boot=100, out=str(tmp_path / "cmp"))
+    res = C.run(params, str(tmp_path / "b.parquet"), str(tmp_path / "c.parquet"))
+    run = mlflow.get_run(res["summary"]["mlflow_run_id"])
+    assert run.data.metrics["rmse_change_pct"] == pytest.approx(res["summary"]["rmse_change_pct"])
+    assert "wilcoxon_p_value" in run.data.metrics
+
+
+def test_different_test_sets_are_refused():
+    base = _errors(0, {})
+    cand = base[base.image != base.image.iloc[0]]
+    with pytest.raises(PoseopsError, match="test sets differ"):
+        C.paired_errors(base, cand)
+
+
+def test_unknown_reference_is_a_clear_error(tmp_path):
+    params = C.CompareParams(errors_pattern=str(tmp_path / "it-{n}.parquet"), log_mlflow=False)
+    with pytest.raises(PoseopsError, match="neither an errors file"):
+        C.resolve_errors("not-a-file", params)
+
+
+def test_iterations_and_run_ids_resolve_through_mlflow(tmp_path, mlflow_uri):
+    """Baseline/candidate given as DLC iterations (training-run tag) or run ids: the errors table
+    is the run's eval/errors.parquet artifact (as `poseops evaluate` logs it)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    run_ids = []
+    for it, seed in ((0, 0), (1, 1)):
+        f = tmp_path / f"it{it}" / "errors.parquet"
+        f.parent.mkdir()
+        _errors(seed, {"snout": -it}).to_parquet(f)
+        with mlflow.start_run() as r:
+            mlflow.set_tag("dlc_iteration", str(it))
+            mlflow.log_artifact(str(f), artifact_path="eval")
+        run_ids.append(r.info.run_id)
+    params = C.CompareParams(n_boot=100, log_mlflow=False, out=str(tmp_path / "cmp"),
+                             errors_pattern=str(tmp_path / "none-{n}.parquet"))
+    by_iter = C.run(params, "0", "1")["summary"]
+    by_id = C.run(params, *run_ids)["summary"]
+    direct = C.compare_tables(_errors(0, {}), _errors(1, {"snout": -1}), params)["summary"]
+    assert by_iter["sources"]["baseline"]["run_id"] == run_ids[0]
+    assert by_iter["rmse_change_pct"] == pytest.approx(direct["rmse_change_pct"])
+    assert by_id["median_diff_px"] == pytest.approx(direct["median_diff_px"])
+    with pytest.raises(PoseopsError, match="no errors for iteration 7"):
+        C.run(params, "0", "7")

@@ -1,0 +1,140 @@
+"""merge: relabeled frames become the next iteration, versioned by DVC + git tags; bad relabeled
+files are refused by name and leave the previous iteration untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from refine_support import digest, git_identity, make_repo, relabel_from_truth, sh
+
+from poseops import dlcio
+from poseops import merge as M
+from poseops import outliers as O
+from poseops.demo import DemoParams, generate_demo
+from poseops.errors import PoseopsError
+
+
+@pytest.fixture(scope="module")
+def demo_src(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("demo")
+    meta = root / "videos.csv"
+    generate_demo(root / "proj", DemoParams.small(), metadata=meta)
+    return root / "proj", meta
+
+
+@pytest.fixture
+def picked(demo_src, tmp_path, monkeypatch):
+    """A git+DVC repo at iteration 0 with outlier frames of the unlabeled video m1-s4 extracted
+    (predictions = truth with planted low likelihood). Returns (repo, project, manifest, params)."""
+    git_identity(monkeypatch)
+    repo, project, meta = make_repo(tmp_path, *demo_src)
+    monkeypatch.chdir(repo)
+    t = pd.read_csv(project / "ground_truth_tracks.csv")
+    preds = t[t.video == "m1-s4"].assign(likelihood=0.95, scorer="DLC_x")
+    preds.loc[preds.frame.isin([4, 9, 17]) & (preds.bodypart == "snout"), "likelihood"] = 0.1
+    preds.to_parquet(tmp_path / "preds.parquet")
+    op = O.OutliersParams(predictions=str(tmp_path / "preds.parquet"), uncertain_fraction=0.0,
+                          n_frames=3, manifest="data/refine/outliers/manifest.csv")
+    manifest = O.run(op, project, meta)
+    assert sorted(manifest.frame) == [4, 9, 17]
+    split = pd.DataFrame({"image": ["labeled-data/m1-s1/img03.png", "labeled-data/m2-s1/img01.png"],
+                          "video": ["m1-s1", "m2-s1"], "group": ["m1-s1", "m2-s1"],
+                          "split": ["test", "train"]})
+    Path("data/processed").mkdir(parents=True)
+    split.to_csv("data/processed/split.csv", index=False)
+    return repo, project, manifest, M.MergeParams()
+
+
+def _state(repo: Path, project: Path) -> tuple[str, list[str], str]:
+    files = [project / "config.yaml", repo / "data" / "raw" / "demo.dvc",
+             repo / "data" / "processed" / "fixed_split.csv"]
+    return digest(files), sh(["git", "tag", "--list"], repo).split(), sh(["git", "rev-parse", "HEAD"], repo)
+
+
+def test_merge_makes_the_next_iteration_versioned(picked):
+    repo, project, manifest, params = picked
+    relabel_from_truth(project, manifest, "alice")
+    dvc0 = (repo / "data/raw/demo.dvc").read_text()
+    report = M.run(params, project)
+    assert report["iteration"] == 1 and report["frames_added"] == 3
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    assert cfg["iteration"] == 1
+    assert any(Path(v).stem == "m1-s4" for v in cfg["video_sets"])  # DLC reads listed videos only
+    # DVC + git: two tags, two different dataset hashes
+    assert {"iteration-0", "iteration-1"} <= set(sh(["git", "tag", "--list"], repo).split())
+    dvc0_tag = sh(["git", "show", "iteration-0:data/raw/demo.dvc"], repo)
+    dvc1_tag = sh(["git", "show", "iteration-1:data/raw/demo.dvc"], repo)
+    assert dvc0_tag.strip() == dvc0.strip() and dvc0_tag != dvc1_tag
+    assert sh(["git", "status", "--porcelain", "data/raw"], repo) == ""
+    fixed = pd.read_csv(repo / "data/processed/fixed_split.csv")
+    assert fixed[fixed.split == "test"].image.tolist() == ["labeled-data/m1-s1/img03.png"]
+    assert "data/processed/fixed_split.csv" in sh(["git", "show", "--stat", "iteration-1"], repo)
+    # the labels table grew by exactly the relabeled frames (read back with DLC's format reader)
+    h5 = project / "labeled-data/m1-s4/CollectedData_alice.h5"
+    back = dlcio.wide_to_long(dlcio.read_collected_data(h5))
+    assert sorted(back.image.unique()) == sorted(manifest.image)
+    # either dataset can be restored from git + DVC
+    sh(["git", "checkout", "-q", "iteration-0"], repo)
+    sh(["dvc", "checkout", "-q", "--force"], repo)
+    assert yaml.safe_load((project / "config.yaml").read_text())["iteration"] == 0
+    assert not (project / "labeled-data/m1-s4").exists()
+    sh(["git", "checkout", "-q", "iteration-1"], repo)
+    sh(["dvc", "checkout", "-q", "--force"], repo)
+    assert yaml.safe_load((project / "config.yaml").read_text())["iteration"] == 1
+    assert h5.is_file()
+
+
+def test_wrong_bodyparts_are_refused_and_nothing_changes(picked):
+    repo, project, manifest, params = picked
+    relabel_from_truth(project, manifest, "alice", rename={"snout": "nose"})
+    before = _state(repo, project)
+    with pytest.raises(PoseopsError, match=r"m1-s4/CollectedData_alice\.h5.*bodypart 'nose'"):
+        M.run(params, project)
+    assert _state(repo, project) == before
+    assert not Path(params.report).exists()
+
+
+def test_unrelabeled_frames_are_refused(picked):
+    repo, project, manifest, params = picked
+    before = _state(repo, project)
+    with pytest.raises(PoseopsError, match="relabeled file missing"):
+        M.run(params, project)
+    relabel_from_truth(project, manifest[manifest.frame != 9], "alice")
+    with pytest.raises(PoseopsError, match=r"row labeled-data/m1-s4/img09\.png.*not relabeled"):
+        M.run(params, project)
+    assert _state(repo, project) == before
+
+
+def test_failed_versioning_restores_config(picked, monkeypatch):
+    repo, project, manifest, params = picked
+    relabel_from_truth(project, manifest, "alice")
+    cfg_before = (project / "config.yaml").read_text()
+
+    def boom(*a, **k):
+        raise PoseopsError("dvc exploded")
+
+    monkeypatch.setattr(M, "_version", boom)
+    with pytest.raises(PoseopsError, match="dvc exploded"):
+        M.run(params, project)
+    assert (project / "config.yaml").read_text() == cfg_before
+
+
+def test_honour_fixed_split_keeps_the_test_set():
+    prev = pd.DataFrame({"image": ["a/1", "a/2", "b/1", "c/1"], "group": ["a", "a", "b", "c"],
+                         "split": ["test", "test", "train", "val"]})
+    fixed = M.fixed_split_table(prev)
+    # a new split of the grown dataset moved groups around and added new frames: a/3 (test
+    # group a), c/2 (val group c), d/1 and e/1 (new groups)
+    new = pd.DataFrame({"image": ["a/1", "a/2", "a/3", "b/1", "c/1", "c/2", "d/1", "e/1"],
+                        "group": ["a", "a", "a", "b", "c", "c", "d", "e"],
+                        "split": ["val", "val", "val", "test", "train", "train", "test", "val"]})
+    out = M.honour_fixed_split(new, fixed).set_index("image")["split"]
+    assert out.to_dict() == {"a/1": "test", "a/2": "test", "b/1": "train", "c/1": "val",
+                             "c/2": "val", "d/1": "train", "e/1": "val"}  # a/3 left out: leak
+    with pytest.raises(PoseopsError, match="a/2"):
+        M.honour_fixed_split(new[new.image != "a/2"], fixed)
+    assert np.array_equal(fixed.image, ["a/1", "a/2", "b/1", "c/1"])

@@ -1,0 +1,160 @@
+"""outliers: planted low-likelihood frames and jumps are found; quotas per condition hold;
+frames + machinelabels are written in DLC's refine convention."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from poseops import outliers as O
+from poseops.demo import DemoParams, generate_demo
+
+BPS = ["snout", "leftear", "rightear", "tailbase"]
+LOW_ONE = {("a", 10), ("b", 33)}  # one bodypart at likelihood 0.1
+LOW_ALL = {("c", 20)}  # every bodypart at 0.2 (mean below the bound too)
+JUMP = {("a", 40), ("c", 5)}  # snout displaced 40 px for one frame
+
+
+def _smooth_preds(videos=("a", "b", "c"), n=60, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for v in videos:
+        base = rng.uniform(30, 90, (len(BPS), 2))
+        for f in range(n):
+            for j, bp in enumerate(BPS):
+                x, y = base[j] + 0.5 * f * np.array([1, 0.3])  # 0.52 px/frame
+                lik = 0.9 + 0.09 * rng.random()
+                if (v, f) in LOW_ONE and j == 2:
+                    lik = 0.1
+                if (v, f) in LOW_ALL:
+                    lik = 0.2
+                if (v, f) in JUMP and bp == "snout":
+                    x += 40
+                rows.append((v, f, bp, x, y, lik))
+    return pd.DataFrame(rows, columns=["video", "frame", "bodypart", "x", "y", "likelihood"])
+
+
+def _flagged(f: pd.DataFrame, col: str) -> set[tuple[str, int]]:
+    return set(zip(f.loc[f[col], "video"], f.loc[f[col], "frame"], strict=True))
+
+
+def test_planted_low_likelihood_frames_are_found():
+    f = O.candidate_frames(_smooth_preds(), p_bound=0.6, epsilon=20, uncertain_fraction=0.0)
+    assert _flagged(f, "low_likelihood") == LOW_ONE | LOW_ALL
+    fm = O.candidate_frames(_smooth_preds(), 0.6, 20, 0.0, likelihood_mode="mean")
+    assert _flagged(fm, "low_likelihood") == LOW_ALL  # one low bodypart does not sink the mean
+
+
+def test_planted_jumps_are_found_and_measured():
+    f = O.candidate_frames(_smooth_preds(), p_bound=0.6, epsilon=20, uncertain_fraction=0.0)
+    # a one-frame spike: the displacement into it and back out of it both exceed epsilon
+    expected = JUMP | {(v, t + 1) for v, t in JUMP}
+    assert _flagged(f, "jump") == expected
+    row = f[(f.video == "a") & (f.frame == 40)].iloc[0]
+    step = math.hypot(40 + 0.5, 0.15)  # spike + the regular per-frame motion
+    assert row["jump_px"] == pytest.approx(step, abs=1e-9)
+    assert f[(f.video == "a") & (f.frame == 0)]["jump_px"].isna().all()  # no previous frame
+
+
+def test_top_uncertain_fraction_per_video():
+    preds = _smooth_preds()
+    f = O.candidate_frames(preds, p_bound=0.0, epsilon=1e9, uncertain_fraction=0.05)
+    for _, part in f.groupby("video"):
+        k = math.ceil(0.05 * len(part))
+        lowest = part.nsmallest(k, "mean_likelihood")
+        assert set(part.loc[part.uncertain, "frame"]) == set(lowest["frame"])
+    assert (f["rule"] == f["uncertain"].map({True: "uncertain", False: ""})).all()
+
+
+def test_rules_are_named_in_the_rule_column():
+    f = O.candidate_frames(_smooth_preds(), 0.6, 20, 0.0).set_index(["video", "frame"])
+    assert f.loc[("c", 20), "rule"] == "low_likelihood"
+    assert f.loc[("a", 40), "rule"] == "jump"
+    assert f.loc[("a", 3), "rule"] == ""
+
+
+def test_diversity_sampling_keeps_condition_quotas():
+    rng = np.random.default_rng(0)
+    cand = pd.DataFrame({"video": list("aaaaaaaabbbbbbc"), "frame": range(15)})
+    cand["condition"] = cand["video"].map({"a": "vehicle", "b": "low", "c": "high"})
+    sel = O.select_outliers(cand, rng.normal(size=(15, 6)), 7, seed=0, balance_by="condition")
+    # 7 over 3 conditions: high has one candidate, the rest is split 3 / 3
+    assert sel["condition"].value_counts().to_dict() == {"vehicle": 3, "low": 3, "high": 1}
+
+
+@pytest.fixture(scope="module")
+def demo_src(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("demo")
+    meta = root / "videos.csv"
+    generate_demo(root / "proj", DemoParams.small(), metadata=meta)
+    return root / "proj", meta
+
+
+def _preds_from_truth(proj: Path, videos: list[str], planted: dict) -> pd.DataFrame:
+    """'Model predictions' = the generator's true tracks, likelihood 0.95, with planted faults."""
+    t = pd.read_csv(proj / "ground_truth_tracks.csv")
+    t = t[t.video.isin(videos)].copy()
+    t["likelihood"] = 0.95
+    t["scorer"] = "DLC_test"
+    for (v, f), kind in planted.items():
+        m = (t.video == v) & (t.frame == f)
+        if kind == "low":
+            t.loc[m & (t.bodypart == "leftear"), "likelihood"] = 0.05
+        else:
+            t.loc[m & (t.bodypart == "tailbase"), "x"] += 50
+    return t
+
+
+def test_outliers_on_demo_write_frames_machinelabels_and_manifest(demo_src, tmp_path):
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_src[0], proj)
+    videos = ["m1-s4", "m1-s2", "m1-s3", "m2-s3"]  # vehicle, low_dose, high_dose, vehicle
+
+    def free(v: str, after: int) -> int:  # first frame > after without a labeled image
+        return next(f for f in range(after + 1, 30)
+                    if not (proj / "labeled-data" / v / f"img{f:02d}.png").exists())
+
+    planted = {(v, free(v, 3)): "low" for v in videos}
+    jump_frame = free("m1-s4", 15)
+    planted[("m1-s4", jump_frame)] = "jump"
+    preds = _preds_from_truth(proj, videos, planted)
+    low_frame = free("m1-s4", 3)
+    preds.to_parquet(tmp_path / "preds.parquet")
+    params = O.OutliersParams(predictions=str(tmp_path / "preds.parquet"), p_bound=0.6,
+                              epsilon=20, uncertain_fraction=0.0, n_frames=20,
+                              manifest=str(tmp_path / "out" / "manifest.csv"))
+    man = O.run(params, proj, demo_src[1])
+    picked = set(zip(man.video, man.frame, strict=True))
+    assert set(planted) <= picked  # every planted frame is found (fewer candidates than n_frames)
+    assert (man.set_index(["video", "frame"]).loc[("m1-s4", jump_frame), "rule"]) == "jump"
+    assert man.loc[man.rule.str.contains("jump"), "jump_px"].min() > 20
+    # machinelabels-iter0.h5: DLC's refine file; holds the predictions of the picked frames
+    ml = pd.read_hdf(proj / "labeled-data" / "m1-s4" / "machinelabels-iter0.h5", "df_with_missing")
+    assert list(ml.columns.names) == ["scorer", "bodyparts", "coords"]
+    assert list(dict.fromkeys(ml.columns.get_level_values("bodyparts"))) == BPS
+    row = ml.loc[("labeled-data", "m1-s4", f"img{low_frame:02d}.png")]
+    truth = preds[(preds.video == "m1-s4") & (preds.frame == low_frame)].set_index("bodypart")
+    assert row[("DLC_test", "snout", "x")] == pytest.approx(truth.loc["snout", "x"])
+    assert row[("DLC_test", "leftear", "likelihood")] == pytest.approx(0.05)
+    for img in man.image:
+        assert (proj / img).is_file()
+
+
+def test_quota_per_condition_on_demo(demo_src, tmp_path):
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_src[0], proj)
+    videos = ["m1-s4", "m1-s2", "m1-s3", "m2-s3"]
+    preds = _preds_from_truth(proj, videos, {})
+    preds.to_parquet(tmp_path / "preds.parquet")
+    # every frame is a candidate (uncertain_fraction = 1): 6 frames -> 2 per condition
+    params = O.OutliersParams(predictions=str(tmp_path / "preds.parquet"), uncertain_fraction=1.0,
+                              n_frames=6, write_frames=False,
+                              manifest=str(tmp_path / "out" / "manifest.csv"))
+    man = O.run(params, proj, demo_src[1])
+    assert man.condition.value_counts().to_dict() == {"vehicle": 2, "low_dose": 2, "high_dose": 2}
+    assert man.cluster.notna().all() and (man.quota == 2).all()
