@@ -37,8 +37,7 @@ stages:
 def _labels_and_split(project: Path, meta: Path, fixed: Path | None):
     from poseops.consensus import build_consensus
     from poseops.ingest import ingest_project
-    from poseops.merge import honour_fixed_split
-    from poseops.split import SplitParams, make_split
+    from poseops.split import SplitParams, honour_fixed_split, make_split
 
     labels = build_consensus(ingest_project(project, meta))
     split = make_split(labels, SplitParams())

@@ -254,3 +254,31 @@ def test_openfield_single_video_is_refused_with_advice(openfield: Path) -> None:
         SP.make_split(labels, params())
     with pytest.raises(PoseopsError, match="only 1 group \\(video=m4s1\\)"):
         SP.make_split(labels, params(stratify_by=None))
+
+
+def test_split_stage_keeps_the_previous_iterations_split(tmp_path: Path) -> None:
+    """After `poseops merge`, `poseops split` keeps the fixed split: old images keep theirs,
+    new frames of a known group follow it (test groups' new frames are left out), new groups
+    never enter test."""
+    labels = make_labels(animals=4, frames=6)
+    first = SP.make_split(labels, params())
+    fixed = tmp_path / "fixed_split.csv"
+    first.to_csv(fixed, index=False)
+    # next iteration: new frames in every old video + two new animals (new groups)
+    extra = make_labels(animals=6, frames=9, seed=1)
+    extra = extra[extra["frame"] >= 6]
+    grown = pd.concat([labels, extra], ignore_index=True)
+    grown.to_parquet(tmp_path / "labels.parquet")
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({"split": {
+        "input": str(tmp_path / "labels.parquet"), "out": str(tmp_path / "split.csv"),
+        "fixed_split": str(fixed)}}))
+    out = SP.run(str(p)).set_index("image")["split"]
+    prev = first.set_index("image")["split"]
+    assert (out.reindex(prev.index) == prev).all()
+    new = out[~out.index.isin(prev.index)]
+    assert len(new) > 0 and (new != "test").all()
+    test_videos = set(first.loc[first.split == "test", "video"])
+    new_videos = {i.split("/")[1] for i in new.index}
+    assert not (new_videos & test_videos)
+    assert crossing(pd.read_csv(tmp_path / "split.csv"), "video") == 0

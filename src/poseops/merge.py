@@ -87,41 +87,6 @@ def fixed_split_table(split: pd.DataFrame) -> pd.DataFrame:
     return split[cols].sort_values(S.IMAGE).reset_index(drop=True)
 
 
-def honour_fixed_split(split: pd.DataFrame, fixed: pd.DataFrame) -> pd.DataFrame:
-    """Make a freshly computed split keep the previous iteration's (new frames: train/val only).
-
-    split: image, group, split (+ any columns), computed on the grown dataset; fixed: image,
-    split (the previous split). Images in ``fixed`` keep their split. A new frame of a group seen
-    before follows that group (train or val); one of a test group is dropped (it would leak the
-    test group into training; logged). New groups keep the new split's choice, except ``test``,
-    which becomes ``train``. Fixed test images missing from ``split`` are an error (the test set
-    would change).
-    """
-    S.require_columns(split, [S.IMAGE, S.GROUP, S.SPLIT], "split")
-    S.require_columns(fixed, [S.IMAGE, S.SPLIT], "fixed split")
-    prev = fixed.set_index(S.IMAGE)[S.SPLIT]
-    test_imgs = set(prev.index[prev == S.TEST])
-    gone = sorted(test_imgs - set(split[S.IMAGE]))
-    if gone:
-        raise PoseopsError(f"{len(gone)} fixed test image(s) are no longer in the dataset, e.g."
-                           f" {gone[0]}: the test set would change", row=gone[0])
-    out = split.copy()
-    known = out[S.IMAGE].isin(prev.index)
-    out.loc[known, S.SPLIT] = out.loc[known, S.IMAGE].map(prev)
-    group_split = out[known].groupby(S.GROUP)[S.SPLIT].first()
-    new = ~known
-    old_group = new & out[S.GROUP].isin(group_split.index)
-    out.loc[old_group, S.SPLIT] = out.loc[old_group, S.GROUP].map(group_split)
-    leak = new & (out[S.SPLIT] == S.TEST) & old_group
-    if leak.any():
-        log.warning("split: %d new frame(s) of fixed test groups left out (no leakage): %s",
-                    int(leak.sum()), sorted(out.loc[leak, S.IMAGE])[:3])
-    out = out[~leak]
-    moved = ~out[S.IMAGE].isin(prev.index) & (out[S.SPLIT] == S.TEST)
-    out.loc[moved, S.SPLIT] = S.TRAIN
-    return out.reset_index(drop=True)
-
-
 # ---------------------------------------------------------------- edges
 def _sh(cmd: list[str], cwd: Path) -> str:
     if cmd[0] == "dvc":  # the dvc beside this interpreter (a venv not on PATH)

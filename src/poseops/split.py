@@ -22,6 +22,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,8 @@ class SplitParams:
     holdout_column: str | None = None  # leave-one-out: a metadata column, e.g. animal
     holdout_value: Any = None  # leave-one-out: the held-out value
     seed: int = 42
+    # written by `poseops merge`: the previous iteration's split, kept (fixed test set)
+    fixed_split: str | None = "data/processed/fixed_split.csv"
 
 
 # ---------------------------------------------------------------------------- frames
@@ -333,12 +336,50 @@ def summary(split: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------------------- edges
+def honour_fixed_split(split: pd.DataFrame, fixed: pd.DataFrame) -> pd.DataFrame:
+    """Make a freshly computed split keep the previous iteration's (new frames: train/val only).
+
+    split: image, group, split (+ any columns), computed on the grown dataset; fixed: image,
+    split (the previous split). Images in ``fixed`` keep their split. A new frame of a group seen
+    before follows that group (train or val); one of a test group is dropped (it would leak the
+    test group into training; logged). New groups keep the new split's choice, except ``test``,
+    which becomes ``train``. Fixed test images missing from ``split`` are an error (the test set
+    would change).
+    """
+    S.require_columns(split, [S.IMAGE, S.GROUP, S.SPLIT], "split")
+    S.require_columns(fixed, [S.IMAGE, S.SPLIT], "fixed split")
+    prev = fixed.set_index(S.IMAGE)[S.SPLIT]
+    test_imgs = set(prev.index[prev == S.TEST])
+    gone = sorted(test_imgs - set(split[S.IMAGE]))
+    if gone:
+        raise PoseopsError(f"{len(gone)} fixed test image(s) are no longer in the dataset, e.g."
+                           f" {gone[0]}: the test set would change", row=gone[0])
+    out = split.copy()
+    known = out[S.IMAGE].isin(prev.index)
+    out.loc[known, S.SPLIT] = out.loc[known, S.IMAGE].map(prev)
+    group_split = out[known].groupby(S.GROUP)[S.SPLIT].first()
+    new = ~known
+    old_group = new & out[S.GROUP].isin(group_split.index)
+    out.loc[old_group, S.SPLIT] = out.loc[old_group, S.GROUP].map(group_split)
+    leak = new & (out[S.SPLIT] == S.TEST) & old_group
+    if leak.any():
+        log.warning("split: %d new frame(s) of fixed test groups left out (no leakage): %s",
+                    int(leak.sum()), sorted(out.loc[leak, S.IMAGE])[:3])
+    out = out[~leak]
+    moved = ~out[S.IMAGE].isin(prev.index) & (out[S.SPLIT] == S.TEST)
+    out.loc[moved, S.SPLIT] = S.TRAIN
+    return out.reset_index(drop=True)
+
+
 def run(params_file: str | None = None, input_path: str | None = None) -> pd.DataFrame:
     from poseops.validate import read_table
 
     p = section("split", SplitParams, params_file)
     labels = read_table(input_path or p.input)
     split = make_split(labels, p)
+    if p.fixed_split and Path(p.fixed_split).is_file():
+        split = honour_fixed_split(split, pd.read_csv(p.fixed_split))
+        log.info("split: kept the previous iteration's split from %s", p.fixed_split)
     write_csv(split, p.out)
     log.info("split (%s, seed %d): %s -> %s", p.mode, p.seed, summary(split), p.out)
     return split
