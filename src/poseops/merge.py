@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class MergeParams:
     manifest: str = "data/refine/outliers/manifest.csv"  # frames picked for relabeling
-    split: str = "data/processed/split.csv"  # the previous iteration's split
-    fixed_split: str = "data/processed/fixed_split.csv"  # the split every later split keeps
+    # the previous iteration's split and where later splits find it: params split.out and
+    # split.fixed_split (one place, read by the CLI); the dataclass defaults mirror SplitParams
+    split: str = "data/processed/split.csv"
+    fixed_split: str = "data/processed/fixed_split.csv"
     require_labeled: bool = True  # each relabeled frame needs >= 1 labeled keypoint
     dvc: bool = True  # dvc add the project folder
     git: bool = True  # git commit + tag (skipped outside a git repository)
@@ -237,7 +239,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cli(args: argparse.Namespace) -> int:
     from poseops.params import load_params, section
 
+    from poseops.split import SplitParams
+
     params = section("merge", MergeParams)
+    sp = section("split", SplitParams)
+    params.split = sp.out
+    params.fixed_split = sp.fixed_split or params.fixed_split
     if args.manifest:
         params.manifest = args.manifest
     if args.no_git:
