@@ -1,0 +1,118 @@
+"""diagnose: synthetic loss curves of every kind in the guide's Table 1 get the right diagnosis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from poseops import diagnose as D
+from poseops.errors import PoseopsError
+
+EPOCHS = np.arange(1, 61)
+
+
+def _curves(train: np.ndarray, val: np.ndarray, seed: int, noise: float = 0.01) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        D.EPOCH: EPOCHS,
+        D.TRAIN_LOSS: train * (1 + rng.normal(0, noise, len(train))),
+        D.VAL_LOSS: val * (1 + rng.normal(0, noise, len(val))),
+    })
+
+
+def healthy(seed):
+    t = 0.05 + 0.95 * np.exp(-EPOCHS / 25)
+    return _curves(t, t * 1.15, seed)
+
+
+def overfitting(seed):
+    t = 0.02 + 0.98 * np.exp(-EPOCHS / 12)
+    v = 0.2 + 0.8 * np.exp(-EPOCHS / 10) + 0.006 * np.maximum(EPOCHS - 25, 0)
+    return _curves(t, v, seed)
+
+
+def underfitting(seed):
+    t = 1.0 - 0.004 * EPOCHS  # slow, still high: -24 % after 60 epochs
+    return _curves(t, t * 1.05, seed)
+
+
+def plateau(seed):
+    t = 0.3 + 0.7 * np.exp(-EPOCHS / 4)
+    return _curves(t, t * 1.1, seed, noise=0.002)
+
+
+def volatile(seed):
+    t = 0.05 + 0.95 * np.exp(-EPOCHS / 25)
+    v = t * 1.1
+    rng = np.random.default_rng(100 + seed)
+    spikes = rng.choice(np.arange(5, 55), size=6, replace=False)
+    v[spikes] *= 2.0
+    return _curves(t, v, seed)
+
+
+CASES = {
+    D.HEALTHY: healthy,
+    D.OVERFITTING: overfitting,
+    D.UNDERFITTING: underfitting,
+    D.PLATEAU: plateau,
+    D.VOLATILE: volatile,
+}
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("kind", list(CASES))
+def test_each_kind_is_recognised(kind, seed):
+    diag = D.diagnose(CASES[kind](seed))
+    assert diag.kind == kind, diag.reason
+    assert diag.actions == D.ACTIONS[kind] and diag.reason and diag.pattern
+
+
+def test_actions_follow_the_guide():
+    text = {k: " ".join(v).lower() for k, v in D.ACTIONS.items()}
+    assert "regularisation" in text[D.OVERFITTING] and "labeled set" in text[D.OVERFITTING]
+    assert "capacity" in text[D.UNDERFITTING] and "epochs" in text[D.UNDERFITTING]
+    assert "learning-rate schedule" in text[D.PLATEAU]
+    assert "audit the validation set" in text[D.VOLATILE] and "lower the learning rate" in text[
+        D.VOLATILE]
+
+
+def test_validation_only_every_few_epochs_is_supported():
+    c = overfitting(0)
+    c.loc[c[D.EPOCH] % 3 != 0, D.VAL_LOSS] = np.nan  # DLC evaluates every eval_interval epochs
+    assert D.diagnose(c).kind == D.OVERFITTING
+
+
+def test_too_few_epochs_is_insufficient():
+    c = healthy(0).head(3)
+    d = D.diagnose(c)
+    assert d.kind == D.INSUFFICIENT and "3 validation point" in d.reason
+
+
+def test_scale_free():
+    c = overfitting(1)
+    c[[D.TRAIN_LOSS, D.VAL_LOSS]] *= 1e-3
+    assert D.diagnose(c).kind == D.OVERFITTING
+
+
+def test_curves_from_dlc_learning_stats_keep_last_row_per_step():
+    stats = pd.DataFrame({
+        "step": [1, 1, 2, 2],
+        "losses/train.total_loss": [1.0, np.nan, 0.8, np.nan],
+        "losses/eval.total_loss": [np.nan, 1.2, np.nan, 0.9],
+        "metrics/test.rmse": [np.nan, 5.0, np.nan, 4.0],
+    })
+    # a logger may write train and eval of one epoch as two rows; DLC's CSV merges them
+    merged = stats.groupby("step", as_index=False).first()
+    for table in (stats, merged):
+        curves = D.curves_from_learning_stats(table)
+        assert curves[D.EPOCH].tolist() == [1, 2]
+        assert curves[D.TRAIN_LOSS].tolist() == [1.0, 0.8]
+        assert curves[D.VAL_LOSS].tolist() == [1.2, 0.9]
+
+
+def test_missing_columns_are_errors():
+    with pytest.raises(PoseopsError, match="losses/train.total_loss"):
+        D.curves_from_learning_stats(pd.DataFrame({"step": [1]}))
+    with pytest.raises(PoseopsError, match="val_loss"):
+        D.diagnose(pd.DataFrame({D.EPOCH: [1], D.TRAIN_LOSS: [1.0]}))
