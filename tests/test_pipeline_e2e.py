@@ -1,0 +1,157 @@
+"""The whole iteration as a new user runs it: a copy of this repository, the README's demo steps
+(`poseops demo`, `poseops init --in-place`, `dvc repro`), then what DVC and MLflow must show.
+
+Slow (real DeepLabCut training, 2 epochs on the demo at 160x120 on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from poseops.params import update_params
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STAGES = ["ingest", "consensus", "validate", "split", "composition", "train", "evaluate",
+          "validate-report", "report"]
+
+
+def sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 1500) -> str:
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r.stdout + r.stderr
+
+
+def copy_working_tree(dst: Path) -> None:
+    """Tracked + untracked-not-ignored files: what a clean clone of the submitted tree holds."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
+    repo = tmp_path_factory.mktemp("clone") / "poseops"
+    repo.mkdir()
+    copy_working_tree(repo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLFLOW_DISABLE_TELEMETRY="true",
+               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid", PYTHONUNBUFFERED="1")
+    sh(["git", "init", "-q"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "clone"], repo, env)
+    # keep the real training tiny; everything else as the README's `make demo`
+    update_params({"train": {"epochs": 2, "save_epochs": 1}}, repo / "params.yaml")
+    sh(["poseops", "demo"], repo, env)
+    sh(["poseops", "init", "data/raw/demo", "--in-place", "--keep-metadata",
+        "--remote", str(repo.parent / "remote")], repo, env)
+    log = sh(["dvc", "repro"], repo, env)
+    return repo, env, log
+
+
+@pytest.mark.slow
+def test_repro_runs_every_stage_and_leaves_the_outputs(pipeline) -> None:
+    repo, _, log = pipeline
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in log, stage
+    p = yaml.safe_load((repo / "params.yaml").read_text())
+    labels = pd.read_parquet(repo / p["ingest"]["out"])
+    # 12 labeled videos x 10 frames, 4 bodyparts; every frame by alice, 40 % also by bob and carol
+    assert labels["image"].nunique() == 120
+    assert set(labels["scorer"]) == {"alice", "bob", "carol"}
+    consensus = pd.read_parquet(repo / p["consensus"]["out"])
+    assert len(consensus) == 120 * 4 and set(consensus["scorer"]) == {"consensus"}
+    split = pd.read_csv(repo / p["split"]["out"])
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert split.groupby("video")["split"].nunique().max() == 1  # no video in two splits
+    metrics = json.loads((repo / p["evaluate"]["metrics"]).read_text())
+    assert metrics, "evaluate wrote no metrics"
+    html = (repo / p["report"]["out"]).read_text()
+    assert "<img" in html and "http://" not in html.replace("http://www.w3.org", "")
+    run = json.loads((repo / p["train"]["workdir"] / "run.json").read_text())
+    assert run["run_id"]
+
+
+@pytest.mark.slow
+def test_second_repro_is_a_noop_and_dag_shows_the_stages(pipeline) -> None:
+    repo, env, _ = pipeline
+    out = sh(["dvc", "repro"], repo, env)
+    assert "Running stage" not in out
+    assert "up to date" in sh(["dvc", "status", "dvc.yaml"], repo, env).lower()
+    dag = sh(["dvc", "dag"], repo, env)
+    for stage in STAGES:
+        assert stage in dag
+
+
+@pytest.mark.slow
+def test_metrics_diff_between_two_parameter_settings(pipeline) -> None:
+    repo, env, _ = pipeline
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-qm", "iteration 0"], repo, env)
+    update_params({"evaluate": {"pcutoff": 0.99}}, repo / "params.yaml")
+    log = sh(["dvc", "repro"], repo, env)
+    assert "Running stage 'train'" not in log  # an evaluation setting does not retrain
+    assert "Running stage 'evaluate'" in log
+    r = subprocess.run(["dvc", "metrics", "diff", "--json"], cwd=repo, env=env,
+                       capture_output=True, text=True, check=True)
+    diff = json.loads(r.stdout)
+    metrics_file = yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]["metrics"]
+    changed = diff.get(metrics_file, {})
+    assert any("pcutoff" in k for k in changed), sorted(changed)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_training_run_is_in_the_mlflow_ui(pipeline) -> None:
+    """`mlflow ui` on the default store (sqlite:///mlflow.db at the repo root) serves the run."""
+    repo, env, _ = pipeline
+    run_id = json.loads((repo / "data/train/run.json").read_text())["run_id"]
+    assert (repo / "mlflow.db").is_file()
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=repo, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
+        deadline, body = time.time() + 90, None
+        while time.time() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    body = json.loads(r.read())
+            except OSError:
+                time.sleep(1)
+        assert body is not None, "mlflow ui did not answer"
+        data = body["run"]["data"]
+        params = {p["key"]: p["value"] for p in data["params"]}
+        metrics = {m["key"] for m in data["metrics"]}
+        assert params, "no params logged"
+        assert any("val" in m for m in metrics), sorted(metrics)
+        assert body["run"]["info"]["status"] == "FINISHED"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -1,0 +1,496 @@
+"""poseops.train: real DeepLabCut 3 training on the demo, tracked in MLflow (slow tests train)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from poseops import schema as S
+from poseops.errors import PoseopsError
+from poseops.tracking import learning_stats_as_mlflow, mlflow_key
+from poseops.train import TrainParams, prepare_dlc_project, train_model, training_frames
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------ helpers
+def _small_tables(small_demo_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    from poseops.consensus import build_consensus
+    from poseops.ingest import ingest_project
+    from poseops.split import SplitParams, make_split
+
+    project = small_demo_root / "raw" / "demo"
+    labels = build_consensus(ingest_project(project, small_demo_root / "metadata" / "videos.csv"))
+    split = make_split(labels, SplitParams(stratify_by=None, test_fraction=0.2, val_fraction=0.2))
+    return labels, split, project
+
+
+def _tiny(**kw: object) -> TrainParams:
+    base = dict(
+        epochs=3, batch_size=8, pretrained=False, device="cpu", save_epochs=1,
+        experiment="t", registered_model="t-model", tracking_timeout_s=5.0,
+    )
+    base.update(kw)
+    return TrainParams(**base)  # type: ignore[arg-type]
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _assert_history_equals_stats(client, run_id: str, stats: pd.DataFrame) -> None:
+    """One MLflow point per epoch for every learning_stats.csv column, same value."""
+    named = learning_stats_as_mlflow(stats)
+    steps = named["step"].astype(int).tolist()
+    assert steps == list(range(1, len(steps) + 1))
+    for col in named.columns.drop("step"):
+        hist = _history(client, run_id, col)
+        assert [s for s, _ in hist] == steps, col
+        expected = named[col].to_numpy(float)
+        np.testing.assert_allclose([v for _, v in hist], expected, rtol=1e-6, equal_nan=True)
+
+
+# ------------------------------------------------------------------------------ fast
+def test_mlflow_key_names_val_frames_as_val() -> None:
+    assert mlflow_key("metrics/test.rmse") == "val.rmse"
+    assert mlflow_key("losses/eval.total_loss") == "val.total_loss"
+    assert mlflow_key("losses/train.total_loss") == "train.total_loss"
+
+
+def test_training_frames_reject_unsplit_and_drop_unlabeled() -> None:
+    labels = pd.DataFrame(
+        {
+            S.IMAGE: ["labeled-data/v/img1.png"] * 2 + ["labeled-data/v/img2.png"] * 2
+            + ["labeled-data/v/img3.png"] * 2,
+            S.VIDEO: "v",
+            S.BODYPART: ["a", "b"] * 3,
+            S.X: [1.0, 2.0, np.nan, np.nan, 3.0, 4.0],
+            S.Y: [1.0, 2.0, np.nan, np.nan, 3.0, 4.0],
+            S.SCORER: "consensus",
+        }
+    )
+    split = pd.DataFrame(
+        {S.IMAGE: [f"labeled-data/v/img{i}.png" for i in (1, 2, 3)], S.SPLIT: ["train", "train", "val"]}
+    )
+    frames = training_frames(labels, split)
+    assert frames == {"train": ["labeled-data/v/img1.png"], "val": ["labeled-data/v/img3.png"], "test": []}
+    with pytest.raises(PoseopsError, match="img3.png"):
+        training_frames(labels, split.iloc[:2])
+    with pytest.raises(PoseopsError, match="no labeled val"):
+        training_frames(labels, split.assign(split="train"))
+
+
+def test_prepare_gives_dlc_train_and_val_frames_only(small_demo_root: Path, tmp_path: Path) -> None:
+    """DLC's shuffle holds exactly our TRAIN frames as train and our VAL frames as its 'test';
+    TEST frames are in no label file DLC reads; best-snapshot metric is validation RMSE."""
+    import yaml
+    from deeplabcut.pose_estimation_pytorch.data import DLCLoader
+
+    labels, split, project = _small_tables(small_demo_root)
+    ds = prepare_dlc_project(labels, split, project, tmp_path / "w", _tiny())
+    loader = DLCLoader(config=str(ds.config_path), shuffle=ds.shuffle, trainset_index=ds.trainset_index)
+    want = {s: sorted(split.loc[split[S.SPLIT] == s, S.IMAGE]) for s in S.SPLITS}
+    # DLC's own view: images of its train / test datasets
+    dlc_train = sorted(loader.load_data(mode="train")["images"], key=lambda d: d["file_name"])
+    dlc_test = sorted(loader.load_data(mode="test")["images"], key=lambda d: d["file_name"])
+
+    def rel(d: dict) -> str:
+        return Path(d["file_name"]).relative_to(ds.config_path.parent).as_posix()
+
+    assert [rel(d) for d in dlc_train] == want["train"]
+    assert [rel(d) for d in dlc_test] == want["val"]
+    h5s = list((ds.config_path.parent / "labeled-data").glob("*/CollectedData_*.h5"))
+    in_h5 = {"/".join(ix) for f in h5s for ix in pd.read_hdf(f).index}
+    assert in_h5 == set(want["train"]) | set(want["val"])
+    assert all((ds.config_path.parent / i).exists() for i in want["test"])  # for inference
+    cfg = yaml.safe_load(ds.pytorch_config_path.read_text())
+    assert cfg["runner"]["key_metric"] == "test.rmse" and cfg["runner"]["key_metric_asc"] is False
+    # labels written under the config's scorer equal the consensus coordinates
+    scorer = yaml.safe_load(ds.config_path.read_text())["scorer"]
+    wide = pd.concat(pd.read_hdf(f) for f in h5s)
+    row = labels[labels[S.IMAGE] == want["train"][0]].set_index(S.BODYPART)
+    bp = row.index[0]
+    got = wide.loc[tuple(want["train"][0].split("/")), (scorer, bp, "x")]
+    assert got == pytest.approx(row.loc[bp, S.X], nan_ok=True)
+
+
+# ------------------------------------------------------------------------------ slow: demo
+@pytest.mark.slow
+def test_trained_demo_run_params_metrics_artifacts(trained_demo) -> None:
+    from mlflow import MlflowClient
+
+    from poseops.train import flat_params
+
+    res, uri = trained_demo.result, trained_demo.tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.get_run(res.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    for k, v in flat_params(trained_demo.params).items():
+        assert params[k] == str(v), k
+    tags = run.data.tags
+    assert tags["net_type"] == "cspnext_s" and tags["shuffle"] == "1"
+    for key in ("git_commit", "dataset_version", "dlc_iteration", "poseops_version"):
+        assert tags[key]
+    # one point per epoch, equal to DLC's learning_stats.csv
+    stats = pd.read_csv(res.pytorch_config_path.parent / "learning_stats.csv")
+    assert len(stats) == trained_demo.params.epochs
+    _assert_history_equals_stats(client, res.run_id, stats)
+    # artifacts
+    names = {f.path for d in ("train", "config", "snapshots") for f in client.list_artifacts(res.run_id, d)}
+    assert {"train/learning_stats.csv", "train/train.txt", "config/pytorch_config.yaml"} <= names
+    assert f"snapshots/{res.best_snapshot.name}" in names
+    # dataset input with the labels' digest
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.digest
+    # registered model with the validation error
+    mv = client.get_model_version("poseops-demo", res.model_version)
+    assert float(mv.tags["val.rmse"]) == pytest.approx(res.metrics["val.rmse"], abs=1e-3)
+    # run.json beside the model
+    info = json.loads((trained_demo.workdir / "run.json").read_text())
+    assert info["run_id"] == res.run_id and info["status"] == "complete"
+    assert info["best_snapshot"] == str(res.best_snapshot)
+
+
+@pytest.mark.slow
+def test_pyfunc_model_predicts_like_dlc(trained_demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+    from deeplabcut.pose_estimation_pytorch.apis.utils import get_pose_inference_runner
+    from PIL import Image
+
+    res = trained_demo.result
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_demo.tracking_uri)
+    model = mlflow.pyfunc.load_model(res.model_uri)
+    project = res.config_path.parent
+    images = [str(project / i) for i in res.images["test"][:3]]
+    pred = model.predict(images)
+    bodyparts = ["snout", "leftear", "rightear", "tailbase"]
+    assert list(pred.columns) == ["image", "individual", "bodypart", "x", "y", "likelihood"]
+    assert len(pred) == len(images) * len(bodyparts)
+    assert pred.groupby("image")["bodypart"].apply(list).tolist() == [bodyparts] * len(images)
+    # same numbers as DLC's own inference runner on the same snapshot
+    runner = get_pose_inference_runner(
+        model_config=str(res.pytorch_config_path), snapshot_path=str(res.snapshot), device="cpu"
+    )
+    ref = np.concatenate([o["bodyparts"][0] for o in runner.inference(images)])
+    np.testing.assert_allclose(pred[["x", "y", "likelihood"]].to_numpy(), ref, rtol=1e-4, atol=1e-3)
+    # RGB arrays work too
+    arr = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in images])
+    assert len(model.predict(arr)) == len(images) * len(bodyparts)
+
+
+@pytest.mark.slow
+def test_dlc_evaluate_network_runs_on_the_snapshot(trained_demo, tmp_path: Path) -> None:
+    """DeepLabCut's own evaluation works on our working project (on a copy: fixture read-only)."""
+    import shutil
+
+    import deeplabcut
+    import yaml
+
+    res = trained_demo.result
+    project = tmp_path / "project"
+    shutil.copytree(res.config_path.parent, project)
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    cfg["project_path"] = str(project)
+    (project / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    deeplabcut.evaluate_network(
+        str(project / "config.yaml"), Shuffles=[res.shuffle], trainingsetindex=res.trainset_index,
+        device="cpu",
+    )
+    out = list((project / "evaluation-results-pytorch").rglob("*-results.csv"))
+    assert out, "evaluate_network wrote no results"
+    table = pd.read_csv(out[0])
+    assert np.isfinite(table["test rmse"]).all()  # DLC's "test" = our validation frames
+
+
+# ------------------------------------------------------------------------------ slow: resume
+_CHILD = """
+import sys, json, pandas as pd
+from pathlib import Path
+from poseops.train import TrainParams, train_model
+a = json.loads(sys.argv[1])
+train_model(TrainParams(**a["params"]), pd.read_parquet(a["labels"]), pd.read_csv(a["split"]),
+            Path(a["project"]), Path(a["workdir"]), tracking_uri=a["uri"])
+"""
+
+
+def _readable(path: Path) -> bool:
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+        return True
+    except Exception:  # noqa: BLE001 - still being written
+        return False
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_the_same_run(small_demo_root: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from mlflow import MlflowClient
+
+    labels, split, project = _small_tables(small_demo_root)
+    labels.to_parquet(tmp_path / "labels.parquet")
+    split.to_csv(tmp_path / "split.csv", index=False)
+    params = _tiny(epochs=4)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    work = tmp_path / "train"
+    arg = {
+        "params": dataclasses.asdict(params), "labels": str(tmp_path / "labels.parquet"),
+        "split": str(tmp_path / "split.csv"), "project": str(project), "workdir": str(work),
+        "uri": uri,
+    }
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(arg)], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and child.poll() is None:  # kill once a snapshot is complete
+        snaps = list(work.glob("project/dlc-models-pytorch/*/*/train/snapshot-*.pt"))
+        if snaps and _readable(snaps[0]):
+            break
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    stats = pd.read_csv(next(work.glob("project/dlc-models-pytorch/*/*/train/learning_stats.csv")))
+    assert 1 <= stats["step"].max() < params.epochs, "the kill came too late to test a resume"
+    assert json.loads((work / "run.json").read_text())["status"] == "running"
+
+    killed_at = int(stats["step"].max())
+    res = train_model(params, labels, split, project, work, tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert [r.info.run_id for r in runs] == [res.run_id]
+    resumed = int(client.get_run(res.run_id).data.tags["resumed_from_epoch"])
+    assert 1 <= resumed <= killed_at
+    assert client.get_run(res.run_id).info.status == "FINISHED"
+    assert res.learning_stats["step"].tolist() == [1, 2, 3, 4]
+    _assert_history_equals_stats(client, res.run_id, res.learning_stats)
+
+
+@pytest.mark.slow
+def test_pruning_callback_stops_training_and_marks_run(small_demo_root: Path, tmp_path: Path) -> None:
+    import optuna
+    from mlflow import MlflowClient
+
+    labels, split, project = _small_tables(small_demo_root)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seen: list[tuple[int, float]] = []
+
+    def prune(epoch: int, metrics: dict[str, float]) -> None:
+        seen.append((epoch, metrics["val.total_loss"]))
+        raise optuna.TrialPruned()
+
+    with pytest.raises(optuna.TrialPruned):
+        train_model(_tiny(), labels, split, project, tmp_path / "w", epoch_callback=prune,
+                    tracking_uri=uri, run_name="trial-0")
+    assert [e for e, _ in seen] == [1]
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
+    assert run.info.run_name == "trial-0"
+    assert [s for s, _ in _history(client, run.info.run_id, "val.total_loss")] == [1]
+    assert json.loads((tmp_path / "w" / "run.json").read_text())["status"] == "pruned"
+
+
+# ------------------------------------------------------------------------------ slow: server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(tmp: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
+        "--artifacts-destination", str(tmp / "server-artifacts"),
+        "--host", "127.0.0.1", "--port", str(port),
+    ]
+    log = (tmp / "server.log").open("a")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
+    import urllib.request
+
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    _stop_server(proc)
+    raise RuntimeError("mlflow server did not start: " + (tmp / "server.log").read_text()[-2000:])
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_server_killed_mid_run_loses_nothing(small_demo_root: Path, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from poseops.tracking import sync
+
+    labels, split, project = _small_tables(small_demo_root)
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(tmp_path, port)
+    client = MlflowClient(tracking_uri=uri)
+
+    def kill_server(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 1:
+            deadline = time.time() + 60  # the run exists on the server before we kill it
+            while time.time() < deadline:
+                exp = client.get_experiment_by_name("t")
+                if exp and client.search_runs([exp.experiment_id]):
+                    break
+                time.sleep(0.2)
+            _stop_server(server)
+
+    try:
+        res = train_model(_tiny(), labels, split, project, tmp_path / "w",
+                          epoch_callback=kill_server, tracking_uri=uri)
+    finally:
+        _stop_server(server)
+    assert res.learning_stats["step"].tolist() == [1, 2, 3]  # training finished
+    assert res.tracking_pending > 0
+    assert json.loads((tmp_path / "w" / "run.json").read_text())["tracking_pending"] > 0
+
+    server = _start_server(tmp_path, port)
+    try:
+        out = sync(tmp_path / "w", timeout_s=60)
+        assert out.pending == 0 and out.run_id == res.run_id
+        run = client.get_run(res.run_id)
+        assert run.info.status == "FINISHED"
+        _assert_history_equals_stats(client, res.run_id, res.learning_stats)
+        info = json.loads((tmp_path / "w" / "run.json").read_text())
+        assert info["model_uri"] and info["tracking_pending"] == 0
+        assert client.get_model_version("t-model", info["model_version"])
+    finally:
+        _stop_server(server)
+
+
+# ------------------------------------------------------------------------------ slow: CLI stage
+@pytest.mark.slow
+def test_cli_train_stage_writes_run_json_and_metrics(
+    small_demo_root: Path, tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from mlflow import MlflowClient
+
+    from poseops.cli import main
+
+    labels, split, project = _small_tables(small_demo_root)
+    labels.to_parquet(tmp_path / "consensus.parquet")
+    split.to_csv(tmp_path / "split.csv", index=False)
+    params = {
+        "project": {"path": str(project)},
+        "consensus": {"out": "consensus.parquet"},
+        "split": {"out": "split.csv"},
+        "train": {"epochs": 3, "pretrained": False, "device": "cpu", "crop_width": 160,
+                  "crop_height": 120, "registered_model": None, "experiment": "cli"},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "-P", "epochs=1"]) == 0
+    metrics = json.loads((tmp_path / "reports" / "train.json").read_text())
+    info = json.loads((tmp_path / "data" / "train" / "run.json").read_text())
+    assert info["status"] == "complete" and metrics["run_id"] == info["run_id"]
+    run = MlflowClient(tracking_uri=mlflow_uri).get_run(info["run_id"])
+    assert run.data.params["epochs"] == "1"
+    assert metrics["val.total_loss"] == pytest.approx(run.data.metrics["val.total_loss"])
+    assert main(["train", "-P", "nonsense=1"]) == 2
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_the_trained_run(trained_demo, tmp_path: Path) -> None:
+    """`mlflow ui/server` on the store shows the run: its REST API (what the UI calls) lists it
+    with its val.rmse, and the UI page itself is served."""
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+           trained_demo.tracking_uri, "--host", "127.0.0.1", "--port", str(port)]
+    log = (tmp_path / "ui.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True,
+                            cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        html = urllib.request.urlopen(base + "/", timeout=10).read().decode()
+        assert "<html" in html.lower()
+        exp = json.loads(urllib.request.urlopen(
+            base + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=poseops-tests",
+            timeout=10).read())["experiment"]
+        req = urllib.request.Request(
+            base + "/api/2.0/mlflow/runs/search", method="POST",
+            data=json.dumps({"experiment_ids": [exp["experiment_id"]]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        runs = json.loads(urllib.request.urlopen(req, timeout=10).read())["runs"]
+        (run,) = [r for r in runs if r["info"]["run_id"] == trained_demo.result.run_id]
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert metrics["val.rmse"] == pytest.approx(
+            trained_demo.result.learning_stats["metrics/test.rmse"].iloc[-1])
+    finally:
+        _stop_server(proc)
+
+
+@pytest.mark.slow
+def test_mlflow_run_train_entry_point_logs_into_its_run(
+    small_demo_root: Path, tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mlflow run . -e train -P epochs=1 --env-manager local`: one run, the one MLflow made."""
+    import shutil
+
+    import yaml
+    from mlflow import MlflowClient
+
+    labels, split, project = _small_tables(small_demo_root)
+    labels.to_parquet(tmp_path / "consensus.parquet")
+    split.to_csv(tmp_path / "split.csv", index=False)
+    params = {
+        "project": {"path": str(project)},
+        "consensus": {"out": "consensus.parquet"},
+        "split": {"out": "split.csv"},
+        "train": {"registered_model": None, "experiment": "ignored-mlflow-run-chooses"},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy2(REPO / "MLproject", tmp_path / "MLproject")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(tmp_path), "-e", "train",
+           "--env-manager", "local", "-P", "epochs=1", "-P", "device=cpu"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["epochs"] == "1" and "val.total_loss" in run.data.metrics
+    info = json.loads((tmp_path / "data" / "train" / "run.json").read_text())
+    assert info["run_id"] == run.info.run_id
