@@ -53,12 +53,32 @@ def openfield_raw(tmp_path: Path) -> Path:
     return dst
 
 
+def _reset_mlflow_globals() -> None:
+    """Forget a tracking URI / active experiment an earlier test set in-process (MLflow keeps them
+    in module globals that outlive the environment variables)."""
+    import mlflow
+    from mlflow.tracking import _tracking_service, fluent
+
+    while mlflow.active_run():
+        mlflow.end_run()
+    _tracking_service.utils._tracking_uri = None
+    fluent._active_experiment_id = None
+
+
 @pytest.fixture
-def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A private SQLite tracking store for one test."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
+    # runs started without an experiment go to this one, whose artifacts stay in tmp_path
+    # (MLflow's default experiment would put them in ./mlruns of the current directory)
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).create_experiment("tests", artifact_location=(tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
+    _reset_mlflow_globals()
+    yield uri
+    _reset_mlflow_globals()
 
 
 # --- demo project (helper A: poseops.demo) -------------------------------------------------

@@ -238,7 +238,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cli(args: argparse.Namespace) -> int:
     from poseops.params import load_params, section
-
     from poseops.split import SplitParams
 
     params = section("merge", MergeParams)

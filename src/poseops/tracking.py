@@ -68,6 +68,14 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return (db.resolve().parent / "mlruns" / experiment).as_uri()
 
 
+def ensure_experiment(client: Any, name: str, uri: str) -> str:
+    """Id of experiment ``name``, created (artifacts per :func:`artifact_location`) if missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+
+
 def mlflow_key(dlc_key: str) -> str:
     """Map a learning_stats.csv column to its MLflow metric name.
 
@@ -314,10 +322,7 @@ class Outbox:
                 self.state["run_id"] = op["run_id"]
                 self._save_state()
             return
-        exp = client.get_experiment_by_name(op["experiment"])
-        exp_id = exp.experiment_id if exp else client.create_experiment(
-            op["experiment"], artifact_location=artifact_location(self.uri, op["experiment"])
-        )
+        exp_id = ensure_experiment(client, op["experiment"], self.uri)
         tags = dict(op.get("tags") or {})
         if op.get("parent_run_id"):
             tags["mlflow.parentRunId"] = op["parent_run_id"]

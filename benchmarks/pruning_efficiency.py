@@ -1,0 +1,230 @@
+"""Pruning efficiency of `poseops sweep` on the demo: compute saved vs best validation error lost.
+
+Runs the same trials twice with real DeepLabCut training (CPU is fine; minutes):
+  1. unpruned: the sweep's sampler (seeded) draws ``--trials`` points, every trial trains the
+     full epoch budget;
+  2. pruned: exactly the same points (enqueued in the same order) with the pruner on.
+Prints the compute ratio (epochs trained, pruned / unpruned; target <= 40 %) and the best
+validation error of each (target: pruned within 5 % of unpruned). As a cross-check it also
+replays the unpruned validation curves through the pruner offline (no training), which shows
+what the pruner decides on identical curves (training on CPU is not bit-reproducible).
+
+    .venv/bin/python benchmarks/pruning_efficiency.py [--trials 12] [--epochs 10]
+        [--pruner median|hyperband|patience] [--demo small|default] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def prepare_demo(root: Path, size: str):
+    """Demo project -> consensus labels + grouped split (the pipeline's own functions)."""
+    from poseops.consensus import build_consensus
+    from poseops.demo import DemoParams, generate_demo
+    from poseops.ingest import ingest_project
+    from poseops.split import SplitParams, make_split
+    from poseops.sweep import TrainInputs
+
+    demo = DemoParams.small() if size == "small" else DemoParams()
+    project = root / "raw" / "demo"
+    generate_demo(project, demo, metadata=root / "videos.csv")
+    labels = build_consensus(ingest_project(project, root / "videos.csv"))
+    split = make_split(labels, SplitParams(stratify_by=None if size == "small" else "condition"))
+    return TrainInputs(labels, split, project)
+
+
+def sweep(inputs, train_base, p, label: str) -> tuple[list[dict], float]:
+    """Run one study to the end; rows: number, params, state, epochs_trained, value, curve."""
+    from poseops.sweep import run_worker
+
+    t0 = time.monotonic()
+    report = run_worker(p, train_base, inputs)
+    import optuna
+
+    study = optuna.load_study(study_name=report.study_name, storage=p.storage)
+    rows = [
+        {
+            "number": t.number,
+            "params": dict(t.params),
+            "state": t.state.name,
+            "epochs": int(t.user_attrs.get("epochs_trained", 0)),
+            "value": t.value,
+            "curve": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
+        }
+        for t in study.get_trials()
+    ]
+    elapsed = time.monotonic() - t0
+    print(f"[{label}] {len(rows)} trials in {elapsed / 60:.1f} min", flush=True)
+    return rows, elapsed
+
+
+def replay(rows: list[dict], p) -> tuple[int, float]:
+    """Offline: feed the unpruned curves, in order, through the pruner (no training)."""
+    import optuna
+
+    from poseops.sweep import build_pruner
+
+    study = optuna.create_study(direction="minimize", pruner=build_pruner(p))
+    epochs, best = 0, float("inf")
+    for r in rows:
+        t = study.ask()
+        stopped = False
+        for e, v in enumerate(r["curve"], start=1):
+            t.report(v, e)
+            epochs += 1
+            if t.should_prune():
+                study.tell(t, state=optuna.trial.TrialState.PRUNED)
+                stopped = True
+                break
+        if not stopped:
+            value = min(r["curve"])
+            study.tell(t, value)
+            best = min(best, value)
+    return epochs, best
+
+
+def best_value(rows: list[dict]) -> float:
+    vals = [r["value"] for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
+    return min(vals) if vals else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--pruner", default=None, help="default: params.yaml sweep.pruner")
+    ap.add_argument("--startup", type=int, default=None, help="sweep.n_startup_trials")
+    ap.add_argument("--warmup", type=int, default=None, help="sweep.n_warmup_steps")
+    ap.add_argument("--patience", type=int, default=None, help="sweep.patience")
+    ap.add_argument("--metric", default=None, help="sweep.metric (default val.rmse)")
+    ap.add_argument("--seed", type=int, default=None, help="sweep.seed")
+    ap.add_argument("--demo", choices=["small", "default"], default="default")
+    ap.add_argument("--keep", default=None, help="keep the work folder here")
+    ap.add_argument(
+        "--replay-only",
+        action="store_true",
+        help="train only the unpruned trials; judge the pruner on their curves (half the time)",
+    )
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("poseops.sweep").setLevel(logging.INFO)
+
+    from poseops.params import section
+    from poseops.sweep import SweepParams
+    from poseops.train import TrainParams
+
+    root = Path(a.keep or tempfile.mkdtemp(prefix="poseops-prune-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    base = section("sweep", SweepParams)
+    tuned = {
+        "n_startup_trials": a.startup,
+        "n_warmup_steps": a.warmup,
+        "patience": a.patience,
+        "metric": a.metric,
+        "seed": a.seed,
+    }
+    base = dataclasses.replace(base, **{k: v for k, v in tuned.items() if v is not None})
+    train_base = dataclasses.replace(
+        TrainParams(),
+        net_type="cspnext_s",
+        pretrained=False,  # offline: random init (hub weights unreachable)
+        device="cpu" if not os.environ.get("CUDA_VISIBLE_DEVICES") else "auto",
+        save_epochs=max(1, a.epochs),
+        experiment="poseops-prune-bench",
+        workdir=str(root / "train"),
+    )
+    inputs = prepare_demo(root, a.demo)
+    common = dict(n_trials=a.trials, epochs=a.epochs, log_test=False, study_name=None)
+    unpruned_p = dataclasses.replace(
+        base,
+        **common,
+        pruner="none",
+        patience=None,
+        storage=f"sqlite:///{root / 'unpruned.db'}",
+        out=str(root / "unpruned"),
+    )
+    unpruned, t_un = sweep(inputs, train_base, unpruned_p, "unpruned")
+    points = [r["params"] for r in sorted(unpruned, key=lambda r: r["number"])]
+    pruned_p = dataclasses.replace(
+        base,
+        **common,
+        pruner=a.pruner or base.pruner,
+        enqueue=points,
+        storage=f"sqlite:///{root / 'pruned.db'}",
+        out=str(root / "pruned"),
+    )
+    e_rp, b_rp = replay(sorted(unpruned, key=lambda r: r["number"]), pruned_p)
+    if a.replay_only:
+        pruned, t_pr = [], float("nan")
+        e_pr, b_pr, n_pruned = e_rp, b_rp, -1
+    else:
+        pruned, t_pr = sweep(inputs, train_base, pruned_p, "pruned")
+        assert [r["params"] for r in sorted(pruned, key=lambda r: r["number"])] == points
+        e_pr = sum(r["epochs"] for r in pruned)
+        b_pr = best_value(pruned)
+        n_pruned = sum(r["state"] == "PRUNED" for r in pruned)
+    e_un = sum(r["epochs"] for r in unpruned)
+    b_un = best_value(unpruned)
+    print()
+    print(
+        f"pruner: {pruned_p.pruner} (n_startup_trials={pruned_p.n_startup_trials}, "
+        f"n_warmup_steps={pruned_p.n_warmup_steps}, patience={pruned_p.patience}); "
+        f"{a.trials} trials x {a.epochs} epochs, demo={a.demo}"
+    )
+    print(f"{'':24s}{'epochs':>8s}{'wall min':>10s}{'best val px':>13s}")
+    print(f"{'unpruned':24s}{e_un:8d}{t_un / 60:10.1f}{b_un:13.3f}")
+    if not a.replay_only:
+        print(
+            f"{'pruned (trained)':24s}{e_pr:8d}{t_pr / 60:10.1f}{b_pr:13.3f}   ({n_pruned} pruned)"
+        )
+    print(f"{'pruned (replayed curves)':24s}{e_rp:8d}{'':10s}{b_rp:13.3f}")
+    for r in sorted(unpruned, key=lambda r: r["number"]):
+        curve = " ".join(f"{v:.1f}" for v in r["curve"])
+        print(
+            f"  trial {r['number']:2d} lr={r['params'].get('lr', 0):.2e} "
+            f"batch={r['params'].get('batch_size')}: {curve}"
+        )
+    ratio = e_pr / e_un
+    gap = (b_pr - b_un) / b_un
+    print(
+        f"compute ratio (epochs, pruned/unpruned): {ratio:.1%}   target <= 40 %  "
+        f"{'OK' if ratio <= 0.40 else 'MISSED'}"
+    )
+    print(
+        f"best val error, pruned vs unpruned: {gap:+.1%}   target within 5 %  "
+        f"{'OK' if gap <= 0.05 else 'MISSED'}"
+    )
+    print(f"replay: compute {e_rp / e_un:.1%}, best error {(b_rp - b_un) / b_un:+.1%}")
+    print("\nthe same unpruned curves replayed through other pruners (no training):")
+    ordered = sorted(unpruned, key=lambda r: r["number"])
+    for name, extra in [
+        ("median", {"pruner": "median", "patience": None}),
+        ("median+patience2", {"pruner": "median", "patience": 2}),
+        ("hyperband", {"pruner": "hyperband", "patience": None}),
+        ("patience2", {"pruner": "patience", "patience": 2}),
+        ("patience3", {"pruner": "patience", "patience": 3}),
+    ]:
+        e, b = replay(ordered, dataclasses.replace(pruned_p, **extra))
+        print(
+            f"  {name:18s} compute {e / e_un:6.1%}   best val {b:8.3f} ({(b - b_un) / b_un:+.1%})"
+        )
+    if not a.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""`poseops sweep`: search space, pruners, race-free study, promote, and a small real sweep."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from poseops import cli
+from poseops import schema as S
+from poseops.errors import PoseopsError
+from poseops.sweep import (
+    SweepParams,
+    build_pruner,
+    no_improvement,
+    open_storage,
+    open_study,
+    promote,
+    suggest,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ------------------------------------------------------------------ search space and pruners
+
+
+def test_suggest_samples_log_lr_within_bounds_and_listed_choices():
+    p = SweepParams(
+        lr=[1e-5, 1e-1],
+        batch_size=[4, 16],
+        epochs=[3, 6],
+        net_type=["cspnext_s", "resnet_50"],
+        augmentation={"motion_blur": [False, True], "hflip": [0.0, 0.5]},
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    lrs = []
+    for _ in range(200):
+        t = study.ask()
+        d = suggest(t, p)
+        assert 1e-5 <= d["lr"] <= 1e-1
+        assert d["batch_size"] in (4, 16) and d["epochs"] in (3, 6)
+        assert d["net_type"] in ("cspnext_s", "resnet_50")
+        assert d["motion_blur"] in (False, True) and d["hflip"] in (0.0, 0.5)
+        lrs.append(d["lr"])
+        study.tell(t, 0.0)
+    # log-uniform: about half the draws below the geometric middle 1e-3 (a uniform draw
+    # would put only ~1 % there)
+    below = sum(lr < 1e-3 for lr in lrs) / len(lrs)
+    assert 0.35 < below < 0.65
+
+
+def test_fixed_epoch_budget_is_not_a_search_dimension():
+    study = optuna.create_study()
+    t = study.ask()
+    d = suggest(t, SweepParams(epochs=7))
+    assert d["epochs"] == 7 and "epochs" not in t.params
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "msg"),
+    [
+        ("pruner", "early", "sweep.pruner"),
+        ("sampler", "grid", "sweep.sampler"),
+        ("lr", [1e-2, 1e-4], "sweep.lr"),
+        ("n_trials", 0, "sweep.n_trials"),
+    ],
+)
+def test_bad_settings_name_the_key(field, value, msg):
+    with pytest.raises(PoseopsError, match=msg):
+        SweepParams(**{field: value})
+
+
+def _prune_step(
+    pruner: optuna.pruners.BasePruner, values: list[float], n_before: int = 0
+) -> int | None:
+    """Report ``values`` (one per epoch) in a fresh trial (after ``n_before`` complete trials
+    with a flat curve at 1.0); the 1-based epoch at which the pruner stops it, else None."""
+    study = optuna.create_study(pruner=pruner)
+    for _ in range(n_before):
+        t = study.ask()
+        for e in range(1, len(values) + 1):
+            t.report(1.0, e)
+        study.tell(t, 1.0)
+    t = study.ask()
+    for e, v in enumerate(values, start=1):
+        t.report(v, e)
+        if t.should_prune():
+            return e
+    return None
+
+
+def test_patience_pruner_stops_after_n_epochs_without_improvement():
+    # the guide: no improvement for N evaluations -> stop. Best so far 5.0 at epoch 2; epochs
+    # 3 and 4 do not beat it by min_delta 0.1 -> stopped at epoch 4 (patience 2).
+    p = SweepParams(pruner="patience", patience=2, min_delta=0.1)
+    assert _prune_step(build_pruner(p), [9.0, 5.0, 4.95, 5.2, 3.0, 2.0]) == 4
+    # steady improvement is never stopped; a plateau is (Optuna's PatientPruner would not stop
+    # it: it needs the recent values to be worse than the best)
+    assert _prune_step(build_pruner(p), [9.0, 8.0, 7.0, 6.0, 5.0]) is None
+    assert _prune_step(build_pruner(p), [9.0, 4.0, 4.0, 4.0, 4.0]) == 4
+
+
+@pytest.mark.parametrize(
+    ("values", "patience", "delta", "stop"),
+    [
+        ([3.0, 2.0], 2, 0.0, False),  # not enough evaluations yet
+        ([3.0, 2.0, 2.5, 2.1], 2, 0.0, True),  # best 2.0 not beaten in the last 2
+        ([3.0, 2.0, 2.5, 1.99], 2, 0.0, False),
+        ([3.0, 2.0, 2.5, 1.99], 2, 0.05, True),  # 0.01 px is below min_delta
+        ([3.0, float("nan"), 2.0], 1, 0.0, False),  # NaN evaluations are skipped
+    ],
+)
+def test_no_improvement_rule(values, patience, delta, stop):
+    assert no_improvement(values, patience, delta) is stop
+
+
+def test_median_pruner_waits_for_startup_trials_and_warmup():
+    p = SweepParams(pruner="median", n_startup_trials=2, n_warmup_steps=2)
+    worse = [3.0, 3.0, 3.0, 3.0]
+    assert _prune_step(build_pruner(p), worse, n_before=1) is None  # fewer than 2 finished
+    assert _prune_step(build_pruner(p), worse, n_before=2) == 2  # epoch n_warmup_steps
+    assert _prune_step(build_pruner(p), [0.5] * 4, n_before=2) is None  # better than median
+
+
+def test_hyperband_budget_is_the_epoch_budget():
+    pr = build_pruner(
+        SweepParams(pruner="hyperband", epochs=27, min_resource=1, reduction_factor=3)
+    )
+    assert isinstance(pr, optuna.pruners.HyperbandPruner)
+    assert pr._max_resource == 27 and pr._min_resource == 1
+    wrapped = build_pruner(SweepParams(pruner="median", patience=3))
+    assert isinstance(wrapped.wrapped, optuna.pruners.MedianPruner) and wrapped.patience == 3
+    assert isinstance(build_pruner(SweepParams(pruner="none")), optuna.pruners.NopPruner)
+
+
+# ------------------------------------------------------------------ study creation
+
+
+def test_study_is_created_once_and_joined_by_later_workers(tmp_path):
+    p = SweepParams(storage=f"sqlite:///{tmp_path / 'sub' / 'optuna.db'}", seed=3)
+    parents: list[str] = []
+
+    def make_parent(name: str) -> tuple[str, str]:
+        parents.append(name)
+        return f"run-{len(parents)}", "exp-1"
+
+    storage = open_storage(p)  # creates the folder and the tables
+    first, pid1 = open_study(p, storage, "s", "fp-1", make_parent)
+    second, pid2 = open_study(p, open_storage(p), "s", "fp-1", make_parent, wait_s=5)
+    assert parents == ["s"]  # exactly one MLflow parent for the study
+    assert pid1 == pid2 == "run-1"
+    assert first._study_id == second._study_id
+    assert second.user_attrs["mlflow_experiment_id"] == "exp-1"
+    with pytest.raises(PoseopsError, match="another search space"):
+        open_study(p, open_storage(p), "s", "fp-2", make_parent, wait_s=5)
+
+
+def test_a_joiner_waits_for_the_parent_and_then_gives_up(tmp_path):
+    p = SweepParams(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    storage = open_storage(p)
+    optuna.create_study(storage=storage, study_name="orphan")  # creator died before the parent
+    with pytest.raises(PoseopsError, match="no MLflow parent run"):
+        open_study(p, storage, "orphan", "fp", lambda n: ("x", "y"), wait_s=1)
+
+
+# ------------------------------------------------------------------ promote
+
+
+PARAMS_TEXT = """\
+# the project's parameters
+train:
+  net_type: cspnext_s   # backbone
+  lr: 0.0005            # AdamW learning rate
+  batch_size: 8
+  epochs: 50
+sweep:
+  out: {out}
+"""
+
+
+def test_promote_copies_best_params_into_train_keeping_comments(tmp_path):
+    out = tmp_path / "sweep"
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS_TEXT.format(out=out))
+    out.mkdir()
+    (out / "best_params.yaml").write_text(
+        yaml.safe_dump({"train": {"lr": 0.0021, "batch_size": 16, "epochs": 50}})
+    )
+    assert cli.main(["sweep", "--promote", "--params", str(params)]) == 0
+    text = params.read_text()
+    doc = yaml.safe_load(text)
+    assert doc["train"] == {"net_type": "cspnext_s", "lr": 0.0021, "batch_size": 16, "epochs": 50}
+    assert "# backbone" in text and "# the project's parameters" in text
+
+
+def test_promote_without_a_sweep_names_the_missing_file(tmp_path):
+    with pytest.raises(PoseopsError, match="best_params.yaml.*run `poseops sweep` first"):
+        promote(tmp_path / "best_params.yaml", tmp_path / "params.yaml")
+
+
+# ------------------------------------------------------------------ a small real sweep
+
+
+@pytest.mark.slow
+def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypatch):
+    """Real DeepLabCut training (cspnext_s, CPU, 3-epoch budget): a sane learning rate, a
+    hopeless one (0.5 with AdamW: the weights blow up, so its validation error is far above the
+    first trial's and the median rule stops it after its first epoch) and one TPE draw. The
+    objective here is the validation loss: on a model this young DLC's val rmse is mostly NaN
+    (no prediction matched to a label), which would make every trial look equally bad."""
+    from mlflow.tracking import MlflowClient
+
+    from poseops.consensus import build_consensus
+    from poseops.ingest import ingest_project
+    from poseops.split import SplitParams, make_split
+
+    project = small_demo_root / "raw" / "demo"
+    labels = build_consensus(ingest_project(project, small_demo_root / "metadata" / "videos.csv"))
+    split = make_split(labels, SplitParams(stratify_by=None))  # 6 videos: too few to stratify
+    labels.to_parquet(tmp_path / "consensus.parquet", index=False)
+    split.to_csv(tmp_path / "split.csv", index=False)
+    budget = 3
+    params = {
+        "project": {"path": str(project)},
+        "consensus": {"out": str(tmp_path / "consensus.parquet")},
+        "split": {"out": str(tmp_path / "split.csv")},
+        "train": {
+            "net_type": "cspnext_s",
+            "epochs": 50,
+            "batch_size": 8,
+            "pretrained": False,
+            "device": "cpu",
+            "save_epochs": 1,
+            "experiment": "sweep-real",
+            "workdir": str(tmp_path / "train"),
+        },
+        "sweep": {
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "n_trials": 3,
+            "epochs": budget,
+            "lr": [1e-4, 1.0],
+            "batch_size": [8],
+            "metric": "val.total_loss",
+            "pruner": "median",
+            "n_startup_trials": 1,
+            "n_warmup_steps": 1,
+            "enqueue": [{"lr": 1e-3}, {"lr": 0.5}],
+            "out": str(tmp_path / "sweep"),
+        },
+    }
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text("# sweep test\n" + yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sweep", "--params", str(pfile)]) == 0
+
+    summary = yaml.safe_load((tmp_path / "sweep" / "summary.json").read_text())
+    study = optuna.load_study(study_name=summary["study_name"], storage=params["sweep"]["storage"])
+    trials = study.get_trials()
+    assert len(trials) == 3
+    states = {t.number: t.state.name for t in trials}
+    assert states[0] == "COMPLETE"  # the only trial before pruning may start
+    assert states[1] == "PRUNED", (
+        f"lr=0.5 was not pruned: {[t.intermediate_values for t in trials]}"
+    )
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("sweep-real")
+    parents = client.search_runs([exp.experiment_id], "tags.`poseops.sweep.role` = 'parent'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_id == summary["mlflow_parent_run_id"]
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert sorted(r.info.run_name for r in children) == ["trial-0", "trial-1", "trial-2"]
+    best_val = {}
+    for run in children:
+        n = int(run.data.tags["poseops.sweep.trial"])
+        assert run.data.tags["poseops.sweep.state"] == states[n].lower()
+        # per-epoch validation curve logged by the training into the child run
+        hist = client.get_metric_history(run.info.run_id, "val.total_loss")
+        epochs = sorted(m.step for m in hist)
+        if states[n] == "PRUNED":
+            assert len(epochs) < budget, f"pruned trial {n} trained {epochs}"
+        else:
+            assert epochs == list(range(1, budget + 1))
+            best_val[n] = min(m.value for m in hist)
+            # the objective is the validation error: its best epoch, not the test error
+            assert study.trials[n].value == pytest.approx(best_val[n])
+            assert "test.mean_px" in run.data.metrics  # information only
+        assert run.data.metrics["epochs_trained"] == len(epochs)
+        assert study.trials[n].user_attrs["epochs_trained"] == len(epochs)
+    # best params file = the complete trial with the lowest validation error (from MLflow)
+    best_n = min(best_val, key=best_val.get)
+    best = yaml.safe_load((tmp_path / "sweep" / "best_params.yaml").read_text())["train"]
+    assert best == {
+        "lr": pytest.approx(study.trials[best_n].params["lr"]),
+        "batch_size": 8,
+        "epochs": budget,
+    }
+    assert parent.data.metrics["best_val_error"] == pytest.approx(best_val[best_n])
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    for name in (
+        "best_params.yaml",
+        "summary.json",
+        "trials.csv",
+        "optimization_history.png",
+        "parallel_coordinate.png",
+    ):
+        assert f"sweep/{name}" in arts, arts
+    table = pd.read_csv(tmp_path / "sweep" / "trials.csv")
+    assert table["epochs_trained"].sum() == summary["epochs_trained"]
+    assert summary["epochs_trained"] < 3 * budget  # pruning saved compute
+    # promote: the next `dvc repro` trains the best params
+    assert cli.main(["sweep", "--promote", "--params", str(pfile)]) == 0
+    promoted = yaml.safe_load(pfile.read_text())["train"]
+    assert math.isclose(promoted["lr"], best["lr"]) and promoted["epochs"] == budget
+    assert promoted["net_type"] == "cspnext_s"
+    assert pfile.read_text().startswith("# sweep test")
+    assert not list((tmp_path / "sweep" / "trials").glob("*"))  # trial copies cleaned up
+
+
+# ------------------------------------------------------------------ the worker, in process
+
+
+def _inputs(tmp_path):
+    from poseops.sweep import TrainInputs
+
+    labels = pd.DataFrame({S.IMAGE: ["a.png", "b.png"], S.WIDTH: [160, 160], S.HEIGHT: [120, 120]})
+    split = pd.DataFrame({S.IMAGE: ["a.png", "b.png"], S.SPLIT: [S.TRAIN, S.VAL]})
+    return TrainInputs(labels, split, tmp_path)
+
+
+def test_nan_validation_error_counts_as_the_worst_error(tmp_path, mlflow_uri):
+    """DLC reports NaN while no prediction matches a label: the sweep reports the image
+    diagonal instead (160x120 -> 200 px), and the objective is the best finite epoch."""
+    from mlflow.tracking import MlflowClient
+
+    from poseops.sweep import run_worker
+    from poseops.train import TrainParams
+
+    seen = []
+
+    def train(params, labels, split, source_project, workdir, *, epoch_callback, **kw):
+        seen.append((params.lr, params.batch_size, params.epochs, params.device, kw["run_name"]))
+        for epoch, v in enumerate([float("nan"), 5.0, 4.0], start=1):
+            epoch_callback(epoch, {"val.rmse": v, "val.total_loss": 0.1})
+
+    p = SweepParams(
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        n_trials=1,
+        epochs=3,
+        pruner="none",
+        out=str(tmp_path / "sweep"),
+        experiment="nan-test",
+        log_test=False,
+    )
+    rep = run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=train, device="cuda:3")
+    study = optuna.load_study(study_name=rep.study_name, storage=p.storage)
+    (t,) = study.trials
+    assert t.intermediate_values == {1: 200.0, 2: 5.0, 3: 4.0}
+    assert t.value == 4.0
+    assert seen == [(t.params["lr"], t.params["batch_size"], 3, "cuda:3", "trial-0")]
+    # the training function made no MLflow run: the sweep made the child itself
+    client = MlflowClient()
+    (child,) = client.search_runs(
+        [client.get_experiment_by_name("nan-test").experiment_id],
+        f"tags.`mlflow.parentRunId` = '{rep.parent_run_id}'",
+    )
+    assert child.info.run_name == "trial-0" and child.info.status == "FINISHED"
+    assert child.data.tags["poseops.sweep.state"] == "complete"
+    assert child.data.metrics["best_val_error"] == 4.0
+    assert float(child.data.params["lr"]) == pytest.approx(t.params["lr"])
+
+
+def test_a_worker_stops_when_its_trials_keep_failing(tmp_path, mlflow_uri):
+    from poseops.sweep import run_worker
+    from poseops.train import TrainParams
+
+    def broken(params, *args, **kw):
+        raise RuntimeError("CUDA out of memory")
+
+    p = SweepParams(
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        n_trials=5,
+        out=str(tmp_path / "sweep"),
+        max_consecutive_failures=2,
+        experiment="fail-test",
+    )
+    with pytest.raises(PoseopsError, match="2 trials in a row failed"):
+        run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=broken)
+    (study,) = optuna.get_all_study_summaries(p.storage)
+    states = [
+        t.state.name
+        for t in optuna.load_study(study_name=study.study_name, storage=p.storage).trials
+    ]
+    assert states == ["FAIL", "FAIL"]
+
+
+def test_a_journal_file_is_shared_storage_too(tmp_path, mlflow_uri):
+    """A plain file path (e.g. on an NFS share) selects Optuna's journal storage."""
+    from poseops.sweep import open_storage, run_worker
+    from poseops.train import TrainParams
+
+    def train(params, labels, split, source_project, workdir, *, epoch_callback, **kw):
+        for epoch in range(1, params.epochs + 1):
+            epoch_callback(epoch, {"val.rmse": 10.0 * params.lr / epoch})
+
+    journal = tmp_path / "shared" / "optuna.log"
+    p = SweepParams(
+        storage=str(journal),
+        n_trials=3,
+        epochs=2,
+        pruner="none",
+        out=str(tmp_path / "sweep"),
+        experiment="journal-test",
+        log_test=False,
+    )
+    assert isinstance(open_storage(p), optuna.storages.JournalStorage)
+    rep = run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=train)
+    assert journal.stat().st_size > 0
+    study = optuna.load_study(study_name=rep.study_name, storage=open_storage(p))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    best = min(study.trials, key=lambda t: t.value)
+    assert best.value == pytest.approx(10.0 * best.params["lr"] / 2)
+    doc = yaml.safe_load((tmp_path / "sweep" / "best_params.yaml").read_text())
+    assert doc == {
+        "train": {"lr": best.params["lr"], "batch_size": best.params["batch_size"], "epochs": 2}
+    }
