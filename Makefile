@@ -12,7 +12,6 @@ export PYTHONUNBUFFERED := 1
 
 $(BIN)/poseops: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $(BIN)/poseops
 
