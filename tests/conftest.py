@@ -137,6 +137,12 @@ def small_demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def demo_src(small_demo_root: Path) -> tuple[Path, Path]:
+    """The small demo (read-only): its project folder and metadata CSV."""
+    return small_demo_root / "raw" / "demo", small_demo_root / "metadata" / "videos.csv"
+
+
 # --- trained demo model (helper D: poseops.train) ------------------------------------------
 @dataclass
 class TrainedDemo:

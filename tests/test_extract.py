@@ -12,16 +12,7 @@ import pytest
 
 from poseops import _refine as R
 from poseops import extract as E
-from poseops.demo import DemoParams, generate_demo
 from poseops.errors import PoseopsError
-
-
-@pytest.fixture(scope="module")
-def demo_src(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("demo")
-    meta = root / "videos.csv"
-    generate_demo(root / "proj", DemoParams.small(), metadata=meta)
-    return root / "proj", meta
 
 
 @pytest.fixture

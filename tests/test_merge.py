@@ -14,17 +14,8 @@ from refine_support import digest, git_identity, make_repo, relabel_from_truth, 
 from poseops import dlcio
 from poseops import merge as M
 from poseops import outliers as O
-from poseops.demo import DemoParams, generate_demo
 from poseops.errors import PoseopsError
 from poseops.split import honour_fixed_split
-
-
-@pytest.fixture(scope="module")
-def demo_src(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("demo")
-    meta = root / "videos.csv"
-    generate_demo(root / "proj", DemoParams.small(), metadata=meta)
-    return root / "proj", meta
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from poseops import outliers as O
-from poseops.demo import DemoParams, generate_demo
 
 BPS = ["snout", "leftear", "rightear", "tailbase"]
 LOW_ONE = {("a", 10), ("b", 33)}  # one bodypart at likelihood 0.1
@@ -85,14 +84,6 @@ def test_diversity_sampling_keeps_condition_quotas():
     sel = O.select_outliers(cand, rng.normal(size=(15, 6)), 7, seed=0, balance_by="condition")
     # 7 over 3 conditions: high has one candidate, the rest is split 3 / 3
     assert sel["condition"].value_counts().to_dict() == {"vehicle": 3, "low": 3, "high": 1}
-
-
-@pytest.fixture(scope="module")
-def demo_src(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("demo")
-    meta = root / "videos.csv"
-    generate_demo(root / "proj", DemoParams.small(), metadata=meta)
-    return root / "proj", meta
 
 
 def _preds_from_truth(proj: Path, videos: list[str], planted: dict) -> pd.DataFrame:

@@ -385,27 +385,30 @@ def test_server_killed_mid_run_loses_nothing(small_demo_root: Path, tmp_path: Pa
         _stop_server(server)
 
 
+def _write_stage_inputs(demo_root: Path, folder: Path, train: dict) -> None:
+    """consensus.parquet, split.csv and a params.yaml for the train stage, in ``folder``."""
+    import yaml
+
+    labels, split, project = _small_tables(demo_root)
+    labels.to_parquet(folder / "consensus.parquet")
+    split.to_csv(folder / "split.csv", index=False)
+    params = {"project": {"path": str(project)}, "consensus": {"out": "consensus.parquet"},
+              "split": {"out": "split.csv"}, "train": train}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
 # ------------------------------------------------------------------------------ slow: CLI stage
 @pytest.mark.slow
 def test_cli_train_stage_writes_run_json_and_metrics(
     small_demo_root: Path, tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import yaml
     from mlflow import MlflowClient
 
     from poseops.cli import main
 
-    labels, split, project = _small_tables(small_demo_root)
-    labels.to_parquet(tmp_path / "consensus.parquet")
-    split.to_csv(tmp_path / "split.csv", index=False)
-    params = {
-        "project": {"path": str(project)},
-        "consensus": {"out": "consensus.parquet"},
-        "split": {"out": "split.csv"},
-        "train": {"epochs": 3, "pretrained": False, "device": "cpu", "crop_width": 160,
-                  "crop_height": 120, "registered_model": None, "experiment": "cli"},
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    _write_stage_inputs(small_demo_root, tmp_path, {
+        "epochs": 3, "pretrained": False, "device": "cpu", "crop_width": 160, "crop_height": 120,
+        "registered_model": None, "experiment": "cli"})
     monkeypatch.chdir(tmp_path)
     assert main(["train", "-P", "epochs=1"]) == 0
     metrics = json.loads((tmp_path / "reports" / "train.json").read_text())
@@ -467,19 +470,10 @@ def test_mlflow_run_train_entry_point_logs_into_its_run(
     """`mlflow run . -e train -P epochs=1 --env-manager local`: one run, the one MLflow made."""
     import shutil
 
-    import yaml
     from mlflow import MlflowClient
 
-    labels, split, project = _small_tables(small_demo_root)
-    labels.to_parquet(tmp_path / "consensus.parquet")
-    split.to_csv(tmp_path / "split.csv", index=False)
-    params = {
-        "project": {"path": str(project)},
-        "consensus": {"out": "consensus.parquet"},
-        "split": {"out": "split.csv"},
-        "train": {"registered_model": None, "experiment": "ignored-mlflow-run-chooses"},
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    _write_stage_inputs(small_demo_root, tmp_path, {
+        "registered_model": None, "experiment": "ignored-mlflow-run-chooses"})
     shutil.copy2(REPO / "MLproject", tmp_path / "MLproject")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     cmd = [str(Path(sys.executable).parent / "mlflow"), "run", str(tmp_path), "-e", "train",
