@@ -149,13 +149,15 @@ def test_trained_demo_run_params_metrics_artifacts(trained_demo) -> None:
     # artifacts
     names = {f.path for d in ("train", "config", "snapshots") for f in client.list_artifacts(res.run_id, d)}
     assert {"train/learning_stats.csv", "train/train.txt", "config/pytorch_config.yaml"} <= names
-    assert f"snapshots/{res.best_snapshot.name}" in names
+    # the selected snapshot: the best by validation error, or the last when DLC kept no best
+    # (a 2-epoch model's val rmse can be NaN throughout)
+    assert f"snapshots/{res.snapshot.name}" in names
     # dataset input with the labels' digest
     inputs = run.inputs.dataset_inputs
     assert len(inputs) == 1 and inputs[0].dataset.digest
     # registered model with the validation error
     mv = client.get_model_version("poseops-demo", res.model_version)
-    assert float(mv.tags["val.rmse"]) == pytest.approx(res.metrics["val.rmse"], abs=1e-3)
+    assert float(mv.tags["val.rmse"]) == pytest.approx(res.metrics["val.rmse"], abs=1e-3, nan_ok=True)
     # run.json beside the model
     info = json.loads((trained_demo.workdir / "run.json").read_text())
     assert info["run_id"] == res.run_id and info["status"] == "complete"
@@ -457,8 +459,12 @@ def test_mlflow_ui_serves_the_trained_run(trained_demo, tmp_path: Path) -> None:
         runs = json.loads(urllib.request.urlopen(req, timeout=10).read())["runs"]
         (run,) = [r for r in runs if r["info"]["run_id"] == trained_demo.result.run_id]
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        assert metrics["val.rmse"] == pytest.approx(
-            trained_demo.result.learning_stats["metrics/test.rmse"].iloc[-1])
+        stats = trained_demo.result.learning_stats
+        # the loss is always finite; DLC's val rmse is NaN (sent as "NaN") while no prediction
+        # of a young model matches a label
+        assert metrics["val.total_loss"] == pytest.approx(stats["losses/eval.total_loss"].iloc[-1])
+        assert float(metrics["val.rmse"]) == pytest.approx(
+            stats["metrics/test.rmse"].iloc[-1], nan_ok=True)
     finally:
         _stop_server(proc)
 
