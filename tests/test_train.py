@@ -494,3 +494,66 @@ def test_mlflow_run_train_entry_point_logs_into_its_run(
     assert run.data.params["epochs"] == "1" and "val.total_loss" in run.data.metrics
     info = json.loads((tmp_path / "data" / "train" / "run.json").read_text())
     assert info["run_id"] == run.info.run_id
+
+
+# ------------------------------------------------------------------ per-epoch commit (no DLC)
+class _Outbox:
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def put(self, op: str, **kw) -> None:
+        assert op == "log_metrics"
+        self.steps.append(kw["step"])
+
+
+class _Snapshots:
+    def __init__(self, saved: set[int]) -> None:
+        self.saved = saved
+
+    def snapshots(self):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(epochs=e) for e in self.saved]
+
+
+def test_epochs_are_logged_only_once_a_resumable_state_covers_them(tmp_path: Path) -> None:
+    """A resume restarts after the last resumable state; epochs after it must not be in MLflow
+    yet, or the re-run would log them twice. A long interval makes every epoch wait for the
+    next DLC snapshot (or the last epoch); a zero interval logs each epoch at once."""
+    from poseops.train import RESUME_FILE, _Session
+
+    out = _Outbox()
+    s = _Session(out, tmp_path, total_epochs=5, start_epoch=0, callback=None, best_metric=None,
+                 resume_interval_s=3600)
+    sm = _Snapshots(saved={3})
+    for epoch in (1, 2):
+        s.on_log({"losses/train.total_loss": 1.0 / epoch}, step=epoch)
+        s.after_epoch(epoch, {"model": {}}, sm)
+    assert out.steps == [] and not (tmp_path / RESUME_FILE).exists()
+    s.after_epoch(3, {"model": {}}, sm)  # DLC's snapshot: epochs 1-3 are durable
+    assert out.steps == [1, 2, 3]
+    s.after_epoch(4, {"model": {}}, sm)
+    s.after_epoch(5, {"model": {}}, sm)  # the last epoch is always durable
+    assert out.steps == [1, 2, 3, 4, 5] and (tmp_path / RESUME_FILE).exists()
+
+    eager = _Outbox()
+    s = _Session(eager, tmp_path, 5, 0, None, None, resume_interval_s=0)
+    s.after_epoch(1, {"model": {}}, _Snapshots(set()))
+    assert eager.steps == [1]
+
+
+def test_a_pruned_run_keeps_the_epochs_it_ran(tmp_path: Path) -> None:
+    import optuna
+
+    from poseops.train import _Session
+
+    def prune(epoch: int, metrics: dict) -> None:
+        if epoch == 2:
+            raise optuna.TrialPruned()
+
+    out = _Outbox()
+    s = _Session(out, tmp_path, 5, 0, prune, None, resume_interval_s=3600)
+    s.after_epoch(1, {"model": {}}, _Snapshots(set()))
+    with pytest.raises(optuna.TrialPruned):
+        s.after_epoch(2, {"model": {}}, _Snapshots(set()))
+    assert out.steps == [1, 2]

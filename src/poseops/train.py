@@ -79,6 +79,9 @@ class TrainParams:
     registered_model: str | None = "poseops-pose"  # None: do not register
     dataloader_workers: int = 0
     tracking_timeout_s: float = 60.0  # wait this long at the end for a slow tracking server
+    # a resumable state is written at most this often (besides DLC's snapshots); epochs run
+    # since the last one are logged when it is written, so a resume never repeats a logged epoch
+    resume_interval_s: float = 60.0
     pytorch_cfg_updates: dict[str, Any] = field(default_factory=dict)  # dotted DLC overrides
 
     def validate(self) -> None:
@@ -428,14 +431,17 @@ class _Session:
 
     def __init__(self, outbox: Any, train_dir: Path, total_epochs: int, start_epoch: int,
                  callback: Callable[[int, dict[str, float]], None] | None,
-                 best_metric: float | None) -> None:
+                 best_metric: float | None, resume_interval_s: float = 60.0) -> None:
         self.outbox = outbox
         self.train_dir = train_dir
         self.total = total_epochs
         self.start_epoch = start_epoch
         self.callback = callback
         self.best_metric = best_metric
+        self.resume_interval_s = resume_interval_s
         self._pending: dict[int, dict[str, float]] = {}
+        self._uncommitted: list[int] = []  # epochs run since the last resumable state
+        self._last_durable = time.monotonic()
         self.committed: list[int] = []
 
     def on_log(self, metrics: dict[str, float], step: int) -> None:
@@ -461,16 +467,20 @@ class _Session:
         import torch
 
         saved = any(s.epochs == epoch for s in sm.snapshots())
+        now = time.monotonic()
+        durable = saved or epoch >= self.total or now - self._last_durable >= self.resume_interval_s
         resume = self.train_dir / RESUME_FILE
         if saved:
             resume.unlink(missing_ok=True)
-        else:  # keep a full state every epoch so a resume never repeats a logged epoch
+        elif durable:  # a full state: a resume restarts after this epoch
             tmp = resume.with_suffix(".tmp")
             torch.save(state_dict, tmp)
             os.replace(tmp, resume)
-        metrics = self._pending.pop(epoch, {})
-        self.outbox.put("log_metrics", metrics=metrics, step=epoch, timestamp=int(time.time() * 1000))
-        self.committed.append(epoch)
+        metrics = dict(self._pending.get(epoch, {}))
+        self._uncommitted.append(epoch)
+        if durable:
+            self._last_durable = now
+            self.commit()
         msg = f"epoch {epoch}/{self.total}"
         for key, label, unit in (
             ("train.total_loss", "train loss", ""),
@@ -481,7 +491,20 @@ class _Session:
                 msg += f", {label} {metrics[key]:.4g}{unit}"
         log.info(msg)
         if self.callback is not None:
-            self.callback(epoch, dict(metrics))
+            try:
+                self.callback(epoch, metrics)
+            except BaseException:
+                self.commit()  # the run ends here (e.g. pruned): keep what it did
+                raise
+
+    def commit(self) -> None:
+        """Send the metrics of the epochs run since the last resumable state, in order."""
+        for epoch in self._uncommitted:
+            metrics = self._pending.pop(epoch, {})
+            self.outbox.put("log_metrics", metrics=metrics, step=epoch,
+                            timestamp=int(time.time() * 1000))
+            self.committed.append(epoch)
+        self._uncommitted.clear()
 
 
 @contextmanager
@@ -639,7 +662,8 @@ def _git_commit() -> str:
 
 def _fingerprint(params: TrainParams, version: str) -> str:
     d = dataclasses.asdict(params)
-    for k in ("device", "tracking_timeout_s", "experiment", "registered_model", "metrics"):
+    for k in ("device", "tracking_timeout_s", "resume_interval_s", "experiment", "registered_model",
+              "metrics"):
         d.pop(k, None)
     return hashlib.md5(json.dumps([d, version], sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest()
 
@@ -802,7 +826,8 @@ def train_model(
         log.info("resuming from epoch %d (%s)", start_epoch, state)
     best_metric = _best_so_far(read_learning_stats(train_dir), params) if start_epoch else None
 
-    session = _Session(outbox, train_dir, params.epochs, start_epoch, epoch_callback, best_metric)
+    session = _Session(outbox, train_dir, params.epochs, start_epoch, epoch_callback, best_metric,
+                       params.resume_interval_s)
     t1, c1 = time.perf_counter(), time.process_time()
     try:
         if start_epoch < params.epochs:
