@@ -431,3 +431,24 @@ def test_a_journal_file_is_shared_storage_too(tmp_path, mlflow_uri):
     assert doc == {
         "train": {"lr": best.params["lr"], "batch_size": best.params["batch_size"], "epochs": 2}
     }
+
+
+def test_a_trial_that_reached_its_last_epoch_completes(tmp_path, mlflow_uri):
+    """Pruning saves epochs still to come: a trial worse than the median only at its final
+    epoch has nothing left to save, so it completes with its value (not 'pruned')."""
+    from poseops.sweep import run_worker
+    from poseops.train import TrainParams
+
+    curves = iter([[5.0, 4.0], [4.5, 4.5]])  # trial 1 is worse than trial 0 only at epoch 2
+
+    def train(params, labels, split, source_project, workdir, *, epoch_callback, **kw):
+        for epoch, v in enumerate(next(curves), start=1):
+            epoch_callback(epoch, {"val.rmse": v})
+
+    p = SweepParams(storage=f"sqlite:///{tmp_path / 'o.db'}", n_trials=2, epochs=2,
+                    pruner="median", n_startup_trials=1, n_warmup_steps=0,
+                    out=str(tmp_path / "sweep"), experiment="last-epoch", log_test=False)
+    rep = run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=train)
+    study = optuna.load_study(study_name=rep.study_name, storage=p.storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.value for t in study.trials] == [4.0, 4.5]

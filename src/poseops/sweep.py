@@ -595,7 +595,8 @@ def make_objective(
             trial.set_user_attr(ATTR_CURVE, curve)
             trial.report(value, epoch)
             log.info("trial %d epoch %d: %s = %.4g", trial.number, epoch, p.metric, raw)
-            if trial.should_prune():
+            # pruning saves the epochs still to come: at the last one the trial is complete
+            if epoch < params.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: {p.metric} {value:.3f}")
 
         workdir = Path(p.out) / "trials" / f"trial-{trial.number}"
