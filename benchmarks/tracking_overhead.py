@@ -2,8 +2,8 @@
 
 Trains the same DLC configuration (same working project, params, seed, offline init) twice per
 repeat, interleaved: (A) DeepLabCut's own `apis.training.train` with no logger, and (B) poseops'
-`train_model` (live per-epoch MLflow logging through the DLC logger hook, per-epoch resume
-state, outbox). Prints the median wall time of the DLC training call in each and their ratio
+`train_model` (per-epoch MLflow logging through the DLC logger hook, resumable state every
+train.resume_interval_s, the outbox sending from a background thread). Prints the median wall time of the DLC training call in each and their ratio
 (the in-loop overhead), plus B's fixed end-of-run cost (artifacts, pyfunc model, registry).
 
     .venv/bin/python benchmarks/tracking_overhead.py [--epochs 5] [--repeats 2] [--small]
