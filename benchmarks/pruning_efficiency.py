@@ -9,14 +9,19 @@ validation error of each (target: pruned within 5 % of unpruned). As a cross-che
 replays the unpruned validation curves through the pruner offline (no training), which shows
 what the pruner decides on identical curves (training on CPU is not bit-reproducible).
 
-    .venv/bin/python benchmarks/pruning_efficiency.py [--trials 12] [--epochs 10]
-        [--pruner median|hyperband|patience] [--demo small|default] [--keep DIR]
+    .venv/bin/python benchmarks/pruning_efficiency.py [--trials 16] [--epochs 12]
+        [--pruner sha|median|percentile|hyperband|patience] [--demo small|default] [--keep DIR]
+        [--save-curves FILE] [--from-curves FILE]
+
+The replay also runs the curves in many random orders: with a handful of trials the order decides
+much of the saving (a good trial drawn early sets a bar the others must meet).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -95,6 +100,40 @@ def replay(rows: list[dict], p) -> tuple[int, float]:
     return epochs, best
 
 
+def replay_orders(rows: list[dict], p, n: int, seed: int = 0) -> tuple[float, float, float]:
+    """Replay ``n`` random orders of the same trials: (mean compute share, its 90th percentile,
+    share of orders whose best stays within 5 % of the unpruned best). The order a sweep happens
+    to draw decides a lot with few trials; this shows how much."""
+    import random
+
+    rng = random.Random(seed)
+    total = sum(len(r["curve"]) for r in rows)
+    best_all = min(min(r["curve"]) for r in rows)
+    shares, ok = [], 0
+    for _ in range(n):
+        epochs, best = replay(rng.sample(rows, len(rows)), p)
+        shares.append(epochs / total)
+        ok += (best - best_all) / best_all <= 0.05
+    shares.sort()
+    return sum(shares) / n, shares[min(n - 1, int(0.9 * n))], ok / n
+
+
+# pruners compared on the replayed curves (sweep params overridden)
+CANDIDATES: list[tuple[str, dict]] = [
+    ("sha (min 2, rf 3)", {"pruner": "sha", "min_resource": 2, "reduction_factor": 3}),
+    ("sha (min 1, rf 3)", {"pruner": "sha", "min_resource": 1, "reduction_factor": 3}),
+    ("sha (min 3, rf 3)", {"pruner": "sha", "min_resource": 3, "reduction_factor": 3}),
+    ("median (start 4, warm 2)", {"pruner": "median", "n_startup_trials": 4, "n_warmup_steps": 2}),
+    ("median (start 2, warm 2)", {"pruner": "median", "n_startup_trials": 2, "n_warmup_steps": 2}),
+    (
+        "percentile 25 (2, 2)",
+        {"pruner": "percentile", "percentile": 25.0, "n_startup_trials": 2, "n_warmup_steps": 2},
+    ),
+    ("hyperband (min 2, rf 3)", {"pruner": "hyperband", "min_resource": 2, "reduction_factor": 3}),
+    ("patience 3", {"pruner": "patience", "patience": 3}),
+]
+
+
 def best_value(rows: list[dict]) -> float:
     vals = [r["value"] for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
     return min(vals) if vals else float("nan")
@@ -102,8 +141,9 @@ def best_value(rows: list[dict]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=12)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--orders", type=int, default=100, help="random trial orders replayed")
     ap.add_argument("--pruner", default=None, help="default: params.yaml sweep.pruner")
     ap.add_argument("--startup", type=int, default=None, help="sweep.n_startup_trials")
     ap.add_argument("--warmup", type=int, default=None, help="sweep.n_warmup_steps")
@@ -112,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="sweep.seed")
     ap.add_argument("--demo", choices=["small", "default"], default="default")
     ap.add_argument("--keep", default=None, help="keep the work folder here")
+    ap.add_argument("--save-curves", default=None, help="write the unpruned trials (JSON) here")
+    ap.add_argument(
+        "--from-curves",
+        default=None,
+        help="skip unpruned training: load its trials from --save-curves output (implies "
+        "--replay-only)",
+    )
     ap.add_argument(
         "--replay-only",
         action="store_true",
@@ -120,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("poseops.sweep").setLevel(logging.INFO)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per replayed study otherwise
 
     from poseops.params import section
     from poseops.sweep import SweepParams
@@ -146,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         experiment="poseops-prune-bench",
         workdir=str(root / "train"),
     )
-    inputs = prepare_demo(root, a.demo)
+    a.replay_only = a.replay_only or bool(a.from_curves)
+    inputs = None if a.from_curves else prepare_demo(root, a.demo)
     common = dict(n_trials=a.trials, epochs=a.epochs, log_test=False, study_name=None)
     unpruned_p = dataclasses.replace(
         base,
@@ -156,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         storage=f"sqlite:///{root / 'unpruned.db'}",
         out=str(root / "unpruned"),
     )
-    unpruned, t_un = sweep(inputs, train_base, unpruned_p, "unpruned")
+    if a.from_curves:
+        saved = json.loads(Path(a.from_curves).read_text())
+        unpruned, t_un = saved["trials"], saved["wall_s"]
+    else:
+        unpruned, t_un = sweep(inputs, train_base, unpruned_p, "unpruned")
+        if a.save_curves:
+            Path(a.save_curves).write_text(json.dumps({"trials": unpruned, "wall_s": t_un}))
     points = [r["params"] for r in sorted(unpruned, key=lambda r: r["number"])]
     pruned_p = dataclasses.replace(
         base,
@@ -208,18 +265,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{'OK' if gap <= 0.05 else 'MISSED'}"
     )
     print(f"replay: compute {e_rp / e_un:.1%}, best error {(b_rp - b_un) / b_un:+.1%}")
-    print("\nthe same unpruned curves replayed through other pruners (no training):")
+    print(
+        f"\nthe same unpruned curves replayed through each pruner (no training): the sweep's order,"
+        f" then {a.orders} random orders of the same trials (mean and 90th percentile compute, share"
+        " of orders whose best stays within 5 %)"
+    )
     ordered = sorted(unpruned, key=lambda r: r["number"])
-    for name, extra in [
-        ("median", {"pruner": "median", "patience": None}),
-        ("median+patience2", {"pruner": "median", "patience": 2}),
-        ("hyperband", {"pruner": "hyperband", "patience": None}),
-        ("patience2", {"pruner": "patience", "patience": 2}),
-        ("patience3", {"pruner": "patience", "patience": 3}),
-    ]:
-        e, b = replay(ordered, dataclasses.replace(pruned_p, **extra))
+    for name, extra in CANDIDATES:
+        cand = dataclasses.replace(pruned_p, **extra)
+        e, b = replay(ordered, cand)
+        mean, p90, ok = replay_orders(ordered, cand, a.orders)
         print(
-            f"  {name:18s} compute {e / e_un:6.1%}   best val {b:8.3f} ({(b - b_un) / b_un:+.1%})"
+            f"  {name:26s} compute {e / e_un:6.1%}  best {(b - b_un) / b_un:+6.1%}   "
+            f"orders: compute {mean:6.1%} (p90 {p90:6.1%}), best within 5 % in {ok:4.0%}"
         )
     if not a.keep:
         shutil.rmtree(root, ignore_errors=True)

@@ -67,6 +67,7 @@ def test_fixed_epoch_budget_is_not_a_search_dimension():
         ("sampler", "grid", "sweep.sampler"),
         ("lr", [1e-2, 1e-4], "sweep.lr"),
         ("n_trials", 0, "sweep.n_trials"),
+        ("percentile", 100.0, "sweep.percentile"),
     ],
 )
 def test_bad_settings_name_the_key(field, value, msg):
@@ -124,6 +125,54 @@ def test_median_pruner_waits_for_startup_trials_and_warmup():
     assert _prune_step(build_pruner(p), worse, n_before=1) is None  # fewer than 2 finished
     assert _prune_step(build_pruner(p), worse, n_before=2) == 2  # epoch n_warmup_steps
     assert _prune_step(build_pruner(p), [0.5] * 4, n_before=2) is None  # better than median
+
+
+def _finished(study: optuna.Study, curves: list[list[float]]) -> None:
+    """Complete one trial per curve (asking the pruner each epoch, as a sweep does: successive
+    halving records a trial's value at a rung only then; its verdict is ignored here)."""
+    for curve in curves:
+        t = study.ask()
+        for e, v in enumerate(curve, start=1):
+            t.report(v, e)
+            t.should_prune()
+        study.tell(t, min(curve))
+
+
+def test_percentile_pruner_keeps_only_the_best_quarter():
+    # four finished trials at 1, 2, 3, 4 px from epoch 2 on: the 25th percentile is 1.75 px
+    # (numpy's linear interpolation); a trial whose best so far is above it stops at epoch 2
+    p = SweepParams(pruner="percentile", percentile=25.0, n_startup_trials=4, n_warmup_steps=2)
+    for best, stop in [(1.7, None), (1.8, 2), (2.5, 2)]:
+        study = optuna.create_study(pruner=build_pruner(p))
+        _finished(study, [[9.0] + [v] * 3 for v in (1.0, 2.0, 3.0, 4.0)])
+        t = study.ask()
+        stopped = None
+        for e, v in enumerate([9.0, best, best, best], start=1):
+            t.report(v, e)
+            if t.should_prune():
+                stopped = e
+                break
+        assert stopped == stop, best
+
+
+def test_sha_pruner_promotes_the_best_third_at_each_rung():
+    # rungs at min_resource * reduction_factor**k epochs: 2, 6, 18. Six finished trials reached
+    # the epoch-2 rung with 1..6 px; with the new one there are 7 competitors and only the best
+    # 7 // 3 = 2 go on: 1.5 px is second (goes on to the epoch-6 rung), 2.5 px is third (stops).
+    p = SweepParams(pruner="sha", min_resource=2, reduction_factor=3, epochs=12)
+    pr = build_pruner(p)
+    assert isinstance(pr, optuna.pruners.SuccessiveHalvingPruner)
+    for value, stop in [(1.5, None), (2.5, 2)]:
+        study = optuna.create_study(pruner=build_pruner(p))
+        _finished(study, [[float(v), float(v)] for v in range(1, 7)])
+        t = study.ask()
+        stopped = None
+        for e in (1, 2, 3):
+            t.report(value, e)
+            if t.should_prune():
+                stopped = e
+                break
+        assert stopped == stop, value
 
 
 def test_hyperband_budget_is_the_epoch_budget():

@@ -3,7 +3,8 @@
 Every worker (one per GPU, on any number of machines) runs the same command against the same study
 name and storage; Optuna hands out trials, and each trial trains the real DeepLabCut model with
 ``poseops.train.train_model``. The validation error is reported after every epoch, so the pruner
-(median / hyperband / patience) stops hopeless trials early. The test split is never used to choose.
+(successive halving by default; median / percentile / hyperband / patience) stops hopeless trials
+early. The test split is never used to choose.
 
 MLflow layout: one parent run per study (its id is stored in the study's user attrs, so every
 worker's trials nest under it), one nested child run ``trial-<n>`` per trial (created by the
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SECTION = "sweep"
-PRUNERS = ("none", "median", "hyperband", "patience")
+PRUNERS = ("none", "median", "percentile", "sha", "hyperband", "patience")
 SAMPLERS = ("tpe", "random")
 
 # study user attrs (shared by every worker through the storage)
@@ -85,12 +86,13 @@ class SweepParams:
     sampler: str = "tpe"  # tpe | random
     seed: int = 0
     n_startup_trials: int = 4  # random trials before TPE models / before median pruning
-    pruner: str = "median"  # none | median | hyperband | patience
-    n_warmup_steps: int = 2  # median: the first epoch (1-based) at which a trial can be pruned
+    pruner: str = "sha"  # none | median | percentile | sha | hyperband | patience
+    n_warmup_steps: int = 2  # median/percentile: the first epoch at which a trial can be pruned
+    percentile: float = 25.0  # percentile: keep a trial only while among the best N % at its epoch
     patience: int | None = None  # stop after N epochs without improvement (wraps median/hyperband)
     min_delta: float = 0.0  # patience: improvement smaller than this (px) does not count
-    min_resource: int = 1  # hyperband: smallest epoch budget
-    reduction_factor: int = 3  # hyperband
+    min_resource: int = 2  # sha/hyperband: epochs every trial gets
+    reduction_factor: int = 3  # sha/hyperband: 1/reduction_factor of the trials go on at each rung
     metric: str = "val.rmse"  # per-epoch validation metric the trial reports (lower is better)
     lr: list[float] = field(default_factory=lambda: [1e-4, 1e-2])  # log-uniform bounds
     batch_size: list[int] = field(default_factory=lambda: [4, 8, 16])  # choices
@@ -119,6 +121,8 @@ class SweepParams:
             raise PoseopsError("sweep.batch_size needs at least one choice")
         if self.n_trials < 1:
             raise PoseopsError(f"sweep.n_trials must be >= 1, not {self.n_trials}")
+        if not 0 < self.percentile < 100:
+            raise PoseopsError(f"sweep.percentile must be in (0, 100), not {self.percentile}")
         if self.pruner == "patience" and not self.patience:
             raise PoseopsError("sweep.pruner 'patience' needs sweep.patience >= 1")
 
@@ -225,9 +229,12 @@ def no_improvement(values: list[float], patience: int, min_delta: float = 0.0) -
 
 
 def build_pruner(p: SweepParams) -> optuna.pruners.BasePruner:
-    """median / hyperband (on the epoch budget) / patience (the guide's "no improvement for N
-    evaluations -> stop"). ``patience`` set with median or hyperband stops a trial only when
-    both agree (it has stalled *and* it is worse than the others)."""
+    """median / percentile (a trial goes on while its best error so far is among the best
+    ``percentile`` % of the finished trials' errors at the same epoch) / sha (successive halving:
+    rungs at min_resource * reduction_factor**k epochs, the best 1/reduction_factor go on) /
+    hyperband (several sha brackets) / patience (the guide's "no improvement for N evaluations ->
+    stop"). ``patience`` set with another pruner stops a trial only when both agree (it has
+    stalled *and* it is worse than the others)."""
     import optuna
 
     if p.pruner == "none":
@@ -238,6 +245,14 @@ def build_pruner(p: SweepParams) -> optuna.pruners.BasePruner:
     if p.pruner == "median":
         base = optuna.pruners.MedianPruner(
             n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+        )
+    elif p.pruner == "percentile":
+        base = optuna.pruners.PercentilePruner(
+            p.percentile, n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+        )
+    elif p.pruner == "sha":
+        base = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_resource, reduction_factor=p.reduction_factor
         )
     else:
         base = optuna.pruners.HyperbandPruner(
