@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "--from-curves",
         default=None,
         help="skip unpruned training: load its trials from --save-curves output (implies "
-        "--replay-only)",
+        "--replay-only; --trials and --epochs come from the file)",
     )
     ap.add_argument(
         "--replay-only",
@@ -170,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per replayed study otherwise
+    saved = json.loads(Path(a.from_curves).read_text()) if a.from_curves else None
+    if saved:  # the saved sweep fixes the trials and the epoch budget (hyperband's max_resource)
+        a.trials = len(saved["trials"])
+        a.epochs = max(len(r["curve"]) for r in saved["trials"])
+        a.replay_only = True
 
     from poseops.params import section
     from poseops.sweep import SweepParams
@@ -196,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment="poseops-prune-bench",
         workdir=str(root / "train"),
     )
-    a.replay_only = a.replay_only or bool(a.from_curves)
-    inputs = None if a.from_curves else prepare_demo(root, a.demo)
+    inputs = None if saved else prepare_demo(root, a.demo)
     common = dict(n_trials=a.trials, epochs=a.epochs, log_test=False, study_name=None)
     unpruned_p = dataclasses.replace(
         base,
@@ -207,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         storage=f"sqlite:///{root / 'unpruned.db'}",
         out=str(root / "unpruned"),
     )
-    if a.from_curves:
-        saved = json.loads(Path(a.from_curves).read_text())
+    if saved:
         unpruned, t_un = saved["trials"], saved["wall_s"]
     else:
         unpruned, t_un = sweep(inputs, train_base, unpruned_p, "unpruned")

@@ -86,6 +86,12 @@ def _prune_step(
         for e in range(1, len(values) + 1):
             t.report(1.0, e)
         study.tell(t, 1.0)
+    return _stop_epoch(study, values)
+
+
+def _stop_epoch(study: optuna.Study, values: list[float]) -> int | None:
+    """Report ``values`` (one per epoch) in a new trial of ``study``; the 1-based epoch at which
+    its pruner stops the trial, else None."""
     t = study.ask()
     for e, v in enumerate(values, start=1):
         t.report(v, e)
@@ -145,14 +151,7 @@ def test_percentile_pruner_keeps_only_the_best_quarter():
     for best, stop in [(1.7, None), (1.8, 2), (2.5, 2)]:
         study = optuna.create_study(pruner=build_pruner(p))
         _finished(study, [[9.0] + [v] * 3 for v in (1.0, 2.0, 3.0, 4.0)])
-        t = study.ask()
-        stopped = None
-        for e, v in enumerate([9.0, best, best, best], start=1):
-            t.report(v, e)
-            if t.should_prune():
-                stopped = e
-                break
-        assert stopped == stop, best
+        assert _stop_epoch(study, [9.0, best, best, best]) == stop, best
 
 
 def test_sha_pruner_promotes_the_best_third_at_each_rung():
@@ -165,14 +164,7 @@ def test_sha_pruner_promotes_the_best_third_at_each_rung():
     for value, stop in [(1.5, None), (2.5, 2)]:
         study = optuna.create_study(pruner=build_pruner(p))
         _finished(study, [[float(v), float(v)] for v in range(1, 7)])
-        t = study.ask()
-        stopped = None
-        for e in (1, 2, 3):
-            t.report(value, e)
-            if t.should_prune():
-                stopped = e
-                break
-        assert stopped == stop, value
+        assert _stop_epoch(study, [value] * 3) == stop, value
 
 
 def test_hyperband_budget_is_the_epoch_budget():
