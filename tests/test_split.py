@@ -245,6 +245,24 @@ def test_demo_split(demo_project: Path, demo_metadata: Path) -> None:
         assert per["test"].nunique() == 1
 
 
+def test_demo_params_select_models_on_every_condition(
+    demo_project: Path, demo_metadata: Path, repo_root: Path
+) -> None:
+    """The shipped params.yaml on the demo: the validation set (what DLC's best snapshot and the
+    sweep choose on) holds every condition, as the guide's split protocol asks, and whole videos;
+    training keeps every condition and most frames."""
+    from poseops.ingest import ingest_project
+    from poseops.params import section
+
+    labels = ingest_project(demo_project, demo_metadata)
+    split = SP.make_split(labels, section("split", SP.SplitParams, repo_root / "params.yaml"))
+    per = pd.crosstab(split["condition"], split["split"])
+    assert (per[["train", "val", "test"]] > 0).all().all(), per
+    assert crossing(split, "video") == 0
+    n = split["split"].value_counts()
+    assert n["train"] > n["val"] and n["train"] > n["test"], n
+
+
 def test_openfield_single_video_is_refused_with_advice(openfield: Path) -> None:
     from poseops.ingest import ingest_project
 
