@@ -11,7 +11,11 @@ what the pruner decides on identical curves (training on CPU is not bit-reproduc
 
     .venv/bin/python benchmarks/pruning_efficiency.py [--trials 16] [--epochs 12]
         [--pruner sha|median|percentile|hyperband|patience] [--demo small|default] [--keep DIR]
-        [--save-curves FILE] [--from-curves FILE]
+        [--val-fraction F] [--save-curves FILE] [--from-curves FILE [--train-pruned]]
+
+The demo is split with params.yaml ``split:`` (``--val-fraction`` overrides): how many frames the
+validation error is measured on decides how noisy each epoch's value is, and so how often a
+pruner (or the unpruned "best") is fooled by one lucky or unlucky epoch.
 
 The replay also runs the curves in many random orders: with a handful of trials the order decides
 much of the saving (a good trial drawn early sets a bar the others must meet).
@@ -34,11 +38,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
-def prepare_demo(root: Path, size: str):
-    """Demo project -> consensus labels + grouped split (the pipeline's own functions)."""
+def prepare_demo(root: Path, size: str, val_fraction: float | None = None):
+    """Demo project -> consensus labels + grouped split (the pipeline's own functions, params.yaml
+    ``split:`` as the pipeline uses it; ``val_fraction`` overrides ``split.val_fraction``)."""
     from poseops.consensus import build_consensus
     from poseops.demo import DemoParams, generate_demo
     from poseops.ingest import ingest_project
+    from poseops.params import section
     from poseops.split import SplitParams, make_split
     from poseops.sweep import TrainInputs
 
@@ -46,7 +52,14 @@ def prepare_demo(root: Path, size: str):
     project = root / "raw" / "demo"
     generate_demo(project, demo, metadata=root / "videos.csv")
     labels = build_consensus(ingest_project(project, root / "videos.csv"))
-    split = make_split(labels, SplitParams(stratify_by=None if size == "small" else "condition"))
+    sp = section("split", SplitParams)
+    if size == "small":  # one condition only
+        sp = dataclasses.replace(sp, stratify_by=None)
+    if val_fraction is not None:
+        sp = dataclasses.replace(sp, val_fraction=val_fraction)
+    split = make_split(labels, sp)
+    n = split["split"].value_counts()
+    print(f"split: {dict(n)} frames (val_fraction {sp.val_fraction})", flush=True)
     return TrainInputs(labels, split, project)
 
 
@@ -151,13 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", default=None, help="sweep.metric (default val.rmse)")
     ap.add_argument("--seed", type=int, default=None, help="sweep.seed")
     ap.add_argument("--demo", choices=["small", "default"], default="default")
+    ap.add_argument("--val-fraction", type=float, default=None, help="split.val_fraction")
     ap.add_argument("--keep", default=None, help="keep the work folder here")
     ap.add_argument("--save-curves", default=None, help="write the unpruned trials (JSON) here")
     ap.add_argument(
         "--from-curves",
         default=None,
-        help="skip unpruned training: load its trials from --save-curves output (implies "
-        "--replay-only; --trials and --epochs come from the file)",
+        help="skip unpruned training: load its trials from --save-curves output (--trials, "
+        "--epochs, --demo and --val-fraction come from the file); replay only unless --train-pruned",
+    )
+    ap.add_argument(
+        "--train-pruned",
+        action="store_true",
+        help="with --from-curves: also train the pruned sweep on the saved trials' points",
     )
     ap.add_argument(
         "--replay-only",
@@ -174,11 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     if saved:  # the saved sweep fixes the trials and the epoch budget (hyperband's max_resource)
         a.trials = len(saved["trials"])
         a.epochs = max(len(r["curve"]) for r in saved["trials"])
-        a.replay_only = True
+        a.demo = saved.get("demo", a.demo)
+        a.val_fraction = saved.get("val_fraction", a.val_fraction)
+        a.replay_only = not a.train_pruned
 
     from poseops.params import section
+    from poseops.split import SplitParams
     from poseops.sweep import SweepParams
     from poseops.train import TrainParams
+
+    if a.val_fraction is None:  # recorded with saved curves: params.yaml may change later
+        a.val_fraction = section("split", SplitParams).val_fraction
 
     root = Path(a.keep or tempfile.mkdtemp(prefix="poseops-prune-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -201,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment="poseops-prune-bench",
         workdir=str(root / "train"),
     )
-    inputs = None if saved else prepare_demo(root, a.demo)
+    inputs = None if saved and a.replay_only else prepare_demo(root, a.demo, a.val_fraction)
     common = dict(n_trials=a.trials, epochs=a.epochs, log_test=False, study_name=None)
     unpruned_p = dataclasses.replace(
         base,
@@ -216,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         unpruned, t_un = sweep(inputs, train_base, unpruned_p, "unpruned")
         if a.save_curves:
-            Path(a.save_curves).write_text(json.dumps({"trials": unpruned, "wall_s": t_un}))
+            meta = {"demo": a.demo, "val_fraction": a.val_fraction, "wall_s": t_un}
+            Path(a.save_curves).write_text(json.dumps({"trials": unpruned, **meta}))
     points = [r["params"] for r in sorted(unpruned, key=lambda r: r["number"])]
     pruned_p = dataclasses.replace(
         base,
@@ -242,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pruner: {pruned_p.pruner} (n_startup_trials={pruned_p.n_startup_trials}, "
         f"n_warmup_steps={pruned_p.n_warmup_steps}, patience={pruned_p.patience}); "
-        f"{a.trials} trials x {a.epochs} epochs, demo={a.demo}"
+        f"{a.trials} trials x {a.epochs} epochs, demo={a.demo}, val_fraction={a.val_fraction}"
     )
     print(f"{'':24s}{'epochs':>8s}{'wall min':>10s}{'best val px':>13s}")
     print(f"{'unpruned':24s}{e_un:8d}{t_un / 60:10.1f}{b_un:13.3f}")
