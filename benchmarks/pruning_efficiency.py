@@ -38,9 +38,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
-def prepare_demo(root: Path, size: str, val_fraction: float | None = None):
+def prepare_demo(root: Path, size: str, val_fraction: float):
     """Demo project -> consensus labels + grouped split (the pipeline's own functions, params.yaml
-    ``split:`` as the pipeline uses it; ``val_fraction`` overrides ``split.val_fraction``)."""
+    ``split:`` as the pipeline uses it, with ``val_fraction``)."""
     from poseops.consensus import build_consensus
     from poseops.demo import DemoParams, generate_demo
     from poseops.ingest import ingest_project
@@ -52,11 +52,9 @@ def prepare_demo(root: Path, size: str, val_fraction: float | None = None):
     project = root / "raw" / "demo"
     generate_demo(project, demo, metadata=root / "videos.csv")
     labels = build_consensus(ingest_project(project, root / "videos.csv"))
-    sp = section("split", SplitParams)
+    sp = dataclasses.replace(section("split", SplitParams), val_fraction=val_fraction)
     if size == "small":  # one condition only
         sp = dataclasses.replace(sp, stratify_by=None)
-    if val_fraction is not None:
-        sp = dataclasses.replace(sp, val_fraction=val_fraction)
     split = make_split(labels, sp)
     n = split["split"].value_counts()
     print(f"split: {dict(n)} frames (val_fraction {sp.val_fraction})", flush=True)
