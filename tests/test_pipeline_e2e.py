@@ -31,8 +31,17 @@ STAGES = ["ingest", "consensus", "validate", "split", "composition", "train", "e
 
 def sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 1500) -> str:
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    assert r.returncode == 0, (f"{' '.join(cmd)} failed ({r.returncode}):\n{error_lines(r.stderr)}\n"
+                               f"--- stdout tail ---\n{r.stdout[-3000:]}\n--- stderr tail ---\n"
+                               f"{r.stderr[-3000:]}")
     return r.stdout + r.stderr
+
+
+def error_lines(log: str, limit: int = 40) -> str:
+    """The lines that say why a command failed; its tail is often only progress bars."""
+    keys = ("error", "traceback", "exception", "no space", "killed")
+    hits = [line for line in log.splitlines() if any(k in line.lower() for k in keys)]
+    return "--- error lines ---\n" + "\n".join(hits[-limit:])
 
 
 def copy_working_tree(dst: Path) -> None:
