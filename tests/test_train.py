@@ -280,6 +280,23 @@ def test_resume_after_kill_continues_the_same_run(small_demo_root: Path, tmp_pat
 
 
 @pytest.mark.slow
+def test_same_seed_same_learning_curve(small_demo_root: Path, tmp_path: Path) -> None:
+    """Comparing two iterations means their difference is the data or the params, not chance:
+    with ``pretrained: false`` the offline random init must be drawn from ``seed`` too."""
+    labels, split, project = _small_tables(small_demo_root)
+
+    def curve(tag: str, seed: int) -> pd.DataFrame:
+        res = train_model(_tiny(epochs=1, seed=seed), labels, split, project, tmp_path / tag,
+                          tracking_uri=f"sqlite:///{tmp_path / tag}.db")
+        return res.learning_stats
+
+    first, again, other = curve("a", 42), curve("b", 42), curve("c", 7)
+    pd.testing.assert_frame_equal(first, again)
+    loss = "losses/train.total_loss"
+    assert first[loss].iloc[0] != other[loss].iloc[0], "the seed does not reach the weights"
+
+
+@pytest.mark.slow
 def test_pruning_callback_stops_training_and_marks_run(small_demo_root: Path, tmp_path: Path) -> None:
     import optuna
     from mlflow import MlflowClient

@@ -608,11 +608,16 @@ def _truncate_learning_stats(train_dir: Path, epoch: int) -> pd.DataFrame:
     return stats
 
 
-def _offline_init(loader: Any, path: Path) -> Path:
-    """Random-init weights saved as a snapshot: DLC then skips the hub download (NOTES.md)."""
+def _offline_init(loader: Any, path: Path, seed: int) -> Path:
+    """Random-init weights saved as a snapshot: DLC then skips the hub download (NOTES.md).
+
+    Seeded: these weights replace the ones DLC draws after its own seeding, so an unseeded init
+    would make two runs with the same ``seed`` differ from the first epoch."""
     import torch
+    from deeplabcut.pose_estimation_pytorch import utils as dlc_utils
     from deeplabcut.pose_estimation_pytorch.models import PoseModel
 
+    dlc_utils.fix_seeds(seed)
     model = PoseModel.build(loader.model_cfg["model"], pretrained_backbone=False)
     torch.save({"model": model.state_dict()}, path)
     return path
@@ -912,7 +917,7 @@ def _run_dlc_training(
     loader.model_cfg.set_nested("train_settings.epochs", params.epochs - start_epoch)
     snapshot_path = state
     if snapshot_path is None and not params.pretrained:
-        snapshot_path = _offline_init(loader, train_dir / "poseops-init.pt")
+        snapshot_path = _offline_init(loader, train_dir / "poseops-init.pt", params.seed)
     dlc_utils.fix_seeds(params.seed)
     device = params.device
     with _file_log(train_dir / "train.txt"), _hook_runner(session):
