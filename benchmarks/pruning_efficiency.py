@@ -7,7 +7,8 @@ Runs the same trials twice with real DeepLabCut training (CPU is fine; minutes):
 Prints the compute ratio (epochs trained, pruned / unpruned; target <= 40 %) and the best
 validation error of each (target: pruned within 5 % of unpruned). As a cross-check it also
 replays the unpruned validation curves through the pruner offline (no training), which shows
-what the pruner decides on identical curves (training on CPU is not bit-reproducible).
+what the pruner decides on the same curves. Training is seeded, so on one machine the replay
+and the trained pruned sweep agree exactly; the replay is the cheap way to compare pruners.
 
     .venv/bin/python benchmarks/pruning_efficiency.py [--trials 16] [--epochs 12]
         [--pruner sha|median|percentile|hyperband|patience] [--demo small|default] [--keep DIR]
