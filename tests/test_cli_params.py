@@ -74,7 +74,7 @@ def test_unknown_param_key_is_named(tmp_path: Path):
     class P:
         a: int = 1
 
-    with pytest.raises(PoseopsError, match=r"unknown key\(s\) \['b'\]"):
+    with pytest.raises(PoseopsError, match=r"^params.yaml \[x\] unknown key 'b' \(known keys: a\)$"):
         from_dict(P, {"b": 2}, where="params.yaml [x]")
     p = tmp_path / "params.yaml"
     p.write_text("x:\n  a: 5\n")

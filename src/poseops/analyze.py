@@ -28,7 +28,8 @@ SUMMARY_COLUMNS = [S.VIDEO, S.FRAME, "mean_likelihood", "min_likelihood", "n_bel
 
 @dataclass
 class AnalyzeParams:
-    videos: list[str] = field(default_factory=list)  # default videos when the CLI gets none
+    # default videos when the CLI gets none (the demo's unlabeled recording)
+    videos: list[str] = field(default_factory=lambda: ["data/raw/demo/videos/m1-s4.mp4"])
     config: str | None = None  # working DLC config.yaml; None: from <train_workdir>/run.json
     shuffle: int | None = None  # None: from run.json
     train_workdir: str = "data/train"

@@ -40,7 +40,7 @@ class ProjectParams:
 
     path: str = "data/raw/demo"  # the DLC project folder (config.yaml inside)
     format: str = "dlc"  # dlc | lightning-pose
-    metadata: str = "data/metadata/videos.csv"  # per-video metadata CSV
+    metadata: str | None = "data/metadata/videos.csv"  # per-video metadata CSV
 
 
 @dataclass

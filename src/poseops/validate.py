@@ -35,7 +35,7 @@ class ValidateParams:
     """params.yaml ``validate``."""
 
     suite: str = "expectations/dataset.json"
-    input: str = "data/interim/labels.parquet"  # labels (later: the consensus table)
+    input: str = "data/interim/consensus.parquet"  # the labels table to check (consensus.out)
     out: str = "reports/validation/dataset.json"
     docs: str = "reports/validation/dataset-docs"  # Data Docs HTML site
     max_nan_share: float = 0.25  # per bodypart
