@@ -251,3 +251,119 @@ def test_demo_composition(demo_project: Path, demo_metadata: Path) -> None:
     assert m["condition_coverage_pct"] == 100.0
     assert m["labeler_agreement"]["n_scorers"] == labels["scorer"].nunique() >= 2
     assert m["labeler_agreement"]["mean_pairwise_px"] > 0
+
+
+# ---------------------------------------------------------------------------- split mode
+def one_video(n: int = 80) -> pd.DataFrame:
+    """One video, frames 0..n-1, one scorer, two bodyparts (a DLC example project's shape)."""
+    return pd.DataFrame(
+        [
+            {"image": f"labeled-data/m4s1/img{f:04d}.png", "video": "m4s1", "frame": f,
+             "scorer": "alice", "bodypart": bp, "x": 10.0 + f, "y": 20.0, "labeled": True}
+            for f in range(n)
+            for bp in ("snout", "tailbase")
+        ]
+    )
+
+
+def brute_min_distance(split: pd.DataFrame) -> float | None:
+    frame = split["image"].str.extract(r"img(\d+)\.png")[0].astype(int).to_numpy()
+    video, name = split["video"].to_numpy(), split["split"].to_numpy()
+    d = [abs(frame[i] - frame[j]) for i in range(len(split)) for j in range(i + 1, len(split))
+         if video[i] == video[j] and name[i] != name[j]]
+    return min(d) if d else None
+
+
+def test_min_frame_distance_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        n = int(rng.integers(2, 40))
+        split = pd.DataFrame({
+            "video": rng.choice(["a", "b", "c"], n),
+            "frame": rng.integers(0, 60, n),
+            "split": rng.choice(["train", "val", "test"], n, p=[0.6, 0.2, 0.2]),
+        })
+        split["image"] = [f"labeled-data/{v}/img{f:04d}.png" for v, f in
+                          zip(split["video"], split["frame"], strict=True)]
+        assert C.min_frame_distance(split, split["frame"]) == brute_min_distance(split), trial
+    whole_videos = pd.DataFrame({"video": ["a", "a", "b"], "frame": [1, 2, 3],
+                                 "split": ["train", "train", "test"]})
+    assert C.min_frame_distance(whole_videos, whole_videos["frame"]) is None
+
+
+def test_temporal_blocks_composition(tmp_path: Path) -> None:
+    labels = one_video(80)
+    p = SP.SplitParams(mode="temporal-blocks", stratify_by=None, block_frames=10, gap_frames=3)
+    split = SP.make_split(labels, p)
+    m = C.composition_metrics(labels, split, split_params=p)
+    sp = m["split"]
+    assert sp["mode"] == "temporal-blocks"
+    assert sp["block_frames"] == 10 and sp["gap_frames"] == 3
+    frame = split["image"].str.extract(r"img(\d+)\.png")[0].astype(int)
+    for s in ("train", "val", "test"):  # blocks: distinct frame // 10 among the split's frames
+        assert sp["blocks"][s] == frame[split["split"] == s].floordiv(10).nunique() > 0, s
+    assert sp["excluded_frames"] == 80 - len(split) > 0
+    assert sp["min_frame_distance_between_splits"] == brute_min_distance(split) > 3
+    assert sp["groups_crossing_splits"] == 0
+    assert sp["frame_level_groups"] is False and sp["leakage_warning"] is None
+    t = C.composition_table(m).set_index(["metric", "stratum_type", "stratum", "split"])["value"]
+    assert t[("split_mode", "all", "all", "all")] == "temporal-blocks"
+    assert t[("gap_frames", "all", "all", "all")] == 3
+    assert t[("excluded_frames", "all", "all", "all")] == sp["excluded_frames"]
+    assert t[("min_frame_distance_between_splits", "all", "all", "all")] == brute_min_distance(
+        split)
+    assert t[("blocks", "all", "all", "test")] == sp["blocks"]["test"]
+    assert t.index.is_unique
+    # the HTML report's split line
+    from poseops.report import split_summary_html
+
+    line = split_summary_html(json.loads(json.dumps(m)))
+    assert "temporal-blocks (blocks of 10 frames, gap 3)" in line
+    assert f"test {sp['frames']['test']} frames / {sp['blocks']['test']} blocks" in line
+    assert f"{sp['excluded_frames']} labeled frames left out" in line
+    assert f"{brute_min_distance(split)} frames apart" in line and "Leakage" not in line
+
+
+def test_composition_stage_records_the_split_mode(tmp_path: Path) -> None:
+    labels = one_video(60)
+    labels.to_parquet(tmp_path / "labels.parquet")
+    split_cfg = {"mode": "temporal-blocks", "stratify_by": None, "block_frames": 12,
+                 "gap_frames": 2, "input": str(tmp_path / "labels.parquet"),
+                 "out": str(tmp_path / "split.csv"), "fixed_split": None}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "project": {"metadata": None},
+        "split": split_cfg,
+        "composition": {"input": str(tmp_path / "labels.parquet"),
+                        "split": str(tmp_path / "split.csv"),
+                        "metrics": str(tmp_path / "c.json"), "table": str(tmp_path / "c.csv")},
+    }))
+    assert cli.main(["split", "--params", str(tmp_path / "params.yaml")]) == 0
+    assert cli.main(["composition", "--params", str(tmp_path / "params.yaml")]) == 0
+    sp = json.loads((tmp_path / "c.json").read_text())["split"]
+    split = pd.read_csv(tmp_path / "split.csv")
+    assert sp["mode"] == "temporal-blocks" and sp["block_frames"] == 12 and sp["gap_frames"] == 2
+    assert sp["excluded_frames"] == 60 - len(split)
+    assert sp["min_frame_distance_between_splits"] == brute_min_distance(split) > 2
+
+
+def test_frame_level_groups_are_reported_as_leakage(
+    labels: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING"):
+        split = SP.make_split(labels, SP.SplitParams(group_by=["image"], val_fraction=0))
+    m = C.composition_metrics(labels, split, split_params=SP.SplitParams(group_by=["image"]))
+    sp = m["split"]
+    assert sp["frame_level_groups"] is True
+    assert "optimistic" in sp["leakage_warning"] and "temporal-blocks" in sp["leakage_warning"]
+    assert sp["groups_crossing_splits"] == 0 < sp["videos_crossing_splits"]
+    assert sp["min_frame_distance_between_splits"] == brute_min_distance(split)
+    t = C.composition_table(m).set_index(["metric", "stratum_type", "stratum", "split"])["value"]
+    assert t[("frame_level_groups", "all", "all", "all")] == 1
+    from poseops.report import split_summary_html
+
+    assert "Leakage" in split_summary_html(m)
+    by_video = SP.make_split(labels, SP.SplitParams(val_fraction=0))
+    sp = C.composition_metrics(labels, by_video, split_params=SP.SplitParams())["split"]
+    assert sp["frame_level_groups"] is False and sp["leakage_warning"] is None
+    assert sp["min_frame_distance_between_splits"] is None and sp["mode"] == "grouped"
+    assert sp["excluded_frames"] == 0

@@ -270,8 +270,9 @@ def test_openfield_single_video_is_refused_with_advice(openfield: Path) -> None:
     assert labels["video"].nunique() == 1
     with pytest.raises(PoseopsError, match="no 'condition'.*stratify_by: null"):
         SP.make_split(labels, params())
-    with pytest.raises(PoseopsError, match="only 1 group \\(video=m4s1\\)"):
+    with pytest.raises(PoseopsError, match="only 1 group \\(video=m4s1\\)") as e:
         SP.make_split(labels, params(stratify_by=None))
+    assert "mode: temporal-blocks" in str(e.value)  # the option that works on one video
 
 
 def test_split_stage_keeps_the_previous_iterations_split(tmp_path: Path) -> None:
@@ -300,3 +301,242 @@ def test_split_stage_keeps_the_previous_iterations_split(tmp_path: Path) -> None
     new_videos = {i.split("/")[1] for i in new.index}
     assert not (new_videos & test_videos)
     assert crossing(pd.read_csv(tmp_path / "split.csv"), "video") == 0
+
+
+# ---------------------------------------------------------------------------- temporal blocks
+def video_labels(frames: list[int] | range, video: str = "v0", **meta) -> pd.DataFrame:
+    """One video, one scorer, two bodyparts, the given frame numbers (imgNNNN.png)."""
+    rows = [
+        {"image": f"labeled-data/{video}/img{f:04d}.png", "video": video, "frame": f,
+         "scorer": "alice", "bodypart": f"bp{b}", "x": 1.0, "y": 1.0, **meta}
+        for f in frames
+        for b in range(2)
+    ]
+    return pd.DataFrame(rows)
+
+
+def blocks_params(**kw) -> SP.SplitParams:
+    return params(**{"mode": "temporal-blocks", "stratify_by": None, **kw})
+
+
+def brute_min_distance(split: pd.DataFrame) -> float:
+    """Every pair of frames of one video in different splits: the smallest frame distance."""
+    best = np.inf
+    for _, g in split.groupby("video"):
+        rows = list(zip(g["frame"], g["split"], strict=True))
+        for i, (fa, sa) in enumerate(rows):
+            for fb, sb in rows[i + 1:]:
+                if sa != sb:
+                    best = min(best, abs(fa - fb))
+    return best
+
+
+def brute_gap_drops(blocks: pd.DataFrame, gap: int) -> set[str]:
+    """Independent loops: test frames stay; a val frame goes if within ``gap`` of a test frame;
+    a train frame if within ``gap`` of a test frame or of a val frame that stayed."""
+    drops: set[str] = set()
+    for _, g in blocks.groupby("video"):
+        recs = list(g[["image", "frame", "split"]].itertuples(index=False))
+        test = [r.frame for r in recs if r.split == "test"]
+        val_kept = []
+        for r in recs:
+            if r.split == "val":
+                if any(abs(r.frame - t) <= gap for t in test):
+                    drops.add(r.image)
+                else:
+                    val_kept.append(r.frame)
+        for r in recs:
+            if r.split == "train" and any(abs(r.frame - t) <= gap for t in test + val_kept):
+                drops.add(r.image)
+    return drops
+
+
+def test_temporal_blocks_hand_computed_blocks_and_gap() -> None:
+    frames = [0, 4, 9, 10, 17, 25, 29, 30, 44, 51, 58, 59, 60, 75, 99, 100, 101]
+    labels = video_labels(frames)
+    p = blocks_params(block_frames=10, gap_frames=3, test_fraction=0.2, val_fraction=0.3)
+    blocks = SP.make_split(labels, p, gaps=False)  # before the gap frames are left out
+    # block k of frame f is f // 10 (frames 10k .. 10k+9), named v0#b<k>, 2 digits
+    expected = {
+        0: "b00", 4: "b00", 9: "b00", 10: "b01", 17: "b01", 25: "b02", 29: "b02", 30: "b03",
+        44: "b04", 51: "b05", 58: "b05", 59: "b05", 60: "b06", 75: "b07", 99: "b09",
+        100: "b10", 101: "b10",
+    }
+    b = blocks.set_index("frame")
+    assert b["group"].to_dict() == {f: f"v0#{k}" for f, k in expected.items()}
+    start = {f: int(k[1:]) * 10 for f, k in expected.items()}
+    assert b["block_start"].to_dict() == start
+    assert b["block_end"].to_dict() == {f: s + 9 for f, s in start.items()}
+    assert crossing(blocks, "group") == 0  # a block is never cut
+    assert set(blocks["split"]) == {"train", "val", "test"}
+    split = SP.make_split(labels, p)
+    assert list(split.columns) == [
+        "image", "video", "group", "split", "frame", "block_start", "block_end"]
+    drops = brute_gap_drops(blocks, 3)
+    assert drops and set(blocks["image"]) - set(split["image"]) == drops
+    kept = blocks[blocks["image"].isin(split["image"])]
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), split)  # the rest is unchanged
+    assert brute_min_distance(split) > 3
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert (split.loc[split["split"] == "test", "image"].isin(
+        blocks.loc[blocks["split"] == "test", "image"])).all()
+    assert set(blocks.loc[blocks["split"] == "test", "image"]) <= set(split["image"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 42])
+@pytest.mark.parametrize("block_frames,gap_frames", [(20, 5), (10, 0), (7, 6)])
+def test_temporal_blocks_gap_holds_by_brute_force(
+    seed: int, block_frames: int, gap_frames: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    frames = sorted(rng.choice(400, size=120, replace=False).tolist())  # sparse, like k-means
+    split = SP.make_split(video_labels(frames), blocks_params(
+        block_frames=block_frames, gap_frames=gap_frames, seed=seed))
+    assert brute_min_distance(split) > gap_frames
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert (split["block_start"] == split["frame"] // block_frames * block_frames).all()
+    assert crossing(split, "group") == 0
+
+
+def test_temporal_blocks_openfield_single_video(openfield: Path, repo_root: Path) -> None:
+    """DLC's openfield example: one video (m4s1), 116 labeled frames. With the shipped params
+    (block_frames, gap_frames) in temporal-blocks mode it gets train, val and test with no two
+    frames of different splits within gap_frames."""
+    from dataclasses import replace
+
+    from poseops.ingest import ingest_project
+    from poseops.params import section
+
+    labels = ingest_project(openfield, None)
+    assert labels["video"].nunique() == 1 and labels["image"].nunique() == 116
+    shipped = section("split", SP.SplitParams, repo_root / "params.yaml")
+    p = replace(shipped, mode="temporal-blocks", stratify_by=None)
+    split = SP.make_split(labels, p)
+    n = split["split"].value_counts()
+    assert n["train"] > 0 and n["val"] > 0 and n["test"] > 0, n
+    assert n["train"] > n["test"]
+    assert brute_min_distance(split) > p.gap_frames
+    frame = split["image"].str.extract(r"img(\d+)\.png")[0].astype(int)  # from the file name
+    assert (split["frame"] == frame).all()
+    assert (split["group"] == [f"m4s1#b{f // p.block_frames:02d}" for f in frame]).all()
+    assert SP.groups_crossing_splits(split) == []
+    assert split["image"].isin(labels["image"]).all()
+    excluded = labels["image"].nunique() - len(split)
+    assert 0 < excluded == len(brute_gap_drops(SP.make_split(labels, p, gaps=False), p.gap_frames))
+
+
+def test_temporal_blocks_is_seeded_and_stratified() -> None:
+    labels = make_labels(animals=4, sessions=3, frames=40)  # 12 videos, 40 consecutive frames
+    p = params(mode="temporal-blocks", block_frames=10, gap_frames=2)
+    a = SP.make_split(labels, p)
+    pd.testing.assert_frame_equal(a, SP.make_split(labels.sample(frac=1, random_state=3), p))
+    assert len({tuple(SP.make_split(labels, params(mode="temporal-blocks", block_frames=10,
+                                                   gap_frames=2, seed=s))["split"])
+                for s in range(4)}) > 1  # the seed matters
+    for name in ("train", "val", "test"):
+        assert set(a.loc[a["split"] == name, "condition"]) == set(CONDITIONS), name
+    assert brute_min_distance(a) > 2
+    assert crossing(a, "group") == 0
+    n = a["split"].value_counts()
+    assert abs(n["test"] - 0.2 * len(labels["image"].unique())) <= 20  # within 2 blocks
+
+
+def test_temporal_blocks_refuses_a_video_too_short_for_three_blocks() -> None:
+    labels = video_labels(range(30), video="m4s1")  # blocks of 20: frames 0-19, 20-29
+    with pytest.raises(PoseopsError) as e:
+        SP.make_split(labels, blocks_params(block_frames=20))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "video m4s1 (30 labeled frames, frames 0..29)" in msg
+    assert "only 2 block(s) of block_frames=20, 3 are needed (train, val, test)" in msg
+    assert "block_frames: 14 or less" in msg  # 14: blocks 0-13, 14-27, 28-29
+    SP.make_split(labels, blocks_params(block_frames=14, gap_frames=0))  # ... and it works
+    # without a validation set two blocks do
+    two = SP.make_split(labels, blocks_params(block_frames=20, val_fraction=0, gap_frames=2))
+    assert set(two["split"]) == {"train", "test"} and brute_min_distance(two) > 2
+    with pytest.raises(PoseopsError, match="label at least 3 frames"):
+        SP.make_split(video_labels([5, 6]), blocks_params(block_frames=1))
+    with pytest.raises(PoseopsError, match="gap_frames=30 leaves no train frame.*lower"):
+        SP.make_split(labels, blocks_params(block_frames=10, gap_frames=30))
+    with pytest.raises(PoseopsError, match="block_frames must be an integer >= 1"):
+        SP.make_split(labels, blocks_params(block_frames=0))
+
+
+def test_temporal_blocks_needs_frame_numbers() -> None:
+    labels = video_labels(range(60)).drop(columns="frame")  # parsed from the name instead
+    split = SP.make_split(labels, blocks_params(block_frames=10, gap_frames=2))
+    assert (split["frame"] == split["image"].str.extract(r"(\d+)\.png")[0].astype(int)).all()
+    labels["image"] = labels["image"].str.replace(r"img(\d+)", r"img\1x", regex=True)
+    with pytest.raises(PoseopsError, match="no frame number for 60 image"):
+        SP.make_split(labels, blocks_params(block_frames=10))
+
+
+def test_group_by_image_warns_that_it_leaks(caplog: pytest.LogCaptureFixture) -> None:
+    labels = make_labels(animals=4, frames=8)
+    with caplog.at_level("WARNING", logger="poseops.split"):
+        split = SP.make_split(labels, params(group_by=["image"]))
+    loud = [r for r in caplog.records if r.levelname == "WARNING" and "image" in r.getMessage()]
+    assert len(loud) == 1, caplog.text
+    msg = loud[0].getMessage()
+    assert "neighbouring frames" in msg and "train and in test" in msg
+    assert "optimistic" in msg and "temporal-blocks" in msg
+    assert SP.frame_level_groups(split)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="poseops.split"):
+        by_video = SP.make_split(labels, params())
+    assert "optimistic" not in caplog.text and not SP.frame_level_groups(by_video)
+
+
+def test_shipped_block_params_equal_the_dataclass_defaults(repo_root: Path) -> None:
+    shipped = yaml.safe_load((repo_root / "params.yaml").read_text())["split"]
+    assert shipped["block_frames"] == SP.SplitParams().block_frames
+    assert shipped["gap_frames"] == SP.SplitParams().gap_frames
+    assert "temporal-blocks" in SP.MODES
+
+
+def test_fixed_split_keeps_the_held_out_cohort_held_out(tmp_path: Path) -> None:
+    """Leave-one-out with a fixed test set: new frames of the held-out animal (here a new video
+    of it, a new group) never enter train or val; the test set stays the fixed one."""
+    labels = make_labels(animals=5, frames=6)
+    p = {"mode": "leave-one-out", "holdout_column": "animal", "holdout_value": "m2"}
+    first = SP.make_split(labels, params(**p))
+    fixed = tmp_path / "fixed_split.csv"
+    first.to_csv(fixed, index=False)
+    more = make_labels(animals=5, sessions=4, frames=9, seed=1)
+    more = more[(more["frame"] >= 6) | (more["session"] == 4)]  # new frames + session-4 videos
+    grown = pd.concat([labels, more], ignore_index=True)
+    grown.to_parquet(tmp_path / "labels.parquet")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"split": {
+        **p, "input": str(tmp_path / "labels.parquet"), "out": str(tmp_path / "split.csv"),
+        "fixed_split": str(fixed)}}))
+    out = SP.run(str(tmp_path / "params.yaml"))
+    animal = out["image"].str.extract(r"labeled-data/(m\d)s")[0]
+    assert (out.loc[animal == "m2", "split"] == "test").all()  # the cohort stays held out
+    assert set(out.loc[out["split"] == "test", "image"]) == set(
+        first.loc[first["split"] == "test", "image"])  # the fixed test set is unchanged
+    new = out[~out["image"].isin(first["image"])]
+    assert len(new) > 0 and set(new["split"]) <= {"train", "val"}
+    new_m2 = set(more.loc[more["animal"] == "m2", "image"])
+    assert new_m2 and not (new_m2 & set(out["image"]))  # left out, not trained on
+
+
+def test_fixed_split_with_temporal_blocks_keeps_test_and_gap(tmp_path: Path) -> None:
+    """Next iteration of a one-video temporal-blocks split: the fixed test images stay test, new
+    frames follow their block (none enters test), and the gap still holds."""
+    first_labels = video_labels(range(0, 120, 2))
+    p = {"mode": "temporal-blocks", "stratify_by": None, "block_frames": 20, "gap_frames": 3}
+    first = SP.make_split(first_labels, params(**p))
+    fixed = tmp_path / "fixed_split.csv"
+    first.to_csv(fixed, index=False)
+    grown = video_labels(range(120))  # the odd frames are new
+    grown.to_parquet(tmp_path / "labels.parquet")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"split": {
+        **p, "input": str(tmp_path / "labels.parquet"), "out": str(tmp_path / "split.csv"),
+        "fixed_split": str(fixed)}}))
+    out = SP.run(str(tmp_path / "params.yaml"))
+    prev_test = set(first.loc[first["split"] == "test", "image"])
+    assert set(out.loc[out["split"] == "test", "image"]) == prev_test
+    assert brute_min_distance(out) > 3
+    kept_old = out[out["image"].isin(first["image"])].set_index("image")["split"]
+    assert (kept_old == first.set_index("image")["split"].loc[kept_old.index]).all()
+    assert crossing(pd.read_csv(tmp_path / "split.csv"), "group") == 0

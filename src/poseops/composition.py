@@ -5,7 +5,11 @@ animal, session and condition; condition coverage (% of the experimental conditi
 frames, and per split); pose variance per bodypart (SD of keypoint positions); NaN share per
 bodypart; labeler agreement (mean pairwise pixel distance between scorers on the frames and
 bodyparts several of them labeled); and, once the split exists, the leakage check (groups and
-videos found in more than one split: must be 0) with frames per split and condition.
+videos found in more than one split: must be 0) with frames per split and condition, the split
+mode (and temporal-blocks' block_frames, gap_frames, blocks per split), the labeled frames left
+out of the split (temporal-blocks: the gap), the smallest frame distance between two frames of
+one video in different splits (computed here from the frame numbers, independently of the split
+code), and a loud warning when every image is its own group (``group_by: [image]`` leaks).
 
 Outputs: DVC metrics JSON (``composition.metrics``) and a long CSV table (``composition.table``,
 columns ``metric, stratum_type, stratum, split, value``).
@@ -153,13 +157,55 @@ def labeler_agreement(labels: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def min_frame_distance(split: pd.DataFrame, frame: pd.Series) -> int | None:
+    """Smallest ``|frame_a - frame_b|`` over two images of one video in different splits (None
+    when no video has frames in two splits). ``frame``: frame number per row of ``split``. The
+    closest such pair is always adjacent once a video's frames are sorted, so only neighbours
+    in frame order are compared."""
+    df = pd.DataFrame(
+        {"v": split[S.VIDEO].astype(str).to_numpy(), "f": np.asarray(frame, np.int64),
+         "s": split[S.SPLIT].astype(str).to_numpy()}
+    ).sort_values(["v", "f"], kind="stable")
+    v, f, s = df["v"].to_numpy(), df["f"].to_numpy(), df["s"].to_numpy()
+    pair = (v[1:] == v[:-1]) & (s[1:] != s[:-1])
+    return int((f[1:] - f[:-1])[pair].min()) if pair.any() else None
+
+
+def split_frame_numbers(split: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd.Series:
+    """Frame number per row of ``split``: its ``frame`` column, else the labels', else the
+    trailing digits of the image name (-1 when there are none)."""
+    from poseops.dlcio import frame_from_image
+
+    if S.FRAME in split.columns and split[S.FRAME].notna().all():
+        return split[S.FRAME].astype(np.int64).reset_index(drop=True)
+    known = pd.Series(dtype=float)
+    if labels is not None and S.FRAME in labels.columns:
+        known = labels.drop_duplicates(S.IMAGE).set_index(S.IMAGE)[S.FRAME]
+    f = pd.to_numeric(split[S.IMAGE].map(known), errors="coerce")
+    parsed = split[S.IMAGE].map(frame_from_image)
+    return f.fillna(parsed).astype(np.int64).reset_index(drop=True)
+
+
 def split_composition(
-    split: pd.DataFrame, conditions: set[str], stratify_by: str = S.CONDITION
+    split: pd.DataFrame,
+    conditions: set[str],
+    stratify_by: str = S.CONDITION,
+    labels: pd.DataFrame | None = None,
+    split_params: Any = None,
 ) -> dict[str, Any]:
     """Leakage check and per-split composition of a split table (``image, video, group, split``
     + ``stratify_by``): groups/videos in more than one split (must be 0), frames and groups per
-    split, frames per split and condition, condition coverage % per split."""
-    from poseops.split import groups_crossing_splits
+    split, frames per split and condition, condition coverage % per split; the smallest frame
+    distance between splits within a video and the frame-level-groups warning. With ``labels``:
+    ``excluded_frames`` (labeled images not in the split). With ``split_params``
+    (``poseops.split.SplitParams``): the mode, and for temporal-blocks block_frames, gap_frames
+    and blocks per split."""
+    from poseops.split import (
+        BLOCK_START,
+        FRAME_LEVEL_WARNING,
+        frame_level_groups,
+        groups_crossing_splits,
+    )
 
     out: dict[str, Any] = {
         "groups_crossing_splits": len(groups_crossing_splits(split, S.GROUP)),
@@ -168,6 +214,29 @@ def split_composition(
         "groups": {s: int(split.loc[split[S.SPLIT] == s, S.GROUP].nunique()) for s in S.SPLITS},
     }
     out["fraction"] = {s: n / len(split) if len(split) else 0.0 for s, n in out["frames"].items()}
+    mode = getattr(split_params, "mode", None)
+    out["mode"] = mode
+    if mode == "temporal-blocks":
+        out["block_frames"] = split_params.block_frames
+        out["gap_frames"] = split_params.gap_frames
+        key = [S.VIDEO, BLOCK_START] if BLOCK_START in split.columns else [S.GROUP]
+        out["blocks"] = {
+            s: int(split.loc[split[S.SPLIT] == s, key].drop_duplicates().shape[0])
+            for s in S.SPLITS
+        }
+    if labels is not None:
+        out["excluded_frames"] = int(len(set(labels[S.IMAGE]) - set(split[S.IMAGE])))
+    frame = split_frame_numbers(split, labels)
+    ok = (frame >= 0).to_numpy()
+    out["min_frame_distance_between_splits"] = (
+        min_frame_distance(split[ok], frame[ok]) if ok.any() else None
+    )
+    out["frame_level_groups"] = frame_level_groups(split)
+    out["leakage_warning"] = (
+        FRAME_LEVEL_WARNING.format(group_by=getattr(split_params, "group_by", "?"))
+        if out["frame_level_groups"]
+        else None
+    )
     if stratify_by in split.columns:
         per = split.groupby([S.SPLIT, split[stratify_by].astype(str)]).size()
         out[f"frames_per_{stratify_by}"] = {
@@ -188,10 +257,12 @@ def composition_metrics(
     labels: pd.DataFrame,
     split: pd.DataFrame | None = None,
     conditions: set[str] | None = None,
+    split_params: Any = None,
 ) -> dict[str, Any]:
     """All composition metrics as a nested dict (the DVC metrics file). ``conditions``: the
     experimental design's conditions (e.g. from the metadata CSV, which also lists unlabeled
-    recordings); default: the conditions found in the labels."""
+    recordings); default: the conditions found in the labels. ``split_params``: the params.yaml
+    ``split`` section that made ``split`` (its mode and temporal-blocks settings are recorded)."""
     frames = frames_of(labels)
     present = set(frames_counts_keys(frames, S.CONDITION))
     conditions = set(conditions) if conditions else present
@@ -225,7 +296,7 @@ def composition_metrics(
     m["nan_share_overall"] = float(keypoint_missing(labels).mean()) if len(labels) else None
     m["labeler_agreement"] = labeler_agreement(labels)
     if split is not None:
-        m["split"] = split_composition(split, conditions)
+        m["split"] = split_composition(split, conditions, labels=labels, split_params=split_params)
     return _clean(m)
 
 
@@ -287,6 +358,13 @@ def composition_table(metrics: dict[str, Any]) -> pd.DataFrame:
                 rows.append(
                     ("condition_coverage_pct", ALL, ALL, s, sp["condition_coverage_pct"][s])
                 )
+            if "blocks" in sp:
+                rows.append(("blocks", ALL, ALL, s, sp["blocks"][s]))
+        for key in ("mode", "block_frames", "gap_frames", "excluded_frames",
+                    "min_frame_distance_between_splits"):
+            if key in sp:
+                rows.append((f"split_{key}" if key == "mode" else key, ALL, ALL, ALL, sp[key]))
+        rows.append(("frame_level_groups", ALL, ALL, ALL, int(sp.get("frame_level_groups", 0))))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -303,13 +381,17 @@ def design_conditions(metadata: str | Path | None) -> set[str]:
 
 def run(params_file: str | None = None) -> dict[str, Any]:
     from poseops.ingest import ProjectParams
+    from poseops.split import SplitParams
     from poseops.validate import read_table
 
     p = section("composition", CompositionParams, params_file)
     labels = read_table(p.input)
     split = read_table(p.split) if p.split else None
     conditions = design_conditions(section("project", ProjectParams, params_file).metadata)
-    metrics = composition_metrics(labels, split, conditions or None)
+    split_params = section("split", SplitParams, params_file) if split is not None else None
+    metrics = composition_metrics(labels, split, conditions or None, split_params)
+    if split is not None and metrics["split"]["leakage_warning"]:
+        log.warning("composition: %s", metrics["split"]["leakage_warning"])
     write_json(metrics, p.metrics)
     write_csv(composition_table(metrics), p.table)
     log.info(

@@ -2,7 +2,7 @@
 
 Frames of one group (``split.group_by``: the leakage unit, default the video; several columns such
 as ``[animal, session]`` make one group per combination) always land in the same split, so
-near-identical neighbouring frames never sit on both sides. Two modes:
+near-identical neighbouring frames never sit on both sides. Three modes:
 
 - ``grouped`` (default): groups drawn at random (seeded) per stratum (``stratify_by``, default
   condition) so every condition is in test and in train, test ~ ``test_fraction`` of each
@@ -11,9 +11,21 @@ near-identical neighbouring frames never sit on both sides. Two modes:
   early stopping: the test set is only for reporting.
 - ``leave-one-out``: every frame whose ``holdout_column`` equals ``holdout_value`` (an animal, a
   session, a condition cohort...) is the test set; val is carved from the remaining groups.
+- ``temporal-blocks``: for projects with too few videos to split whole videos (one labeled video,
+  as in DLC's example projects). Each video is cut into contiguous blocks of ``block_frames``
+  video frames (block k: frames k*block_frames .. (k+1)*block_frames - 1, on the frame number of
+  the image name); the blocks are the groups, drawn as in ``grouped`` (seeded, stratified). Then
+  every labeled frame within ``gap_frames`` frames of a frame of another split of the same video
+  is left out (not in the table), so no two frames of different splits are closer than
+  ``gap_frames + 1`` frames. The gap is cut from the lower-priority side (train before val before
+  test): test keeps its whole blocks. ``group`` names the block (``m4s1#b03``); the table gains
+  ``frame, block_start, block_end``. ``group_by`` is not used (blocks are always within a video).
 
+A ``group_by`` that makes every image its own group (``[image]``) is warned about loudly:
+neighbouring frames of a video then sit in train and test and the test error is optimistic.
 Impossible requests are refused with a PoseopsError saying why and what would work.
-Output (``split.out``): CSV ``image, video, group, split`` + the stratification column.
+Output (``split.out``): CSV ``image, video, group, split`` + the stratification column
+(+ ``frame, block_start, block_end`` in temporal-blocks mode).
 """
 
 from __future__ import annotations
@@ -29,14 +41,18 @@ import numpy as np
 import pandas as pd
 
 from poseops import schema as S
+from poseops.dlcio import frame_from_image
 from poseops.errors import PoseopsError
 from poseops.fileio import write_csv
 from poseops.params import section
 
 log = logging.getLogger(__name__)
 
-MODES = ("grouped", "leave-one-out")
+MODES = ("grouped", "leave-one-out", "temporal-blocks")
 GROUP_SEP = "|"  # group key of several columns: "m1|s2"
+BLOCK_SEP = "#b"  # temporal-blocks group: "<video>#b<block index>", e.g. "m4s1#b03"
+BLOCK_START, BLOCK_END = "block_start", "block_end"  # first / last video frame of the block
+BLOCK_LABEL = "block"
 ALL = "all"  # the single stratum when stratify_by is null
 _STRATUM = "_stratum"
 
@@ -45,15 +61,17 @@ _STRATUM = "_stratum"
 class SplitParams:
     """params.yaml ``split``."""
 
-    input: str = "data/interim/labels.parquet"  # labels (later: the consensus table)
+    input: str = "data/interim/consensus.parquet"  # consensus labels (one scorer)
     out: str = "data/processed/split.csv"
-    mode: str = "grouped"  # grouped | leave-one-out
+    mode: str = "grouped"  # grouped | leave-one-out | temporal-blocks
     group_by: list[str] = field(default_factory=lambda: [S.VIDEO])  # the leakage unit
     stratify_by: str | None = S.CONDITION
     test_fraction: float = 0.2
-    val_fraction: float = 0.15  # of the training frames, whole groups
+    val_fraction: float = 0.3  # of the training frames, whole groups
     holdout_column: str | None = None  # leave-one-out: a metadata column, e.g. animal
     holdout_value: Any = None  # leave-one-out: the held-out value
+    block_frames: int = 20  # temporal-blocks: block length in video frames
+    gap_frames: int = 5  # temporal-blocks: min frames between two splits' frames is gap_frames + 1
     seed: int = 42
     # written by `poseops merge`: the previous iteration's split, kept (fixed test set)
     fixed_split: str | None = "data/processed/fixed_split.csv"
@@ -156,7 +174,9 @@ def grouped_split(
                 f"({groups.describe(members)}), so it cannot be in both train and test without "
                 f"frames of one group on both sides. Label frames from another recording"
                 + (f" of {stratum!r}" if stratify_by else "")
-                + ", group by a finer unit (split.group_by)"
+                + ", use mode: temporal-blocks (contiguous blocks of block_frames frames within "
+                "each video, gap_frames left out between splits: no neighbouring frames on both "
+                "sides; group_by: [image] would leak them)"
                 + (
                     f", or use mode: leave-one-out with holdout_column: {stratify_by}, "
                     f"holdout_value: {stratum} (tests generalisation to an unseen {stratify_by})"
@@ -246,6 +266,169 @@ def leave_one_out_split(
     _carve_val(groups, val_fraction, order, mode="leave-one-out")
     return _assign(frames, groups)
 
+# ---------------------------------------------------------------------------- temporal blocks
+def frame_numbers(labels: pd.DataFrame, images: pd.Series) -> pd.Series:
+    """Video frame number of each of ``images`` (aligned with it): the labels' ``frame`` column,
+    else the trailing digits of the image name (img0042.png -> 42). Images without one are
+    refused."""
+    have = (
+        labels.drop_duplicates(S.IMAGE).set_index(S.IMAGE)[S.FRAME]
+        if S.FRAME in labels.columns
+        else pd.Series(dtype=float)
+    )
+    frame = pd.to_numeric(images.map(have), errors="coerce")
+    parsed = images.map(frame_from_image).astype(float).where(lambda f: f >= 0)
+    frame = frame.where(frame.notna() & (frame >= 0), parsed)
+    if frame.isna().any():
+        bad = images[frame.isna()].iloc[0]
+        raise PoseopsError(
+            f"temporal-blocks split: no frame number for {int(frame.isna().sum())} image(s), "
+            f"e.g. {bad!r} (the name must end in digits, e.g. img0042.png); use mode: grouped"
+        )
+    return frame.astype(np.int64)
+
+
+def assign_blocks(frames: pd.DataFrame, frame: pd.Series, block_frames: int) -> pd.DataFrame:
+    """``frames`` (from ``frames_for_split``) with ``frame, block_start, block_end`` and the group
+    set to the block: block k of a video holds its frames k*block_frames .. (k+1)*block_frames-1
+    and is named ``<video>#b<k>`` (k zero-padded, at least 2 digits)."""
+    out = frames.copy()
+    out[S.FRAME] = frame.to_numpy(np.int64)
+    k = out[S.FRAME] // block_frames
+    width = max(2, len(str(int(k.max())))) if len(k) else 2
+    out[BLOCK_START] = k * block_frames
+    out[BLOCK_END] = out[BLOCK_START] + block_frames - 1
+    out[S.GROUP] = out[S.VIDEO].astype(str) + BLOCK_SEP + k.map(lambda i: f"{int(i):0{width}d}")
+    return out
+
+
+def _n_blocks(sub: pd.DataFrame, block_frames: int) -> int:
+    return int(
+        pd.DataFrame({"v": sub[S.VIDEO], "k": sub[S.FRAME] // block_frames}).drop_duplicates().shape[0]
+    )
+
+
+def _check_enough_blocks(
+    frames: pd.DataFrame, block_frames: int, needed: int, stratify_by: str | None
+) -> None:
+    """Every stratum needs ``needed`` blocks (train, val, test; 2 without val); else a one-line
+    refusal naming the video(s) and the largest block_frames that would do."""
+    for stratum, sub in frames.groupby(_STRATUM, sort=True):
+        n = _n_blocks(sub, block_frames)
+        if n >= needed:
+            continue
+        videos = sorted(map(str, sub[S.VIDEO].unique()))
+        if len(videos) == 1:
+            what = (
+                f"video {videos[0]} ({len(sub)} labeled frames, frames "
+                f"{int(sub[S.FRAME].min())}..{int(sub[S.FRAME].max())})"
+            )
+        else:
+            what = f"videos {', '.join(videos[:5])}{' ...' if len(videos) > 5 else ''}"
+        if stratify_by:
+            what = f"{stratify_by} {stratum!r}: {what}"
+        fits = next((b for b in range(block_frames - 1, 0, -1) if _n_blocks(sub, b) >= needed),
+                    None)
+        names = "train, val, test" if needed == 3 else "train, test"
+        advice = (
+            f"set split.block_frames: {fits} or less, or label frames of another video"
+            if fits
+            else f"label at least {needed} frames with different frame numbers"
+        )
+        raise PoseopsError(
+            f"temporal-blocks split refused: {what} makes only {n} block(s) of block_frames="
+            f"{block_frames}, {needed} are needed ({names}); {advice}"
+        )
+
+
+def _within(f: np.ndarray, ref: np.ndarray, gap: int) -> np.ndarray:
+    """Which of ``f`` lie within ``gap`` frames of a value of the sorted ``ref``."""
+    if not len(ref) or not len(f):
+        return np.zeros(len(f), bool)
+    pos = np.searchsorted(ref, f)
+    right = np.abs(ref[np.minimum(pos, len(ref) - 1)] - f)
+    left = np.abs(ref[np.maximum(pos - 1, 0)] - f)
+    return np.minimum(left, right) <= gap
+
+
+def gap_frames_mask(split: pd.DataFrame, gap_frames: int) -> pd.Series:
+    """True for the frames to leave out so that, within each video, frames of different splits
+    are more than ``gap_frames`` frames apart. Priority test > val > train: a val frame goes when
+    it is within the gap of a test frame, a train frame when within the gap of a test or a kept
+    val frame; test frames always stay (the test set keeps its whole blocks)."""
+    S.require_columns(split, [S.VIDEO, S.FRAME, S.SPLIT], "split")
+    drop = np.zeros(len(split), bool)
+    video = split[S.VIDEO].astype(str).to_numpy()
+    frame = split[S.FRAME].to_numpy(np.int64)
+    name = split[S.SPLIT].to_numpy()
+    for v in np.unique(video):
+        in_v = video == v
+        kept = np.array([], np.int64)
+        for s in (S.TEST, S.VAL, S.TRAIN):
+            rows = np.flatnonzero(in_v & (name == s))
+            near = _within(frame[rows], np.sort(kept), gap_frames)
+            drop[rows[near]] = True
+            kept = np.concatenate([kept, frame[rows[~near]]])
+    return pd.Series(drop, index=split.index)
+
+
+def drop_gap_frames(split: pd.DataFrame, gap_frames: int, needed: Sequence[str]) -> pd.DataFrame:
+    """``split`` without the frames of ``gap_frames_mask`` (logged); refused when a split of
+    ``needed`` loses every frame."""
+    drop = gap_frames_mask(split, gap_frames)
+    out = split[~drop.to_numpy()].reset_index(drop=True)
+    for name in needed:
+        if (split[S.SPLIT] == name).any() and not (out[S.SPLIT] == name).any():
+            raise PoseopsError(
+                f"temporal-blocks split refused: gap_frames={gap_frames} leaves no {name} frame "
+                f"(its blocks lie within the gap of another split); lower split.gap_frames or "
+                f"raise split.block_frames"
+            )
+    if drop.any():
+        log.info(
+            "temporal-blocks: %d labeled frame(s) within gap_frames=%d of another split left out: %s",
+            int(drop.sum()), gap_frames, sorted(split.loc[drop.to_numpy(), S.IMAGE])[:3],
+        )
+    return out
+
+
+def temporal_blocks_split(labels: pd.DataFrame, p: SplitParams, gaps: bool = True) -> pd.DataFrame:
+    """The temporal-blocks split of ``labels``: blocks drawn as groups (``grouped_split``), then
+    (``gaps``) the frames within ``gap_frames`` of another split left out."""
+    for name, value, lo in (("block_frames", p.block_frames, 1), ("gap_frames", p.gap_frames, 0)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
+            raise PoseopsError(f"split.{name} must be an integer >= {lo}, got {value!r}")
+    group_by = [p.group_by] if isinstance(p.group_by, str) else list(p.group_by)
+    if group_by != [S.VIDEO]:
+        log.info("temporal-blocks cuts every video into blocks: split.group_by %s is not used",
+                 group_by)
+    frames = frames_for_split(labels, [S.VIDEO], p.stratify_by)
+    frames = assign_blocks(frames, frame_numbers(labels, frames[S.IMAGE]), p.block_frames)
+    needed = (S.TRAIN, S.VAL, S.TEST) if p.val_fraction > 0 else (S.TRAIN, S.TEST)
+    _check_fraction("test_fraction", p.test_fraction, allow_zero=False)
+    _check_fraction("val_fraction", p.val_fraction, allow_zero=True)
+    _check_enough_blocks(frames, p.block_frames, len(needed), p.stratify_by)
+    out = grouped_split(
+        frames, p.test_fraction, p.val_fraction, p.seed, BLOCK_LABEL, p.stratify_by
+    )
+    return drop_gap_frames(out, p.gap_frames, needed) if gaps else out
+
+
+def frame_level_groups(split: pd.DataFrame) -> bool:
+    """Is every image its own group while some video has several images (``group_by: [image]``)?
+    Then neighbouring, near-identical frames of one video can sit in train and in test."""
+    per_group = split.groupby(S.GROUP)[S.IMAGE].nunique()
+    per_video = split.groupby(S.VIDEO)[S.IMAGE].nunique()
+    return bool(len(per_group) and (per_group == 1).all() and (per_video > 1).any())
+
+
+FRAME_LEVEL_WARNING = (
+    "every image is its own split group (split.group_by {group_by}): neighbouring frames of one "
+    "video (near-duplicates) are in train and in test, so the test error is optimistic "
+    "(leakage); use mode: temporal-blocks (blocks of frames with a gap between splits) or group "
+    "by the video"
+)
+
 
 def _carve_val(groups: _Groups, val_fraction: float, order: list[str], mode: str) -> None:
     """Move whole training groups to val, round-robin over strata, towards val_fraction of the
@@ -270,11 +453,16 @@ def _carve_val(groups: _Groups, val_fraction: float, order: list[str], mode: str
             groups.split[g] = S.VAL
     if not groups.frames(S.VAL):
         train = [g for g in groups.names if groups.split[g] == S.TRAIN]
+        finer = (
+            "a smaller split.block_frames (more blocks)"
+            if mode == "temporal-blocks"
+            else "group by a finer unit (split.group_by), or mode: temporal-blocks"
+        )
         raise PoseopsError(
             f"{mode} split refused: too few groups for a validation set: the {len(train)} "
             f"training group(s) ({groups.describe(train)}) are each the only training data of a "
             f"stratum; set split.val_fraction: 0 (no validation set: DLC then selects on test), "
-            f"add recordings, or group by a finer unit (split.group_by)"
+            f"add recordings, or {finer}"
         )
 
 
@@ -291,12 +479,21 @@ def _check_fraction(name: str, value: float, allow_zero: bool) -> None:
         raise PoseopsError(f"split.{name} must be {bound}, got {value}")
 
 
-def make_split(labels: pd.DataFrame, p: SplitParams) -> pd.DataFrame:
-    """The split table for ``labels``: ``image, video, group, split`` (+ ``stratify_by``)."""
+def make_split(labels: pd.DataFrame, p: SplitParams, gaps: bool = True) -> pd.DataFrame:
+    """The split table for ``labels``: ``image, video, group, split`` (+ ``stratify_by``; +
+    ``frame, block_start, block_end`` in temporal-blocks mode, where ``gaps=False`` keeps the gap
+    frames, for ``honour_fixed_split`` before ``drop_gap_frames``)."""
     if p.mode not in MODES:
         raise PoseopsError(f"split.mode must be one of {list(MODES)}, got {p.mode!r}")
     group_by = [p.group_by] if isinstance(p.group_by, str) else list(p.group_by)
     label = "+".join(group_by)
+    if p.mode == "temporal-blocks":
+        out = temporal_blocks_split(labels, p, gaps)
+        if p.stratify_by:
+            _warn_missing(out, p.stratify_by)
+        cols = [S.IMAGE, S.VIDEO, S.GROUP, S.SPLIT, *([p.stratify_by] if p.stratify_by else []),
+                S.FRAME, BLOCK_START, BLOCK_END]
+        return out[list(dict.fromkeys(cols))]
     if p.mode == "grouped":
         frames = frames_for_split(labels, group_by, p.stratify_by)
         out = grouped_split(frames, p.test_fraction, p.val_fraction, p.seed, label, p.stratify_by)
@@ -308,6 +505,8 @@ def make_split(labels: pd.DataFrame, p: SplitParams) -> pd.DataFrame:
         )
         if p.stratify_by:
             _warn_missing(out, p.stratify_by)
+    if frame_level_groups(out):
+        log.warning(FRAME_LEVEL_WARNING.format(group_by=group_by))
     cols = [S.IMAGE, S.VIDEO, S.GROUP, S.SPLIT] + ([p.stratify_by] if p.stratify_by else [])
     return out[list(dict.fromkeys(cols))]
 
@@ -336,15 +535,19 @@ def summary(split: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------------------- edges
-def honour_fixed_split(split: pd.DataFrame, fixed: pd.DataFrame) -> pd.DataFrame:
+def honour_fixed_split(
+    split: pd.DataFrame, fixed: pd.DataFrame, held_out: bool = False
+) -> pd.DataFrame:
     """Make a freshly computed split keep the previous iteration's (new frames: train/val only).
 
     split: image, group, split (+ any columns), computed on the grown dataset; fixed: image,
     split (the previous split). Images in ``fixed`` keep their split. A new frame of a group seen
     before follows that group (train or val); one of a test group is dropped (it would leak the
     test group into training; logged). New groups keep the new split's choice, except ``test``,
-    which becomes ``train``. Fixed test images missing from ``split`` are an error (the test set
-    would change).
+    which becomes ``train`` -- unless ``held_out`` (``split`` is a leave-one-out split: its test
+    set is the held-out cohort): then such frames are dropped (logged), as the cohort must stay
+    held out (never train or val) and the fixed test set must not change (``compare``). Fixed
+    test images missing from ``split`` are an error (the test set would change).
     """
     S.require_columns(split, [S.IMAGE, S.GROUP, S.SPLIT], "split")
     S.require_columns(fixed, [S.IMAGE, S.SPLIT], "fixed split")
@@ -367,7 +570,16 @@ def honour_fixed_split(split: pd.DataFrame, fixed: pd.DataFrame) -> pd.DataFrame
                     int(leak.sum()), sorted(out.loc[leak, S.IMAGE])[:3])
     out = out[~leak]
     moved = ~out[S.IMAGE].isin(prev.index) & (out[S.SPLIT] == S.TEST)
-    out.loc[moved, S.SPLIT] = S.TRAIN
+    if held_out:
+        if moved.any():
+            log.warning(
+                "split: %d new frame(s) of the held-out cohort left out (it stays held out; the "
+                "fixed test set is kept as it was): %s",
+                int(moved.sum()), sorted(out.loc[moved, S.IMAGE])[:3],
+            )
+        out = out[~moved]
+    else:
+        out.loc[moved, S.SPLIT] = S.TRAIN
     return out.reset_index(drop=True)
 
 
@@ -376,9 +588,15 @@ def run(params_file: str | None = None, input_path: str | None = None) -> pd.Dat
 
     p = section("split", SplitParams, params_file)
     labels = read_table(input_path or p.input)
-    split = make_split(labels, p)
-    if p.fixed_split and Path(p.fixed_split).is_file():
-        split = honour_fixed_split(split, pd.read_csv(p.fixed_split))
+    fixed = bool(p.fixed_split and Path(p.fixed_split).is_file())
+    split = make_split(labels, p, gaps=not fixed)  # gaps after the fixed split is applied
+    if fixed:
+        split = honour_fixed_split(
+            split, pd.read_csv(p.fixed_split), held_out=p.mode == "leave-one-out"
+        )
+        if p.mode == "temporal-blocks":
+            needed = (S.TRAIN, S.VAL, S.TEST) if p.val_fraction > 0 else (S.TRAIN, S.TEST)
+            split = drop_gap_frames(split, p.gap_frames, needed)
         log.info("split: kept the previous iteration's split from %s", p.fixed_split)
     write_csv(split, p.out)
     log.info("split (%s, seed %d): %s -> %s", p.mode, p.seed, summary(split), p.out)
