@@ -13,15 +13,18 @@ from poseops import compare as C
 from poseops.errors import PoseopsError
 
 
-def _errors(seed: int, shift: dict[str, float], n_images: int = 40) -> pd.DataFrame:
-    """A synthetic errors table: n_images test images x 3 bodyparts, 2 conditions."""
+def _errors(seed: int, shift: dict[str, float], n_images: int = 40, n_videos: int = 8
+            ) -> pd.DataFrame:
+    """A synthetic errors table: n_images test images x 3 bodyparts from n_videos videos (even
+    number: the condition is constant within a video), 2 conditions."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_images):
         for bp in ("snout", "leftear", "tailbase"):
             rows.append({
-                "image": f"labeled-data/v{i % 4}/img{i:04d}.png", "split": "test", "bodypart": bp,
-                "video": f"v{i % 4}", "condition": "vehicle" if i % 2 else "drug",
+                "image": f"labeled-data/v{i % n_videos}/img{i:04d}.png", "split": "test",
+                "bodypart": bp, "video": f"v{i % n_videos}",
+                "condition": "vehicle" if i % 2 else "drug",
                 "error_px": abs(rng.normal(4, 1.5)) + shift.get(bp, 0.0),
                 "likelihood": rng.uniform(0.2, 1.0), "labeled": True,
             })
@@ -47,6 +50,20 @@ def test_wilcoxon_asymptotic_with_ties_and_zeros_matches_scipy():
     assert ours["method"] == "asymptotic"
     assert ours["statistic"] == pytest.approx(ref.statistic)
     assert ours["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_wilcoxon_is_scipys_for_few_tied_units():
+    """Few units with tied differences (e.g. per-video means that coincide): scipy's default
+    (an exhaustive permutation null), not a normal approximation on 8 values."""
+    d = np.array([-1.0, -1.0, -2.0, -2.0, -0.5, 1.0, -3.0, -1.5])
+    ours = C.wilcoxon_signed_rank(d)
+    ref = stats.wilcoxon(d)
+    assert ours["method"] == "permutation"
+    assert ours["p_value"] == pytest.approx(ref.pvalue, rel=1e-12)
+    assert ours["statistic"] == pytest.approx(ref.statistic)
+    few = C.wilcoxon_signed_rank(d[:4], min_n=5)
+    assert np.isnan(few["p_value"]) and few["reason"].startswith("4 non-zero")
+    assert few["rank_biserial"] == -1.0
 
 
 def test_rank_biserial_by_hand():
@@ -75,38 +92,142 @@ def test_bootstrap_ci_matches_loop_implementation():
     assert lo <= med <= hi
 
 
-def test_compare_tables_numbers(tmp_path):
-    base = _errors(0, {})
+def _shifted(base: pd.DataFrame) -> pd.DataFrame:
     cand = base.copy()
     cand["error_px"] = base["error_px"] - 1.0 * (base["bodypart"] == "snout") + 0.8 * (
         base["bodypart"] == "tailbase")
+    return cand
+
+
+def test_compare_tables_numbers(tmp_path):
+    base = _errors(0, {})
+    cand = _shifted(base)
     params = C.CompareParams(n_boot=500, log_mlflow=False, out=str(tmp_path / "cmp"))
     res = C.compare_tables(base, cand, params)
     s = res["summary"]
     t = base[base.split == "test"]
     tc = cand[cand.split == "test"]
     assert s["n_frames"] == t["image"].nunique() == 40
+    assert s["unit"] == "video" and s["n_units"] == 8
     rb, rc = np.sqrt((t.error_px**2).mean()), np.sqrt((tc.error_px**2).mean())
     assert s["rmse_change_pct"] == pytest.approx(100 * (rc - rb) / rb)
-    # per-frame differences: mean over bodyparts, then scipy's Wilcoxon on them
+    # per-frame differences (mean over bodyparts), then their mean per video: scipy's Wilcoxon
     fb = t.groupby("image").error_px.mean()
     fc = tc.groupby("image").error_px.mean()
-    ref = stats.wilcoxon(fc - fb)
+    video = t.groupby("image").video.first()
+    per_video = (fc - fb).groupby(video).mean()
+    ref = stats.wilcoxon(per_video)
+    assert s["wilcoxon"]["n"] == 8 and s["wilcoxon"]["unit"] == "video"
     assert s["wilcoxon"]["p_value"] == pytest.approx(ref.pvalue)
+    assert s["wilcoxon"]["statistic"] == pytest.approx(ref.statistic)
+    pu = res["per_unit"].set_index("video")
+    np.testing.assert_allclose(pu.loc[per_video.index, "diff"], per_video)
+    assert pu["n_frames"].sum() == 40
+    assert s["median_diff_px"] == pytest.approx(np.median(fc - fb))
     bp = res["bodypart"].set_index("stratum")
     assert bp.loc["snout", "status"] == "improved" and bp.loc["tailbase", "status"] == "worse"
     assert bp.loc["leftear", "status"] == "unchanged"
     assert s["bodyparts_worse"] == ["tailbase"]
     assert bp.loc["snout", "delta_px"] == pytest.approx(-1.0)
+    assert (bp["n_units"] == 8).all()
+    snout = t[t.bodypart == "snout"].set_index("image")
+    snout_c = tc[tc.bodypart == "snout"].set_index("image")
+    ref_bp = stats.wilcoxon((snout_c.error_px - snout.error_px).groupby(snout.video).mean())
+    assert bp.loc["snout", "p_value"] == pytest.approx(ref_bp.pvalue)
     e = t.loc[t.bodypart == "leftear", "error_px"]
     assert bp.loc["leftear", "worst5_baseline"] == pytest.approx(e[e >= e.quantile(0.95)].mean())
     cond = res["condition"].set_index("stratum")
     assert set(cond.index) == {"vehicle", "drug"}
+    # 4 videos per condition < min_units 5: no p-value, and the reason says so
+    assert cond["p_value"].isna().all() and (cond["n_units"] == 4).all()
+    assert cond["p_reason"].str.contains("need >= 5").all()
     pc = res["pcutoff"].set_index("pcutoff")
     keep = t.likelihood >= 0.6
     assert pc.loc[0.6, "share_kept_baseline"] == pytest.approx(keep.mean())
     assert pc.loc[0.6, "mean_baseline"] == pytest.approx(t.error_px[keep].mean())
     assert pc.loc[0.0, "share_kept_candidate"] == 1.0
+
+
+def test_unit_image_keeps_the_per_frame_statistics(tmp_path):
+    """``unit: image``: every frame its own unit, i.e. the old per-frame Wilcoxon and bootstrap."""
+    base = _errors(0, {})
+    cand = _shifted(base)
+    params = C.CompareParams(n_boot=300, seed=4, unit="image", log_mlflow=False)
+    s = C.compare_tables(base, cand, params)["summary"]
+    t, tc = base[base.split == "test"], cand[cand.split == "test"]
+    d = (tc.groupby("image").error_px.mean() - t.groupby("image").error_px.mean()).to_numpy()
+    assert s["n_units"] == s["n_frames"] == 40
+    assert s["wilcoxon"]["p_value"] == pytest.approx(stats.wilcoxon(d).pvalue)
+    idx = np.random.default_rng(4).integers(0, len(d), size=(300, len(d)))
+    lo, hi = np.quantile(np.median(d[idx], axis=1), [0.025, 0.975])
+    assert (s["ci_low_px"], s["ci_high_px"]) == (pytest.approx(lo), pytest.approx(hi))
+
+
+def _clustered(n_videos: int, frames: int, offsets: np.ndarray, seed: int = 0):
+    """Baseline/candidate errors whose per-frame difference is mostly a per-video offset."""
+    rng = np.random.default_rng(seed)
+    rows_b, rows_c = [], []
+    for v in range(n_videos):
+        for f in range(frames):
+            img = f"labeled-data/v{v}/img{f:04d}.png"
+            e = 5 + rng.normal(0, 0.5)
+            common = {"image": img, "split": "test", "bodypart": "snout", "video": f"v{v}",
+                      "condition": "vehicle", "likelihood": 0.9, "labeled": True}
+            rows_b.append({**common, "error_px": e})
+            rows_c.append({**common, "error_px": e + offsets[v] + rng.normal(0, 0.05)})
+    return pd.DataFrame(rows_b), pd.DataFrame(rows_c)
+
+
+def test_frames_of_a_video_are_not_independent_samples():
+    """Six videos, the candidate better on four and worse on two: per frame (180 'samples')
+    the difference looks overwhelmingly significant; per video it is not (n = 6)."""
+    offsets = np.array([-1.0, -0.8, 0.5, -0.6, 0.4, -0.9])
+    base, cand = _clustered(6, 30, offsets)
+    video = C.compare_tables(base, cand, C.CompareParams(n_boot=2000, log_mlflow=False))
+    frame = C.compare_tables(base, cand, C.CompareParams(n_boot=2000, unit="image",
+                                                         log_mlflow=False))
+    sv, sf = video["summary"], frame["summary"]
+    assert sf["wilcoxon"]["n"] == 180 and sf["wilcoxon"]["p_value"] < 1e-6
+    assert sv["wilcoxon"]["n"] == 6 and sv["n_units"] == 6 and sv["n_frames"] == 180
+    per_video = video["per_unit"]["diff"].to_numpy()
+    np.testing.assert_allclose(per_video, offsets, atol=0.05)
+    assert sv["wilcoxon"]["p_value"] == pytest.approx(stats.wilcoxon(per_video).pvalue)
+    assert sv["wilcoxon"]["p_value"] > 0.1  # exact: W+ = 3 of 21
+    # the cluster bootstrap CI is far wider than the per-frame one and contains 0
+    assert sv["ci_high_px"] - sv["ci_low_px"] > 5 * (sf["ci_high_px"] - sf["ci_low_px"])
+    assert sv["ci_low_px"] < 0 < sv["ci_high_px"]
+    assert "cluster bootstrap over videos" in sv["ci_method"]
+
+
+def test_too_few_videos_give_no_p_value_and_say_why():
+    base, cand = _clustered(3, 20, np.array([-1.0, -1.2, -0.9]))
+    s = C.compare_tables(base, cand, C.CompareParams(n_boot=200, log_mlflow=False))["summary"]
+    assert s["n_units"] == 3
+    assert np.isnan(s["wilcoxon"]["p_value"]) and "need >= 5" in s["wilcoxon"]["reason"]
+    assert np.isnan(s["ci_low_px"]) and np.isnan(s["ci_high_px"]) and "3 video" in s["ci_reason"]
+    assert s["median_diff_px"] < 0  # the point estimate is still reported
+    assert s["wilcoxon"]["rank_biserial"] == -1.0
+
+
+def test_cluster_bootstrap_matches_a_loop_over_resampled_videos():
+    rng = np.random.default_rng(5)
+    units = np.repeat([f"v{i}" for i in range(7)], rng.integers(2, 9, 7))
+    d = rng.normal(-0.5, 1.0, len(units)) + pd.Series(units).map(
+        {f"v{i}": o for i, o in enumerate(rng.normal(0, 1, 7))}).to_numpy()
+    n_boot, seed = 400, 9
+    med, lo, hi = C.bootstrap_median_ci(d, n_boot, 0.9, seed, chunk=64, units=units)
+    names = sorted(set(units))
+    idx = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
+    meds = [np.median(np.concatenate([d[units == names[j]] for j in row])) for row in idx]
+    assert med == pytest.approx(np.median(d))
+    np.testing.assert_allclose([lo, hi], np.quantile(meds, [0.05, 0.95]))
+    # and scipy's own bootstrap of the same statistic, without our vectorised median
+    ref = stats.bootstrap((np.arange(len(names)),),
+                          lambda i: np.median(np.concatenate([d[units == names[j]] for j in i])),
+                          n_resamples=n_boot, vectorized=False, confidence_level=0.9,
+                          method="percentile", rng=np.random.default_rng(seed))
+    np.testing.assert_allclose([lo, hi], [ref.confidence_interval.low,
+                                          ref.confidence_interval.high])
 
 
 def test_run_writes_reports_from_files(tmp_path):
@@ -118,7 +239,7 @@ def test_run_writes_reports_from_files(tmp_path):
     C.run(params, str(tmp_path / "b.parquet"), str(tmp_path / "c.csv"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_frames"] == 40
-    for name in ("per_frame", "bodypart", "condition", "pcutoff"):
+    for name in ("per_frame", "per_unit", "bodypart", "condition", "pcutoff"):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0
 
 

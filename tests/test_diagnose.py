@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,3 +118,65 @@ def test_missing_columns_are_errors():
         D.curves_from_learning_stats(pd.DataFrame({"step": [1]}))
     with pytest.raises(PoseopsError, match="val_loss"):
         D.diagnose(pd.DataFrame({D.EPOCH: [1], D.TRAIN_LOSS: [1.0]}))
+
+
+# ------------------------------------------------------- the evaluated errors take part
+
+
+def test_healthy_curves_with_a_large_train_test_gap_are_overfitting():
+    """The demo: the curves look healthy, yet train RMSE 3.7 px, test 10.2 px (gap 176 %) fails
+    validate_report's max_gap_pct. The diagnosis must not call that healthy."""
+    curves = healthy(0)
+    assert D.diagnose(curves).kind == D.HEALTHY  # the curves alone
+    d = D.diagnose(curves, errors_px={"train": 3.7, "val": 8.1, "test": 10.2})
+    assert d.kind == D.OVERFITTING and d.source == "errors" and d.curve_kind == D.HEALTHY
+    assert d.reason.startswith("overfitting: test error 10.2 px is 176 % above train error 3.7 px")
+    assert "loss curves alone: healthy" in d.reason
+    assert d.actions == D.ACTIONS[D.OVERFITTING] and d.pattern == D.ERROR_PATTERNS[D.OVERFITTING]
+    assert d.stats["train_test_gap_pct"] == pytest.approx(100 * (10.2 - 3.7) / 3.7)
+    assert d.stats["test_rmse_px"] == 10.2 and "train_drop" in d.stats  # curve stats kept
+
+
+def test_high_train_error_is_underfitting_whatever_the_curves_say():
+    d = D.diagnose(healthy(1), errors_px={"train": 12.5, "val": 13.0, "test": 13.4})
+    assert d.kind == D.UNDERFITTING and d.source == "errors"
+    assert d.reason.startswith("underfit: train error 12.5 px is itself above 10 px")
+
+
+def test_small_gap_leaves_the_curve_diagnosis():
+    d = D.diagnose(healthy(2), errors_px={"train": 3.7, "val": 4.0, "test": 4.1})
+    assert d.kind == D.HEALTHY and d.source == "curves"
+    d = D.diagnose(plateau(0), errors_px={"train": 3.7, "test": 4.1})
+    assert d.kind == D.PLATEAU
+    # no test error: the train-validation gap decides
+    d = D.diagnose(healthy(2), errors_px={"train": 3.0, "val": 6.0})
+    assert d.kind == D.OVERFITTING and "validation error 6.0 px is 100 % above" in d.reason
+
+
+def test_errors_alone_diagnose_without_curves():
+    empty = pd.DataFrame(columns=[D.EPOCH, D.TRAIN_LOSS, D.VAL_LOSS], dtype=float)
+    d = D.diagnose(empty, errors_px={"train": 3.7, "test": 10.2})
+    assert d.kind == D.OVERFITTING and d.curve_kind == D.INSUFFICIENT
+    assert D.diagnose(empty, errors_px={"train": 3.7, "test": 3.9}).kind == D.INSUFFICIENT
+
+
+def test_gap_threshold_is_validate_reports():
+    """Same defaults as validate_report (and params.yaml); evaluate reads them from there."""
+    import yaml
+
+    from poseops.validate_report import ValidateReportParams
+
+    th, vr = D.Thresholds(), ValidateReportParams()
+    assert th.max_gap_pct == vr.max_gap_pct and th.max_train_rmse_px == vr.max_test_rmse_px
+    repo = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "params.yaml"))
+    section = repo["validate_report"]
+    assert D.thresholds_from_validate_report(section) == {
+        "max_gap_pct": section["max_gap_pct"], "max_train_rmse_px": section["max_test_rmse_px"]}
+    loose = D.Thresholds(**D.thresholds_from_validate_report({"max_gap_pct": 200.0}))
+    assert D.diagnose(healthy(0), loose, {"train": 3.7, "test": 10.2}).kind == D.HEALTHY
+
+
+def test_split_errors_reads_the_true_rmse_per_split():
+    headline = {"train": {"rmse_px": 3.7, "mean_px": 3.0}, "test": {"rmse_px": 10.2},
+                "gap": {"train_test_gap_pct": 176.0}}
+    assert D.split_errors(headline) == {"train": 3.7, "test": 10.2}

@@ -155,7 +155,8 @@ def test_pck_curve_counts_errors_below_threshold(errors):
 
 
 def test_condition_bias_matches_scipy_and_effect_sizes(errors):
-    bias = M.condition_bias(errors).set_index("factor")
+    """``unit="image"`` (the optimistic per-frame tests): scipy on the per-frame errors."""
+    bias = M.condition_bias(errors, unit=S.IMAGE).set_index("factor")
     fe = errors[(errors[S.SPLIT] == S.TEST)].dropna(subset=[S.ERROR_PX])
     per_frame = fe.groupby(S.IMAGE).agg(err=(S.ERROR_PX, "mean"), cond=(S.CONDITION, "first"),
                                         animal=(S.ANIMAL, "first"))
@@ -172,15 +173,103 @@ def test_condition_bias_matches_scipy_and_effect_sizes(errors):
         k = len(samples)
         fb = f.statistic * (k - 1)
         np.testing.assert_allclose(row.eta_sq, fb / (fb + (n - k)))
-        assert row.n == n and row.k == k
+        assert row.n == row.n_units == row.n_frames == n and row.k == k
+        assert row.unit == S.IMAGE and "independent" in row.note
 
 
 def test_condition_bias_eta_squared_matches_pingouin(errors):
     pg = pytest.importorskip("pingouin")
     fe = M.frame_errors(errors, S.TEST)
     aov = pg.anova(data=fe, dv=S.ERROR_PX, between=S.CONDITION, detailed=True)
-    row = M.condition_bias(errors, factors=[S.CONDITION]).iloc[0]
+    row = M.condition_bias(errors, factors=[S.CONDITION], unit=S.IMAGE).iloc[0]
     np.testing.assert_allclose(row.eta_sq, aov["np2"].iloc[0])
+
+
+def nested_errors(seed: int = 1, n_videos: int = 12, frames: int = 20) -> pd.DataFrame:
+    """Test-split errors of ``n_videos`` videos (3 conditions, 4 animals), each with its own
+    random offset (sd 1 px) on top of a condition effect (0, 0.5, 1 px), per-frame noise 0.5 px,
+    two bodyparts: frames of a video are strongly correlated."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for v in range(n_videos):
+        cond = CONDITIONS[v % 3]
+        off = rng.normal(0, 1.0) + {"vehicle": 0.0, "low_dose": 0.5, "high_dose": 1.0}[cond]
+        for f in range(frames):
+            e = 5 + off + rng.normal(0, 0.5)
+            for bp in ("snout", "tailbase"):
+                rows.append({S.IMAGE: f"labeled-data/v{v}/img{f:04d}.png", S.SPLIT: S.TEST,
+                             S.BODYPART: bp, S.VIDEO: f"v{v}", S.CONDITION: cond,
+                             S.ANIMAL: f"m{v % 4}", S.ERROR_PX: e + rng.normal(0, 0.1),
+                             S.LIKELIHOOD: 0.9})
+    return pd.DataFrame(rows)
+
+
+def test_condition_bias_tests_per_video_means_against_scipy():
+    errors = nested_errors()
+    bias = M.condition_bias(errors).set_index("factor")
+    frame = errors.groupby(S.IMAGE).agg(err=(S.ERROR_PX, "mean"), video=(S.VIDEO, "first"),
+                                        cond=(S.CONDITION, "first"), animal=(S.ANIMAL, "first"))
+    per_video = frame.groupby(["video", "cond", "animal"]).err.mean().reset_index()
+    for factor, col in [(S.CONDITION, "cond"), (S.ANIMAL, "animal")]:
+        samples = [g["err"].to_numpy() for _, g in per_video.groupby(col)]
+        f, h = stats.f_oneway(*samples), stats.kruskal(*samples)
+        row = bias.loc[factor]
+        np.testing.assert_allclose([row.anova_f, row.anova_p], [f.statistic, f.pvalue])
+        np.testing.assert_allclose([row.kruskal_h, row.kruskal_p], [h.statistic, h.pvalue])
+        np.testing.assert_allclose(row.epsilon_sq, h.statistic / (12 - 1))
+        assert (row.unit, row.n_units, row.n, row.n_frames) == (S.VIDEO, 12, 12, 240)
+        assert row.note == ""
+    # the per-frame test calls the condition effect certain; per video it is not
+    frame_p = M.condition_bias(errors, [S.CONDITION], unit=S.IMAGE).iloc[0].anova_p
+    assert frame_p < 1e-6 and bias.loc[S.CONDITION, "anova_p"] > 0.1
+
+
+def test_condition_bias_per_video_agrees_with_a_mixed_model():
+    """error ~ condition + (1 | video) on the frames (statsmodels MixedLM, REML): with equal
+    frames per video, the Wald statistic / (k - 1) is the one-way F on the video means."""
+    smf = pytest.importorskip("statsmodels.formula.api")
+    errors = nested_errors()
+    frame = M.frame_errors(errors, S.TEST)
+    fit = smf.mixedlm(f"{S.ERROR_PX} ~ C({S.CONDITION})", frame, groups=frame[S.VIDEO]).fit(
+        reml=True)
+    assert fit.cov_re.iloc[0, 0] > 0.1  # a real between-video variance
+    b = fit.fe_params.iloc[1:].to_numpy()
+    wald = b @ np.linalg.solve(fit.cov_params().iloc[1:3, 1:3].to_numpy(), b)
+    row = M.condition_bias(errors, [S.CONDITION]).iloc[0]
+    np.testing.assert_allclose(row.anova_f, wald / 2, rtol=1e-4)
+    # the mixed model's (large-sample) Wald p sides with the per-video test, not the per-frame
+    mixed_p = stats.chi2.sf(wald, 2)
+    frame_p = M.condition_bias(errors, [S.CONDITION], unit=S.IMAGE).iloc[0].anova_p
+    assert mixed_p > 0.1 and row.anova_p > 0.1 and frame_p < 1e-6
+
+
+def test_condition_bias_with_too_few_videos_per_group_is_nan_with_the_reason(errors):
+    """The synthetic split has 4 test videos: vehicle 1, low_dose 2, high_dose 1."""
+    bias = M.condition_bias(errors).set_index("factor")
+    row = bias.loc[S.CONDITION]
+    assert np.isnan(row.anova_p) and np.isnan(row.kruskal_p) and np.isnan(row.eta_sq)
+    assert row.note == "fewer than 2 videos per group (high_dose 1, vehicle 1)"
+    assert (row.n_units, row.k) == (4, 3)
+    assert np.isnan(bias.loc[S.ANIMAL, "anova_p"])  # one video per animal
+
+
+def test_a_factor_varying_within_the_unit_is_aggregated_per_unit_and_level():
+    """Unit animal, factor condition (each animal seen in several conditions): one mean per
+    (animal, condition), and the note says these groups are not independent."""
+    errors = nested_errors()
+    row = M.condition_bias(errors, [S.CONDITION], unit=S.ANIMAL).iloc[0]
+    frame = errors.groupby(S.IMAGE).agg(err=(S.ERROR_PX, "mean"), cond=(S.CONDITION, "first"),
+                                        animal=(S.ANIMAL, "first"))
+    cells = frame.groupby(["animal", "cond"]).err.mean().reset_index()
+    assert len(cells) == 12 and row.n == 12 and row.n_units == 4 and row.n_frames == 240
+    f = stats.f_oneway(*[g.err.to_numpy() for _, g in cells.groupby("cond")])
+    np.testing.assert_allclose([row.anova_f, row.anova_p], [f.statistic, f.pvalue])
+    assert "condition varies within animal" in row.note
+
+
+def test_condition_bias_needs_the_unit_column(errors):
+    with pytest.raises(PoseopsError, match="unit column 'cage'"):
+        M.condition_bias(errors, unit="cage")
 
 
 def test_condition_bias_detects_a_real_difference():

@@ -132,13 +132,25 @@ def test_refinement_loop_end_to_end(tmp_path, monkeypatch, mlflow_uri):
     cp = compare.CompareParams(n_boot=500, out=str(tmp_path / "reports" / "compare"))
     res = compare.run(cp, str(tmp_path / "e0.parquet"), str(tmp_path / "e1.parquet"))
     s = json.loads((tmp_path / "reports/compare/summary.json").read_text())
-    assert s["n_frames"] == len(t0)
+    assert s["n_frames"] == len(t0) and s["unit"] == "video"
     from scipy.stats import wilcoxon
 
     f = res["per_frame"]
-    assert s["wilcoxon"]["p_value"] == pytest.approx(
+    assert s["n_units"] == f.video.nunique()
+    assert np.isfinite(s["rmse_change_pct"])
+    if s["n_units"] < cp.min_units:  # the demo's few test videos: no p-value / CI, and why
+        assert np.isnan(s["wilcoxon"]["p_value"]) and "need >= 5" in s["wilcoxon"]["reason"]
+        assert np.isnan(s["ci_low_px"]) and s["ci_reason"]
+    else:
+        per_video = (f.error_candidate - f.error_baseline).groupby(f.video).mean()
+        assert s["wilcoxon"]["p_value"] == pytest.approx(wilcoxon(per_video).pvalue)
+        assert s["ci_low_px"] <= s["ci_high_px"]
+    # unit image: every frame a sample (the optimistic per-frame statistics)
+    frame = compare.compare_tables(e0, e1, compare.CompareParams(n_boot=500, unit="image"))
+    sf = frame["summary"]
+    assert sf["wilcoxon"]["p_value"] == pytest.approx(
         wilcoxon(f.error_candidate, f.error_baseline).pvalue)
-    assert np.isfinite(s["rmse_change_pct"]) and s["ci_low_px"] <= s["ci_high_px"]
+    assert sf["ci_low_px"] <= sf["ci_high_px"]
 
     # two dataset versions in git + DVC, each rebuilt by dvc repro
     tags = sh(["git", "tag", "--list"], repo).split()

@@ -1,8 +1,13 @@
 """`poseops compare BASELINE CANDIDATE`: did the refinement iteration help, on the same test set?
 
-Paired per-frame errors (mean over bodyparts per frame) on the fixed test set; Wilcoxon
-signed-rank test with rank-biserial effect size, seeded bootstrap CI of the median difference,
-RMSE change %, before/after tables per bodypart and per condition (mean error, worst 5 % mean,
+Paired per-frame errors (mean over bodyparts per frame) on the fixed test set. Frames are nested
+in a few videos, so the statistics work at ``compare.unit`` (default ``video``): Wilcoxon
+signed-rank test (``scipy.stats.wilcoxon``) with rank-biserial effect size on the per-video mean
+differences (n = videos), and a seeded cluster-bootstrap CI (``scipy.stats.bootstrap``, percentile)
+of the median per-frame difference that resamples whole videos. With fewer than
+``compare.min_units`` units the p-value and CI are NaN, with the reason (``unit: image`` treats
+every frame as independent: the optimistic old numbers). Also RMSE change %, before/after tables
+per bodypart and per condition (mean error, worst 5 % mean, Wilcoxon p over units,
 status improved/unchanged/worse), and error at several pcutoffs (stability).
 Outputs CSV + JSON under ``reports/compare/``; logged to MLflow when enabled.
 
@@ -37,6 +42,9 @@ class CompareParams:
     n_boot: int = 5000
     ci: float = 0.95
     seed: int = 0
+    unit: str = S.VIDEO  # statistics over videos (frames of a video are not independent); image:
+    # every frame independent (optimistic p-values and CIs); or animal, session, ...
+    min_units: int = 5  # fewer units: NaN Wilcoxon p-value and bootstrap CI (with the reason)
     unchanged_tol_px: float = 0.5  # |delta mean| within this: "unchanged"
     worst_quantile: float = 0.95  # "worst 5 %" = errors at or above this quantile
     pcutoffs: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.6, 0.9])
@@ -48,69 +56,105 @@ class CompareParams:
 
 
 # ---------------------------------------------------------------- statistics (pure)
-def _wilcoxon_null_pmf(n: int) -> np.ndarray:
-    """Exact null distribution of W+ for n untied non-zero differences: pmf over 0..n(n+1)/2."""
-    counts = np.zeros(n * (n + 1) // 2 + 1)
-    counts[0] = 1.0
-    for k in range(1, n + 1):  # add rank k to every subset
-        counts[k:] = counts[k:] + counts[:-k].copy()
-    return counts / counts.sum()
+def wilcoxon_signed_rank(d: np.ndarray, method: str = "auto", min_n: int = 1) -> dict:
+    """Two-sided Wilcoxon signed-rank test on paired differences d (n,); zeros dropped (Wilcoxon),
+    p-value from ``scipy.stats.wilcoxon``.
 
-
-def wilcoxon_signed_rank(d: np.ndarray, method: str = "auto") -> dict:
-    """Two-sided Wilcoxon signed-rank test on paired differences d (n,); zeros dropped (Wilcoxon).
-
-    Returns statistic = min(W+, W-) (scipy's convention), w_plus, w_minus, p_value, n, method
-    ('exact' for n <= 50 without ties; else 'asymptotic': normal, tie-corrected, no continuity
-    correction), z (asymptotic), and the rank-biserial effect size r = (W+ - W-) / (W+ + W-)
-    (-1: every difference negative, i.e. candidate always better).
+    Returns statistic = min(W+, W-) (scipy's), w_plus, w_minus, p_value, n (non-zero
+    differences), method (scipy's "auto": 'exact' for n <= 50 without ties, 'permutation'
+    (exhaustive) for n <= 13 with ties, else 'asymptotic': normal, tie-corrected, no continuity
+    correction), z (signed: > 0 when W+ > W-), the rank-biserial
+    effect size r = (W+ - W-) / (W+ + W-) (-1: every difference negative, i.e. candidate always
+    better) and reason ('' or why p_value is NaN: fewer than ``min_n`` non-zero differences).
     """
-    from scipy.stats import norm, rankdata
+    from scipy import stats
 
     d = np.asarray(d, float)
     d = d[np.isfinite(d) & (d != 0)]
     n = len(d)
+    out = {"n": n, "statistic": np.nan, "w_plus": np.nan, "w_minus": np.nan, "p_value": np.nan,
+           "z": np.nan, "rank_biserial": np.nan, "method": "none", "reason": ""}
     if n == 0:
-        return {"n": 0, "statistic": np.nan, "w_plus": np.nan, "w_minus": np.nan,
-                "p_value": np.nan, "z": np.nan, "rank_biserial": np.nan, "method": "none"}
+        out["reason"] = "no non-zero difference"
+        return out
     absd = np.abs(d)
-    ranks = rankdata(absd)
+    ranks = stats.rankdata(absd)
     w_plus, w_minus = float(ranks[d > 0].sum()), float(ranks[d < 0].sum())
-    _, tie_counts = np.unique(absd, return_counts=True)
-    ties = bool((tie_counts > 1).any())
-    if method == "auto":
-        method = "exact" if n <= 50 and not ties else "asymptotic"
-    mean = n * (n + 1) / 4
-    var = (n * (n + 1) * (2 * n + 1) - ((tie_counts**3 - tie_counts).sum()) / 2) / 24
-    z = (w_plus - mean) / np.sqrt(var) if var > 0 else 0.0
-    if method == "exact":
-        pmf = _wilcoxon_null_pmf(n)
-        cdf = pmf[: int(np.ceil(w_plus)) + 1].sum()
-        sf = pmf[int(np.floor(w_plus)):].sum()
-        p = float(min(1.0, 2 * min(cdf, sf)))
-    else:
-        p = float(2 * norm.sf(abs(z)))
-    return {"n": n, "statistic": min(w_plus, w_minus), "w_plus": w_plus, "w_minus": w_minus,
-            "p_value": p, "z": float(z), "rank_biserial": (w_plus - w_minus) / (w_plus + w_minus),
-            "method": method}
+    out.update(w_plus=w_plus, w_minus=w_minus, statistic=min(w_plus, w_minus),
+               rank_biserial=(w_plus - w_minus) / (w_plus + w_minus))
+    if n < min_n:
+        out["reason"] = f"{n} non-zero paired difference(s); need >= {min_n} for a p-value"
+        return out
+    ties = len(np.unique(absd)) < n
+    if method == "auto":  # scipy's "auto", resolved as scipy documents it (to name it)
+        method = ("exact" if n <= 50 and not ties else "permutation" if ties and n <= 13
+                  else "asymptotic")
+    res = stats.wilcoxon(d, method="auto" if method == "permutation" else method)
+    p = float(res.pvalue)
+    if method == "asymptotic":
+        z = float(np.sign(w_plus - w_minus) * abs(res.zstatistic))
+    else:  # the normal quantile of the exact two-sided p, signed
+        z = float(np.sign(w_plus - w_minus) * stats.norm.isf(p / 2)) if p < 1 else 0.0
+    out.update(statistic=float(res.statistic), p_value=p, z=z, method=method)
+    return out
+
+
+def _pooled_median(order_units: np.ndarray, sorted_d: np.ndarray, n_units: int):
+    """Vectorised statistic for scipy's bootstrap: the median of the frame-level differences of
+    the resampled units (each resample: unit indices, a unit drawn twice counts twice)."""
+
+    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.asarray(idx, np.int64)
+        flat = idx.reshape(-1, idx.shape[-1])
+        b = len(flat)
+        counts = np.bincount((flat + n_units * np.arange(b)[:, None]).ravel(),
+                             minlength=b * n_units).reshape(b, n_units)
+        cum = np.cumsum(counts[:, order_units], axis=1)  # weights along the sorted frames
+        total = cum[:, -1]
+        lo = np.sum(cum <= ((total - 1) // 2)[:, None], axis=1)
+        hi = np.sum(cum <= (total // 2)[:, None], axis=1)
+        med = (sorted_d[lo] + sorted_d[hi]) / 2
+        return med.reshape(idx.shape[:-1])
+
+    return stat
 
 
 def bootstrap_median_ci(
-    d: np.ndarray, n_boot: int, ci: float, seed: int, chunk: int = 1000
+    d: np.ndarray, n_boot: int, ci: float, seed: int, chunk: int = 1000,
+    units: np.ndarray | None = None, min_units: int = 2,
 ) -> tuple[float, float, float]:
-    """Percentile bootstrap CI of the median of d (n,): (median, low, high).
+    """Percentile bootstrap CI of the median of d (n,): (median, low, high), with
+    ``scipy.stats.bootstrap``.
 
-    Resamples drawn as one (n_boot, n) index matrix from ``np.random.default_rng(seed)`` (medians
-    computed chunk-wise to bound memory)."""
+    ``units`` (n,): a cluster bootstrap. Whole units (videos) are resampled with replacement and
+    the statistic is the median of the pooled frame-level differences of the drawn units, so the
+    CI reflects that frames of a video are not independent. Without ``units`` every element is
+    its own unit (the plain bootstrap). Resample draws come from ``np.random.default_rng(seed)``
+    (scipy draws one (n_boot, n_units) index matrix, in chunks of ``chunk`` resamples). Fewer than
+    ``min_units`` units (at least 2): NaN bounds."""
+    from scipy import stats
+
     d = np.asarray(d, float)
-    d = d[np.isfinite(d)]
+    keep = np.isfinite(d)
+    d = d[keep]
     if len(d) == 0:
         return np.nan, np.nan, np.nan
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
-    meds = np.concatenate([np.median(d[idx[i : i + chunk]], axis=1) for i in range(0, n_boot, chunk)])
-    alpha = (1 - ci) / 2
-    lo, hi = np.quantile(meds, [alpha, 1 - alpha])
-    return float(np.median(d)), float(lo), float(hi)
+    if units is None:
+        codes = np.arange(len(d))
+    else:
+        codes = pd.factorize(pd.Series(np.asarray(units)[keep]), sort=True,
+                             use_na_sentinel=False)[0]  # a missing unit is one unit too
+    n_units = int(codes.max()) + 1
+    if n_units < max(2, min_units):
+        return float(np.median(d)), np.nan, np.nan
+    order = np.argsort(d, kind="stable")
+    res = stats.bootstrap(
+        (np.arange(n_units),), _pooled_median(codes[order], d[order], n_units),
+        n_resamples=n_boot, batch=chunk, vectorized=True, confidence_level=ci,
+        method="percentile", rng=np.random.default_rng(seed),
+    )
+    return (float(np.median(d)), float(res.confidence_interval.low),
+            float(res.confidence_interval.high))
 
 
 def rmse(x: np.ndarray) -> float:
@@ -179,22 +223,41 @@ def per_frame(paired: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def before_after(paired: pd.DataFrame, by: str, tol: float, q: float) -> pd.DataFrame:
-    """Per value of ``by`` (bodypart or condition): n, mean_baseline, mean_candidate, delta_px,
-    change_pct, worst5_baseline, worst5_candidate, p_value (Wilcoxon on the paired keypoint
-    errors), status (improved / unchanged / worse: delta beyond +-tol px)."""
+def unit_diffs(frames: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Per ``unit`` (video, animal...; ``image``: each frame): the mean of its frames' errors and
+    differences: unit, n_frames, error_baseline, error_candidate, diff."""
+    if unit not in frames.columns:
+        raise PoseopsError(
+            f"compare.unit {unit!r} is not a column of the errors tables (have "
+            f"{sorted(frames.columns)}); use one of them, or 'image'"
+        )
+    g = frames.groupby(unit, sort=True, dropna=False)
+    out = g.agg(n_frames=("diff", "size"), **{f"error_{BASE}": (f"error_{BASE}", "mean"),
+                                              f"error_{CAND}": (f"error_{CAND}", "mean")})
+    out["diff"] = g["diff"].mean()
+    return out.reset_index()
+
+
+def before_after(paired: pd.DataFrame, by: str, tol: float, q: float,
+                 unit: str = S.IMAGE, min_units: int = 1) -> pd.DataFrame:
+    """Per value of ``by`` (bodypart or condition): n (keypoints), n_units, mean_baseline,
+    mean_candidate, delta_px, change_pct, worst5_baseline, worst5_candidate, p_value (Wilcoxon on
+    the per-``unit`` mean differences of those keypoints; NaN with fewer than ``min_units``
+    units, the reason in p_reason), status (improved / unchanged / worse: delta beyond +-tol px)."""
     rows = []
     for value, part in paired.groupby(by, sort=True):
         eb, ec = part[f"error_{BASE}"].to_numpy(), part[f"error_{CAND}"].to_numpy()
         mb, mc = float(eb.mean()), float(ec.mean())
         delta = mc - mb
         status = "worse" if delta > tol else "improved" if delta < -tol else "unchanged"
+        per_unit = part.groupby(unit, sort=True, dropna=False)["diff"].mean()
+        test = wilcoxon_signed_rank(per_unit.to_numpy(), min_n=min_units)
         rows.append({
-            "stratum_type": by, "stratum": value, "n": len(part),
+            "stratum_type": by, "stratum": value, "n": len(part), "n_units": len(per_unit),
             f"mean_{BASE}": mb, f"mean_{CAND}": mc, "delta_px": delta,
             "change_pct": 100 * delta / mb if mb else np.nan,
             f"worst5_{BASE}": worst_mean(eb, q), f"worst5_{CAND}": worst_mean(ec, q),
-            "p_value": wilcoxon_signed_rank(ec - eb)["p_value"], "status": status,
+            "p_value": test["p_value"], "p_reason": test["reason"], "status": status,
         })
     return pd.DataFrame(rows)
 
@@ -217,31 +280,51 @@ def pcutoff_table(paired: pd.DataFrame, pcutoffs: list[float]) -> pd.DataFrame:
 
 
 def compare_tables(base: pd.DataFrame, cand: pd.DataFrame, params: CompareParams) -> dict:
-    """All comparison outputs: {'summary': dict, 'per_frame', 'bodypart', 'condition',
-    'pcutoff': DataFrames}."""
+    """All comparison outputs: {'summary': dict, 'per_frame', 'per_unit', 'bodypart',
+    'condition', 'pcutoff': DataFrames}.
+
+    Frames of one video are not independent, so the statistics work at ``params.unit``
+    (default video): the Wilcoxon test on the per-unit mean differences (n = units), and the CI
+    of the median per-frame difference from a cluster bootstrap that resamples whole units.
+    ``unit: image`` treats every frame as independent (optimistic: too-small p-values, too-narrow
+    CIs). Fewer than ``params.min_units`` units: NaN p-value / CI, with the reason."""
     paired = paired_errors(base, cand, params.split)
     frames = per_frame(paired)
-    test = wilcoxon_signed_rank(frames["diff"].to_numpy())
-    med, lo, hi = bootstrap_median_ci(frames["diff"].to_numpy(), params.n_boot, params.ci, params.seed)
+    unit = params.unit
+    units = unit_diffs(frames, unit)
+    test = wilcoxon_signed_rank(units["diff"].to_numpy(), min_n=params.min_units)
+    med, lo, hi = bootstrap_median_ci(frames["diff"].to_numpy(), params.n_boot, params.ci,
+                                      params.seed, units=frames[unit].to_numpy(),
+                                      min_units=params.min_units)
+    n_units = len(units)
+    ci_reason = (f"{n_units} {unit}(s); need >= {max(2, params.min_units)} for a cluster "
+                 "bootstrap" if n_units < max(2, params.min_units) else "")
     rb, rc = rmse(paired[f"error_{BASE}"]), rmse(paired[f"error_{CAND}"])
-    bp = before_after(paired, S.BODYPART, params.unchanged_tol_px, params.worst_quantile)
-    cond = (before_after(paired, S.CONDITION, params.unchanged_tol_px, params.worst_quantile)
+    ba = dict(tol=params.unchanged_tol_px, q=params.worst_quantile, unit=unit,
+              min_units=params.min_units)
+    bp = before_after(paired, S.BODYPART, **ba)
+    cond = (before_after(paired, S.CONDITION, **ba)
             if S.CONDITION in paired.columns else pd.DataFrame())
     summary = {
-        "split": params.split, "n_frames": len(frames), "n_keypoints": len(paired),
+        "split": params.split, "unit": unit, "n_units": n_units, "n_frames": len(frames),
+        "n_keypoints": len(paired),
         f"mean_px_{BASE}": float(paired[f"error_{BASE}"].mean()),
         f"mean_px_{CAND}": float(paired[f"error_{CAND}"].mean()),
         f"rmse_px_{BASE}": rb, f"rmse_px_{CAND}": rc,
         "rmse_change_pct": 100 * (rc - rb) / rb if rb else np.nan,
         "median_diff_px": med, "ci_low_px": lo, "ci_high_px": hi, "ci": params.ci,
+        "ci_method": (f"cluster bootstrap over {unit}s (percentile)" if unit != S.IMAGE
+                      else "bootstrap over frames (percentile; frames taken as independent)"),
+        "ci_reason": ci_reason,
+        "mean_unit_diff_px": float(units["diff"].mean()),
         "n_boot": params.n_boot, "seed": params.seed,
-        "wilcoxon": test,
+        "wilcoxon": {**test, "unit": unit},
         "bodyparts_worse": bp.loc[bp["status"] == "worse", "stratum"].tolist(),
         "bodyparts_improved": bp.loc[bp["status"] == "improved", "stratum"].tolist(),
         "bodyparts_unchanged": bp.loc[bp["status"] == "unchanged", "stratum"].tolist(),
     }
-    return {"summary": summary, "per_frame": frames, "bodypart": bp, "condition": cond,
-            "pcutoff": pcutoff_table(paired, params.pcutoffs)}
+    return {"summary": summary, "per_frame": frames, "per_unit": units, "bodypart": bp,
+            "condition": cond, "pcutoff": pcutoff_table(paired, params.pcutoffs)}
 
 
 # ---------------------------------------------------------------- edges
@@ -304,7 +387,7 @@ def write_outputs(result: dict, out: str | Path) -> dict[str, Path]:
 
     out = Path(out)
     paths = {k: write_csv(result[k], out / f"{k}.csv")
-             for k in ("per_frame", "bodypart", "condition", "pcutoff")}
+             for k in ("per_frame", "per_unit", "bodypart", "condition", "pcutoff")}
     paths["summary"] = write_json(result["summary"], out / "summary.json")
     return paths
 
@@ -337,9 +420,11 @@ def run(params: CompareParams, baseline: str, candidate: str) -> dict:
     if params.log_mlflow:
         result["summary"]["mlflow_run_id"] = log_to_mlflow(result, paths, refs)
     s = result["summary"]
-    log.info("compare: median diff %.2f px [%.2f, %.2f], RMSE %+.1f %%, Wilcoxon p=%.3g, r=%.2f",
-             s["median_diff_px"], s["ci_low_px"], s["ci_high_px"], s["rmse_change_pct"],
-             s["wilcoxon"]["p_value"], s["wilcoxon"]["rank_biserial"])
+    log.info("compare: median diff %.2f px [%.2f, %.2f], RMSE %+.1f %%, Wilcoxon over %d %ss "
+             "p=%.3g, r=%.2f%s", s["median_diff_px"], s["ci_low_px"], s["ci_high_px"],
+             s["rmse_change_pct"], s["n_units"], s["unit"], s["wilcoxon"]["p_value"],
+             s["wilcoxon"]["rank_biserial"],
+             f" ({s['wilcoxon']['reason']})" if s["wilcoxon"]["reason"] else "")
     return result
 
 

@@ -1,8 +1,17 @@
-"""Loss-curve diagnosis: classify train/validation loss curves as the field guide does.
+"""Training diagnosis: the loss curves as the field guide reads them, checked against the
+evaluated train/val/test errors.
 
 Follows the guide's "Diagnosing and Fixing Common DeepLabCut Training Set Pitfalls" (Table 1
 patterns, Table 2 adjustments, Diagram 1 order): overfitting, underfitting, plateau, volatile
 validation; otherwise healthy. Too few epochs to judge gives ``insufficient``.
+
+The curves alone can look healthy while the model generalises badly (the demo: train RMSE 3.7 px,
+test 10.2 px). So when the evaluated errors are given (``errors_px``: true RMSE per split), they
+decide first: train error above ``max_train_rmse_px`` is underfitting (the model does not fit
+even its own training frames); a train-test (else train-val) gap above ``max_gap_pct`` is
+overfitting. Both thresholds default to the metric validation's (``validate_report.max_test_rmse_px``
+10 px and ``validate_report.max_gap_pct`` 15 %), and ``poseops evaluate`` reads them from there,
+so the diagnosis and the validation agree. Otherwise the curves decide, as before.
 
 Pure functions over a curves table: one row per epoch, columns ``epoch, train_loss, val_loss``
 (``val_loss`` NaN on epochs without validation). No I/O.
@@ -10,7 +19,9 @@ Pure functions over a curves table: one row per epoch, columns ``epoch, train_lo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +76,13 @@ TABLE1: dict[str, str] = {
     INSUFFICIENT: "Too few epochs with validation to judge the curves.",
 }
 
+# The same kinds read from the evaluated errors (train vs held-out frames) instead of the curves.
+ERROR_PATTERNS: dict[str, str] = {
+    OVERFITTING: "Large generalisation gap: the error on held-out frames is far above the error "
+    "on the training frames.",
+    UNDERFITTING: "High training error: the model does not fit even the frames it was trained on.",
+}
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -79,6 +97,9 @@ class Thresholds:
     volatile_spike: float = 0.25  # val point > 25 % above its rolling median ...
     volatile_spikes: int = 2  # ... at least this many times (train stays smooth)
     smooth_window: int = 5  # rolling-median window for the validation curve
+    # evaluated errors (true RMSE, px); defaults = validate_report's max_gap_pct / max_test_rmse_px
+    max_gap_pct: float = 15.0  # 100 * (test - train) / train above this: overfitting
+    max_train_rmse_px: float = 10.0  # train RMSE above this: underfitting
 
 
 @dataclass
@@ -88,6 +109,8 @@ class Diagnosis:
     actions: list[str]
     pattern: str
     stats: dict[str, float] = field(default_factory=dict)
+    curve_kind: str = ""  # what the loss curves alone say (may differ from kind)
+    source: str = "curves"  # what decided kind: "curves" or "errors" (the evaluated errors)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -149,7 +172,80 @@ def curve_stats(curves: pd.DataFrame, th: Thresholds = Thresholds()) -> dict[str
     return out
 
 
-def diagnose(curves: pd.DataFrame, th: Thresholds = Thresholds()) -> Diagnosis:
+def split_errors(headline: Mapping[str, Mapping[str, float]], metric: str = "rmse_px"
+                 ) -> dict[str, float]:
+    """``{split: true RMSE}`` from :func:`poseops.metrics.headline_metrics` (for ``errors_px``)."""
+    return {s: float(d[metric]) for s, d in headline.items()
+            if s in ("train", "val", "test") and metric in d}
+
+
+def thresholds_from_validate_report(section: Mapping[str, Any] | None) -> dict[str, float]:
+    """The metric validation's limits as Thresholds keys (``max_gap_pct``, ``max_train_rmse_px``
+    = ``max_test_rmse_px``), so the diagnosis and ``poseops validate-report`` agree."""
+    section = section or {}
+    out = {}
+    if section.get("max_gap_pct") is not None:
+        out["max_gap_pct"] = float(section["max_gap_pct"])
+    if section.get("max_test_rmse_px") is not None:
+        out["max_train_rmse_px"] = float(section["max_test_rmse_px"])
+    return out
+
+
+def _gap(train: float, other: float) -> float:
+    if not (np.isfinite(train) and np.isfinite(other)) or train <= 0:
+        return float("nan")
+    return float(100.0 * (other - train) / train)
+
+
+def error_diagnosis(errors_px: Mapping[str, float], th: Thresholds = Thresholds()
+                    ) -> tuple[str | None, str, dict[str, float]]:
+    """What the evaluated errors say: (kind or None, reason, stats). Train RMSE above
+    ``max_train_rmse_px``: underfitting; else the train-test gap (train-val without a test
+    error) above ``max_gap_pct``: overfitting; else None (the errors do not object)."""
+    tr = float(errors_px.get("train", np.nan))
+    va = float(errors_px.get("val", np.nan))
+    te = float(errors_px.get("test", np.nan))
+    st = {"train_rmse_px": tr, "val_rmse_px": va, "test_rmse_px": te,
+          "train_test_gap_pct": _gap(tr, te), "train_val_gap_pct": _gap(tr, va)}
+    if not np.isfinite(tr):
+        return None, "", st
+    held = [(name, e, g) for name, e, g in (("test", te, st["train_test_gap_pct"]),
+                                            ("validation", va, st["train_val_gap_pct"]))
+            if np.isfinite(e)]
+    if tr > th.max_train_rmse_px:
+        worst = f"; {held[0][0]} error {held[0][1]:.1f} px" if held else ""
+        return UNDERFITTING, (f"underfit: train error {tr:.1f} px is itself above "
+                              f"{th.max_train_rmse_px:g} px{worst}"), st
+    for name, e, g in held[:1]:  # test when there is one, else validation
+        if np.isfinite(g) and g > th.max_gap_pct:
+            return OVERFITTING, (f"overfitting: {name} error {e:.1f} px is {g:.0f} % above "
+                                 f"train error {tr:.1f} px (limit {th.max_gap_pct:g} %)"), st
+    return None, "", st
+
+
+def diagnose(curves: pd.DataFrame, th: Thresholds = Thresholds(),
+             errors_px: Mapping[str, float] | None = None) -> Diagnosis:
+    """Classify the training: the evaluated errors first (``errors_px``: true RMSE per split,
+    see :func:`split_errors`; the reason then also says what the curves alone show), then the
+    curves (Diagram 1 order: overfitting, underfitting, plateau, volatile)."""
+    curve = diagnose_curves(curves, th)
+    if not errors_px:
+        return curve
+    kind, reason, st = error_diagnosis(errors_px, th)
+    stats = {**curve.stats, **st}
+    if kind is None:
+        return Diagnosis(curve.kind, curve.reason, curve.actions, curve.pattern, stats,
+                         curve_kind=curve.kind, source="curves")
+    if curve.kind != kind:
+        reason += f" (the loss curves alone: {curve.kind}, {curve.reason})"
+    else:
+        reason += f"; the loss curves agree: {curve.reason}"
+    return Diagnosis(kind=kind, reason=reason, actions=list(ACTIONS[kind]),
+                     pattern=ERROR_PATTERNS[kind], stats=stats, curve_kind=curve.kind,
+                     source="errors")
+
+
+def diagnose_curves(curves: pd.DataFrame, th: Thresholds = Thresholds()) -> Diagnosis:
     """Classify the curves (Diagram 1 order: overfitting, underfitting, plateau, volatile)."""
     for col in (EPOCH, TRAIN_LOSS, VAL_LOSS):
         if col not in curves.columns:
@@ -182,4 +278,4 @@ def diagnose(curves: pd.DataFrame, th: Thresholds = Thresholds()) -> Diagnosis:
 
 def _make(kind: str, reason: str, st: dict[str, float]) -> Diagnosis:
     return Diagnosis(kind=kind, reason=reason, actions=list(ACTIONS[kind]), pattern=TABLE1[kind],
-                     stats=st)
+                     stats=st, curve_kind=kind, source="curves")

@@ -410,31 +410,39 @@ def pck_curve(
 # ---------------------------------------------------------------------------- condition bias
 
 
-def frame_errors(errors: pd.DataFrame, split: str | None = S.TEST) -> pd.DataFrame:
+def frame_errors(
+    errors: pd.DataFrame, split: str | None = S.TEST, columns: Sequence[str] = ()
+) -> pd.DataFrame:
     """Per-frame error: the mean ``error_px`` over the labeled bodyparts of each image.
 
-    Returns one row per image with ``image, split, error_px`` and the image's metadata columns.
+    Returns one row per image with ``image, split, error_px`` and the image's metadata columns
+    (the standard ones and ``columns``, where present; the image's first row's value).
     """
     df = errors if split is None else errors[errors[S.SPLIT] == split]
     df = df[np.isfinite(df[S.ERROR_PX].to_numpy(float))]
-    meta = [c for c in [S.SPLIT, S.VIDEO, *S.METADATA_COLUMNS] if c in df.columns]
+    wanted = [S.SPLIT, S.VIDEO, *S.METADATA_COLUMNS, *columns]
+    meta = [c for c in dict.fromkeys(wanted) if c in df.columns and c != S.IMAGE]
     per = df.groupby(S.IMAGE, sort=True, observed=True)[S.ERROR_PX].mean()
     first = df.drop_duplicates(S.IMAGE).set_index(S.IMAGE)[meta]
     return first.join(per).reset_index()
 
 
-def group_tests(values: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+def group_tests(
+    values: np.ndarray, groups: np.ndarray, min_per_group: int = 1, what: str = "observations"
+) -> dict[str, float | str]:
     """One-way ANOVA and Kruskal-Wallis of ``values`` across ``groups``, with effect sizes.
 
     eta² = SS_between / SS_total; epsilon² (Kruskal-Wallis) = H / (n - 1)
-    (Tomczak & Tomczak 2014: H / ((n² - 1) / (n + 1))). NaN when fewer than two groups.
+    (Tomczak & Tomczak 2014: H / ((n² - 1) / (n + 1))). NaN, with the reason in ``note``, when
+    there are fewer than two groups, no more observations than groups, or a group with fewer than
+    ``min_per_group`` observations (a p-value from one observation per group is not evidence).
     """
     from scipy import stats
 
     values = np.asarray(values, float)
     labels, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     n, k = len(values), len(labels)
-    res = {
+    res: dict[str, float | str] = {
         "n": float(n),
         "k": float(k),
         "anova_f": np.nan,
@@ -443,14 +451,25 @@ def group_tests(values: np.ndarray, groups: np.ndarray) -> dict[str, float]:
         "kruskal_h": np.nan,
         "kruskal_p": np.nan,
         "epsilon_sq": np.nan,
+        "note": "",
     }
-    if k < 2 or n <= k:
+    counts = np.bincount(codes, minlength=k)
+    if k < 2:
+        res["note"] = f"fewer than 2 groups ({k})"
+        return res
+    if counts.min() < min_per_group:
+        few = ", ".join(f"{lab} {c}" for lab, c in zip(labels, counts, strict=True)
+                        if c < min_per_group)
+        res["note"] = f"fewer than {min_per_group} {what} per group ({few})"
+        return res
+    if n <= k:
+        res["note"] = f"{n} {what} for {k} groups: no within-group variation"
         return res
     samples = [values[codes == i] for i in range(k)]
     f = stats.f_oneway(*samples)
     grand = values.mean()
-    means = np.bincount(codes, weights=values) / np.bincount(codes)
-    ss_between = float((np.bincount(codes) * (means - grand) ** 2).sum())
+    means = np.bincount(codes, weights=values) / counts
+    ss_between = float((counts * (means - grand) ** 2).sum())
     ss_total = float(((values - grand) ** 2).sum())
     res.update(anova_f=float(f.statistic), anova_p=float(f.pvalue))
     res["eta_sq"] = ss_between / ss_total if ss_total > 0 else np.nan
@@ -461,21 +480,75 @@ def group_tests(values: np.ndarray, groups: np.ndarray) -> dict[str, float]:
     return res
 
 
+MIN_UNITS_PER_GROUP = 2  # condition bias: units needed in every group for a p-value
+BIAS_COLUMNS = ["factor", S.SPLIT, "unit", "n_units", "n_frames", "n", "k", "anova_f", "anova_p",
+                "eta_sq", "kruskal_h", "kruskal_p", "epsilon_sq", "note"]
+
+
+def unit_means(fe: pd.DataFrame, factor: str, unit: str) -> tuple[pd.DataFrame, bool]:
+    """Mean per-frame error per ``unit`` (video, animal...) and ``factor`` level, from
+    :func:`frame_errors` rows with both values present: ``unit, factor, error_px, n_frames``.
+    Also returns whether the factor varies within a unit (then a unit has several rows, one per
+    level it was seen at)."""
+    ok = fe[factor].notna() & fe[unit].notna()
+    keys = list(dict.fromkeys([unit, factor]))  # unit == factor: one key
+    d = fe.loc[ok, [*keys, S.ERROR_PX]]
+    within = len(keys) == 2 and bool((d.groupby(unit, observed=True)[factor].nunique() > 1).any())
+    out = d.groupby(keys, observed=True, sort=True)[S.ERROR_PX].agg(["mean", "size"])
+    out = out.reset_index().rename(columns={"mean": S.ERROR_PX, "size": "n_frames"})
+    return out, within
+
+
 def condition_bias(
     errors: pd.DataFrame,
     factors: Sequence[str] = (S.CONDITION, S.ANIMAL),
     split: str = S.TEST,
+    unit: str = S.VIDEO,
+    min_units_per_group: int = MIN_UNITS_PER_GROUP,
 ) -> pd.DataFrame:
-    """Does per-frame ``split`` error differ across conditions (animals...)? One row per factor:
-    ``factor, split, n, k, anova_f, anova_p, eta_sq, kruskal_h, kruskal_p, epsilon_sq``."""
-    fe = frame_errors(errors, split)
+    """Does ``split`` error differ across conditions (animals...)? One row per factor:
+    ``factor, split, unit, n_units, n_frames, n, k, anova_f, anova_p, eta_sq, kruskal_h,
+    kruskal_p, epsilon_sq, note``.
+
+    Frames are not independent: they are nested in a few videos, and condition is confounded with
+    video. So the tests run on ``unit`` means (default: the mean per-frame error of each video),
+    ``n`` = the number of those means, ``n_units`` = distinct units, ``n_frames`` = the frames
+    behind them. ``unit="image"`` treats every frame as independent (the optimistic, too-small
+    p-values of a per-frame test). A factor that varies within a unit (e.g. unit animal, factor
+    condition in a crossover) is aggregated per (unit, level): a unit then counts in several
+    groups, which are no longer independent (said in ``note``). Fewer than ``min_units_per_group``
+    means in some group: NaN statistics, the reason in ``note``.
+    """
+    fe = frame_errors(errors, split, [*factors, unit])
+    if unit != S.IMAGE and unit not in fe.columns:
+        raise PoseopsError(
+            f"condition bias: unit column {unit!r} not in the errors table (have "
+            f"{sorted(fe.columns)}); set evaluate.bias_unit to one of them, or 'image'"
+        )
     rows = []
     for factor in factors:
         if factor not in fe.columns:
             continue
-        ok = fe[factor].notna()
-        res = group_tests(fe.loc[ok, S.ERROR_PX].to_numpy(), fe.loc[ok, factor].to_numpy())
-        rows.append({"factor": factor, S.SPLIT: split, **res})
-    cols = ["factor", S.SPLIT, "n", "k", "anova_f", "anova_p", "eta_sq"]
-    cols += ["kruskal_h", "kruskal_p", "epsilon_sq"]
-    return pd.DataFrame(rows, columns=cols)
+        if unit == S.IMAGE:
+            ok = fe[factor].notna()
+            vals, groups = fe.loc[ok, S.ERROR_PX].to_numpy(), fe.loc[ok, factor].to_numpy()
+            n_units = n_frames = int(ok.sum())
+            res = group_tests(vals, groups, what="frames")
+            note = "every frame counted as independent (optimistic p-values)"
+        else:
+            cells, within = unit_means(fe, factor, unit)
+            res = group_tests(cells[S.ERROR_PX].to_numpy(), cells[factor].to_numpy(),
+                              min_units_per_group, f"{unit}s")
+            n_units, n_frames = int(cells[unit].nunique()), int(cells["n_frames"].sum())
+            note = ""
+            if within:
+                note = (f"{factor} varies within {unit}: tests on ({unit}, {factor}) means; a "
+                        f"{unit} in several groups makes them dependent (p-values approximate)")
+        why = res.pop("note")
+        rows.append({"factor": factor, S.SPLIT: split, "unit": unit, "n_units": n_units,
+                     "n_frames": n_frames, **res,
+                     "note": "; ".join(x for x in (why, note) if x)})
+    out = pd.DataFrame(rows, columns=BIAS_COLUMNS)
+    for c in ("n_units", "n_frames", "n", "k"):
+        out[c] = out[c].astype(int)
+    return out
