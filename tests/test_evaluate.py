@@ -61,6 +61,7 @@ def test_outputs_written_and_consistent(evaluation):
     assert set(byc[S.CONDITION]) == {"vehicle", "low_dose", "high_dose"}
     bias = pd.read_csv(paths["condition_bias"])
     assert list(bias["factor"]) == [S.CONDITION, S.ANIMAL]
+    assert {"unit", "n_units", "n_frames", "note"} <= set(bias.columns)
 
 
 def test_per_bodypart_pcutoff_override(evaluation):
@@ -72,7 +73,36 @@ def test_per_bodypart_pcutoff_override(evaluation):
     cut = e[S.BODYPART].map(params.pcutoff)
     keep = e[S.LIKELIHOOD] >= cut
     np.testing.assert_allclose(ev2.headline["test"]["dlc_rmse_pcutoff_px"], e.loc[keep, S.ERROR_PX].mean())
-    assert ev2.diagnosis.kind == D.INSUFFICIENT  # no learning stats
+    # no learning stats: the curves cannot tell, the evaluated errors still can
+    assert ev2.diagnosis.curve_kind == D.INSUFFICIENT
+
+
+def test_diagnosis_uses_the_evaluated_errors(evaluation):
+    """Healthy-looking curves do not hide a train-test gap beyond max_gap_pct."""
+    from test_diagnose import healthy
+
+    ev, params = evaluation
+    labels, preds, split = synthetic_tables()
+    ev2 = evaluate_tables(labels, preds, split, _stats_from_curves(healthy(0)), params)
+    tr, te = ev2.headline["train"]["rmse_px"], ev2.headline["test"]["rmse_px"]
+    gap = ev2.headline["gap"]["train_test_gap_pct"]
+    assert gap > 15 and ev2.diagnosis.curve_kind == D.HEALTHY
+    assert ev2.diagnosis.kind == D.OVERFITTING and ev2.diagnosis.source == "errors"
+    assert ev2.diagnosis.reason.startswith(
+        f"overfitting: test error {te:.1f} px is {gap:.0f} % above train error {tr:.1f} px")
+    params.diagnosis = {"max_gap_pct": gap + 1}
+    loose = evaluate_tables(labels, preds, split, _stats_from_curves(healthy(0)), params)
+    assert loose.diagnosis.kind == D.HEALTHY
+
+
+def test_condition_bias_is_per_video_by_default(evaluation):
+    ev, params = evaluation
+    assert params.bias_unit == S.VIDEO
+    assert set(ev.bias["unit"]) == {S.VIDEO}
+    test_videos = ev.errors.loc[ev.errors[S.SPLIT] == S.TEST, S.VIDEO].nunique()
+    assert (ev.bias["n_units"] == test_videos).all()
+    # 4 test videos: too few per condition / animal for a p-value, and the table says so
+    assert ev.bias["anova_p"].isna().all() and ev.bias["note"].str.contains("fewer than").all()
 
 
 def test_missing_snapshot_is_a_clear_error(tmp_path):

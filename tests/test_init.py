@@ -168,3 +168,66 @@ def test_link_mode_and_errors(repo: Path, lab_project: Path, tmp_path: Path, cap
     assert "inside the repository" in capsys.readouterr().err
     assert main(["init", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- fitted params
+def test_init_fits_params_to_the_project_not_the_demo(repo: Path, openfield_raw: Path, caplog):
+    """The real openfield project as shipped: one labeled video, 640x480 frames, a placeholder
+    video_sets key; the repository's metadata file describes the demo's videos."""
+    import logging
+
+    demo_meta = repo / "data" / "metadata" / "videos.csv"
+    demo_meta.parent.mkdir(parents=True)
+    demo_meta.write_text("video,animal,session,condition,dose,camera\nm1-s1,m1,s1,vehicle,0,top\n")
+    before = demo_meta.read_text()
+    with caplog.at_level(logging.INFO, logger="poseops.init"):
+        assert main(["init", str(openfield_raw), "--name", "of"]) == 0
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["project"]["metadata"] == "data/metadata/of.csv"
+    assert demo_meta.read_text() == before  # another project's file is left alone
+    meta = pd.read_csv(repo / "data" / "metadata" / "of.csv", dtype=str, keep_default_na=False)
+    assert sorted(meta[S.VIDEO]) == ["m3v1mp4", "m4s1"]  # no row for the placeholder key
+    assert "'WILL BE AUTOMATICALLY UPDATED BY DEMO CODE' is not a video" in caplog.text
+    assert (params["train"]["crop_width"], params["train"]["crop_height"]) == (448, 448)
+    assert "image sizes 640x480 (116 images)" in caplog.text
+    assert params["evaluate"]["reference_bodyparts"] == ["snout", "tailbase"]
+    assert params["split"]["mode"] == "temporal-blocks"
+    assert params["analyze"]["videos"] == ["data/raw/of/videos/m3v1mp4.mp4"]
+    for line in ("train.crop_width = 448", "split.mode = 'temporal-blocks'",
+                 "evaluate.reference_bodyparts = ['snout', 'tailbase']"):
+        assert line in caplog.text, line
+
+
+def test_reference_bodyparts_and_crop_choices() -> None:
+    from collections import Counter
+
+    from poseops.init import reference_bodyparts, training_crop
+
+    assert reference_bodyparts(["Nose", "ear", "tail_base"], ["snout", "tailbase"]) == [
+        "Nose", "tail_base"]
+    assert reference_bodyparts(["snout", "tailbase", "x"], ["snout", "x"]) == ["snout", "x"]
+    assert reference_bodyparts(["wing", "thorax", "abdomen"], ["snout", "tailbase"]) is None
+    assert training_crop(Counter({(832, 747): 3, (640, 470): 2})) == (448, 448)
+    assert training_crop(Counter({(160, 120): 5})) == (160, 120)
+    assert training_crop(Counter({(1280, 300): 1, (200, 400): 1})) == (448, 400)
+    assert training_crop(Counter()) is None
+
+
+def test_init_lightning_pose_folder(repo: Path, tmp_path: Path, caplog):
+    import logging
+
+    from e2e_support import lightning_pose_variant
+
+    lp = lightning_pose_variant(tmp_path / "lp", scale=0.25)
+    with caplog.at_level(logging.INFO, logger="poseops.init"):
+        assert main(["init", str(lp), "--format", "lightning-pose"]) == 0
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["project"] == {"path": "data/raw/lp", "format": "lightning-pose",
+                                 "metadata": "data/metadata/videos.csv"}  # no file yet: used
+    assert (params["train"]["crop_width"], params["train"]["crop_height"]) == (160, 120)
+    assert params["evaluate"]["reference_bodyparts"] == ["snout", "tailbase"]
+    ready = next(r.getMessage() for r in caplog.records if "ready:" in r.getMessage())
+    assert "config.yaml" not in ready and "data/raw/lp/CollectedData.csv" in ready
+    dvc("repro", "ingest", cwd=repo)  # the ingest stage has no config.yaml dependency
+    labels = pd.read_parquet(repo / params["ingest"]["out"])
+    assert labels[S.IMAGE].nunique() == 116 and set(labels[S.WIDTH]) == {160}

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,53 +18,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from e2e_support import BIN, STAGES, clone_repo, sh, user_env
 
 from poseops.params import update_params
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-STAGES = ["ingest", "consensus", "validate", "split", "composition", "train", "evaluate",
-          "validate-report", "report"]
-
-
-def sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 1500) -> str:
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, (f"{' '.join(cmd)} failed ({r.returncode}):\n{error_lines(r.stderr)}\n"
-                               f"--- stdout tail ---\n{r.stdout[-3000:]}\n--- stderr tail ---\n"
-                               f"{r.stderr[-3000:]}")
-    return r.stdout + r.stderr
-
-
-def error_lines(log: str, limit: int = 40) -> str:
-    """The lines that say why a command failed; its tail is often only progress bars."""
-    keys = ("error", "traceback", "exception", "no space", "killed")
-    hits = [line for line in log.splitlines() if any(k in line.lower() for k in keys)]
-    return "--- error lines ---\n" + "\n".join(hits[-limit:])
-
-
-def copy_working_tree(dst: Path) -> None:
-    """Tracked + untracked-not-ignored files: what a clean clone of the submitted tree holds."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for f in filter(None, files):
-        src = REPO / f
-        if src.is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f)
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
-    repo = tmp_path_factory.mktemp("clone") / "poseops"
-    repo.mkdir()
-    copy_working_tree(repo)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLFLOW_DISABLE_TELEMETRY="true",
-               DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t.invalid",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t.invalid", PYTHONUNBUFFERED="1")
-    sh(["git", "init", "-q"], repo, env)
-    sh(["git", "add", "-A"], repo, env)
-    sh(["git", "commit", "-qm", "clone"], repo, env)
+    env = user_env()
+    repo = clone_repo(tmp_path_factory.mktemp("clone"), env)
     # keep the real training tiny; everything else as the README's `make demo`
     update_params({"train": {"epochs": 2, "save_epochs": 1}}, repo / "params.yaml")
     sh(["poseops", "demo"], repo, env)

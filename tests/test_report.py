@@ -136,3 +136,39 @@ def test_figures_tolerate_missing_inputs(inputs):
     inputs.composition = pd.DataFrame()
     page = build_html(inputs)
     assert "(no data)" in page and page.count("data:image/png") == 3
+
+
+def test_no_prediction_above_pcutoff_is_said_not_shown_as_nan(inputs, tmp_path):
+    """A headline read back from summary.json (null where no prediction passed pcutoff)."""
+    import json
+
+    from poseops.fileio import write_json
+
+    headline = {s: dict(d) for s, d in inputs.headline.items()}
+    headline["test"]["mean_px_pcutoff"] = float("nan")  # what metrics computes then
+    path = write_json({"headline": headline}, tmp_path / "summary.json")
+    inputs.headline = json.loads(path.read_text())["headline"]
+    assert inputs.headline["test"]["mean_px_pcutoff"] is None
+    parser = _Tables()
+    parser.feed(build_html(inputs, example_n=0))
+    cells = parser.tables["headline"]
+    cols = cells[:cells.index(next(s for s in S.SPLITS if s in inputs.headline))]
+    rows = {r[0]: dict(zip(cols, r, strict=True)) for r in
+            (cells[i:i + len(cols)] for i in range(len(cols), len(cells), len(cols)))}
+    assert rows["test"]["mean_px_pcutoff"] == "no prediction above pcutoff"
+    assert rows["train"]["mean_px_pcutoff"] == f"{inputs.headline['train']['mean_px_pcutoff']:.3f}"
+
+
+def test_condition_bias_section_says_what_was_tested(inputs):
+    """Per-video tests: the heading and note say so, and a NaN p-value comes with its reason
+    (the synthetic test split has one or two videos per condition)."""
+    page = build_html(inputs, example_n=0)
+    assert "Condition bias (test error, per video)" in page
+    assert "frames of one video are not independent" in page
+    parser = _Tables()
+    parser.feed(page)
+    bias = parser.tables["bias"]
+    assert "n_units" in bias and "fewer than 2 videos per group (high_dose 1, vehicle 1)" in bias
+    inputs.bias = M.condition_bias(inputs.errors, unit=S.IMAGE)
+    page = build_html(inputs, example_n=0)
+    assert "Condition bias (test error, per image)" in page and "optimistic p-values" in page

@@ -6,8 +6,10 @@ Outputs (`evaluate.out`, default data/eval/):
     predictions.parquet   image, bodypart, x, y, likelihood, snapshot
     errors.parquet        one row per (image, bodypart): poseops.metrics errors table
     stratified.csv        long table (stratum_type, stratum, split, n, mean_px, rmse_px, ...)
-    condition_bias.csv    ANOVA / Kruskal-Wallis of per-frame test error by condition, animal
-    diagnosis.json        loss-curve diagnosis (kind, reason, actions, stats)
+    condition_bias.csv    ANOVA / Kruskal-Wallis of test error by condition, animal, on
+                          per-video means (evaluate.bias_unit; n_units, n_frames, note)
+    diagnosis.json        diagnosis from the loss curves and the train/val/test errors (kind,
+                          reason, actions, stats)
     summary.json          headline metrics + context (snapshot, project, run id) for the report
 `evaluate.metrics` (reports/metrics.json): headline numbers per split (DVC metrics).
 `evaluate.plots` (reports/plots/): loss_curves.csv, pck_curve.csv, error_by_bodypart.csv,
@@ -46,6 +48,7 @@ class EvaluateParams:
     pck_curve_max_px: float = 20.0
     pck_curve_step_px: float = 0.5
     bias_factors: list[str] = field(default_factory=lambda: [S.CONDITION, S.ANIMAL])
+    bias_unit: str = S.VIDEO  # condition-bias tests on per-video means; "image": per frame (optimistic)
     batch_size: int = 8
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     snapshot: str | None = None  # a snapshot path; None: the training's selected snapshot
@@ -122,10 +125,12 @@ def predict(
         model_config=cfg, snapshot_path=str(snapshot), batch_size=batch_size,
         device=resolve_device(device),
     )
+    from poseops.tracking import inference_by_size
+
     xs: list[np.ndarray] = []
     for start in range(0, len(images), chunk):
         part = images[start : start + chunk]
-        out = runner.inference([str(Path(project_dir) / i) for i in part])
+        out = inference_by_size(runner, [str(Path(project_dir) / i) for i in part])
         xs.extend(np.asarray(o["bodyparts"], float)[0, :, :3] for o in out)
         log.info("predicted %d / %d images", min(start + chunk, len(images)), len(images))
     arr = np.stack(xs) if xs else np.zeros((0, len(bodyparts), 3))
@@ -158,13 +163,13 @@ def evaluate_tables(
     headline = M.headline_metrics(stratified)
     thresholds = np.arange(0, params.pck_curve_max_px + 1e-9, params.pck_curve_step_px)
     pck = M.pck_curve(errors, thresholds)
-    bias = M.condition_bias(errors, params.bias_factors)
+    bias = M.condition_bias(errors, params.bias_factors, unit=params.bias_unit)
     th = D.Thresholds(**params.diagnosis)
     if learning_stats is not None and len(learning_stats):
         curves = D.curves_from_learning_stats(learning_stats)
     else:
         curves = pd.DataFrame(columns=[D.EPOCH, D.TRAIN_LOSS, D.VAL_LOSS], dtype=float)
-    diagnosis = D.diagnose(curves, th)
+    diagnosis = D.diagnose(curves, th, errors_px=D.split_errors(headline))
     return Evaluation(
         predictions=predictions, errors=errors, stratified=stratified, headline=headline,
         bias=bias, pck=pck, curves=curves, diagnosis=diagnosis,
@@ -259,6 +264,9 @@ def run(params_file: str | None = None) -> Evaluation:
 
     params = section("evaluate", EvaluateParams, params_file)
     allp = load_params(params_file)
+    # the diagnosis judges the train-test gap by the metric validation's limits (same numbers)
+    params.diagnosis = {**D.thresholds_from_validate_report(allp.get("validate_report")),
+                        **params.diagnosis}
     tparams = section("train", TrainParams, params_file)
     labels_path = Path((allp.get("consensus") or {}).get("out", "data/interim/consensus.parquet"))
     split_path = Path((allp.get("split") or {}).get("out", "data/processed/split.csv"))

@@ -46,7 +46,29 @@ def write_csv(df: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    return _write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n"))
+    """Strict JSON (RFC 8259): NaN/inf become null, so DVC, MLflow and any JSON reader can load it."""
+    text = json.dumps(json_safe(obj), indent=2, default=_json_default, allow_nan=False)
+    return _write(path, lambda p: p.write_text(text + "\n"))
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (Python or numpy) replaced by None, recursively.
+
+    ``json.dumps`` writes float NaN as the literal ``NaN`` (not JSON) without calling ``default``,
+    so the values must be replaced before dumping."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    return obj
 
 
 def write_yaml(obj: Any, path: str | Path) -> Path:

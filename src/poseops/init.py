@@ -11,11 +11,18 @@ Run from the repository root (a git + DVC repository). Steps:
    the repository has no default remote yet, the local directory ``<repo>/dvc-storage``
    (absolute path). It goes into the committed ``.dvc/config`` so that every clone on this
    machine (or share) can ``dvc pull``; an existing default remote is kept unless ``--remote``.
-4. A metadata template at params ``project.metadata``: one row per video (labeled-data folders,
-   videos/, config video_sets) with empty animal, session, condition, dose, camera. Rows already
-   in the file are never changed; missing videos are appended. ``--keep-metadata`` leaves an
+4. A metadata template: one row per video of THIS project (labeled-data folders, videos/ files,
+   config video_sets entries that name a video: DLC's example configs carry placeholder keys,
+   which are skipped) with empty animal, session, condition, dose, camera. The file is params
+   ``project.metadata`` when it already describes this project (rows already there are never
+   changed; missing videos are appended), else ``data/metadata/<name>.csv`` (a file of another
+   project, e.g. the demo's, is left alone) or ``--metadata PATH``. ``--keep-metadata`` leaves an
    existing file untouched.
-5. params.yaml ``project.path`` (and ``project.format``) point at the project.
+5. params.yaml ``project`` points at the project, and the settings that depend on the project
+   are fitted to it and reported (:func:`fitted_params`): the training crop from the real image
+   sizes, the PCK reference bodyparts from its bodyparts (or null), the split mode from the
+   number of labeled videos (one or two videos: temporal blocks within each video), the videos
+   ``poseops analyze`` runs on.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pandas as pd
 
@@ -35,7 +44,7 @@ from poseops import schema as S
 from poseops.errors import PoseopsError
 from poseops.fileio import write_csv
 from poseops.ingest import ProjectParams
-from poseops.params import params_path, section, update_params
+from poseops.params import load_params, params_path, section, update_params
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +154,153 @@ def place_project(src: Path, root: Path, mode: str, name: str | None) -> Path:
     return dest_rel
 
 
-def project_videos(project: Path) -> list[str]:
-    """Every video name of a project: labeled-data folders, videos/ files, config video_sets."""
-    names: set[str] = set()
+def labeled_videos(project: Path) -> list[str]:
+    """The labeled-data/<video> folders of a project (sorted)."""
     ld = project / "labeled-data"
-    if ld.is_dir():
-        names |= {p.name for p in ld.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if not ld.is_dir():
+        return []
+    return sorted(p.name for p in ld.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def video_files(project: Path) -> list[Path]:
+    """The video files in a project's videos/ folder (sorted)."""
     vids = project / "videos"
-    if vids.is_dir():
-        names |= {p.stem for p in vids.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES}
+    if not vids.is_dir():
+        return []
+    return sorted(p for p in vids.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def project_videos(project: Path) -> list[str]:
+    """Every video name of a project: labeled-data folders, videos/ files, and the config
+    video_sets entries that name a video (a video file suffix, or a labeled-data folder).
+    Other video_sets keys (DLC's example configs hold placeholders such as ``WILL BE
+    AUTOMATICALLY UPDATED BY DEMO CODE``) are skipped with a warning."""
+    names = set(labeled_videos(project)) | {p.stem for p in video_files(project)}
     if (project / "config.yaml").is_file():
-        names |= set(dlcio.video_set_names(dlcio.read_config(project)))
+        cfg = dlcio.read_config(project)
+        for key in cfg.get("video_sets") or {}:
+            path = PurePosixPath(str(key).replace("\\", "/"))
+            if path.suffix.lower() in VIDEO_SUFFIXES or path.stem in names:
+                names.add(path.stem)
+            else:
+                log.warning("%s: video_sets entry %r is not a video (no video file suffix, no "
+                            "labeled-data folder): no metadata row", project / "config.yaml", key)
     return sorted(names)
+
+
+# --------------------------------------------------------------------------- fitted params
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+DLC_DEFAULT_CROP = 448  # DLC 3's data.train.crop_sampling (larger images are cropped to it)
+MIN_VIDEOS_FOR_GROUPED = 3  # grouped by video needs a train, a val and a test video
+# (head-like, tail-like) names the field uses for a body-length reference, in preference order
+HEAD_NAMES = ("snout", "nose", "head", "neck")
+TAIL_NAMES = ("tailbase", "tail_base", "tail-base", "tailstart", "tail_start", "tail1", "tail")
+
+
+def labeled_image_sizes(project: Path) -> Counter[tuple[int, int]]:
+    """(width, height) -> number of images under labeled-data/ (headers only)."""
+    ld = project / "labeled-data"
+    files = sorted(f for f in ld.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if ld.is_dir() else []
+    return Counter(dlcio.image_size(f) for f in files)
+
+
+def project_bodyparts(project: Path, fmt: str) -> list[str]:
+    """Bodyparts in project order: config.yaml (DLC) or the label CSV header (Lightning Pose)."""
+    if fmt == "dlc":
+        return list(dlcio.read_config(project)["bodyparts"])
+    from poseops.ingest import find_lightning_pose_files
+
+    names: list[str] = []
+    for f in find_lightning_pose_files(project):
+        wide = dlcio.read_collected_data(f)
+        names += list(wide.columns.get_level_values("bodyparts"))
+    return list(dict.fromkeys(names))
+
+
+def reference_bodyparts(bodyparts: list[str], current: list[str] | None) -> list[str] | None:
+    """Two bodyparts whose distance normalises errors (PCK@fraction): the current choice when the
+    project has both, else the first head-like and tail-like names it has, else None."""
+    if current and all(b in bodyparts for b in current):
+        return list(current)
+    lower = {b.lower(): b for b in bodyparts}
+    head = next((lower[n] for n in HEAD_NAMES if n in lower), None)
+    tail = next((lower[n] for n in TAIL_NAMES if n in lower), None)
+    return [head, tail] if head and tail and head != tail else None
+
+
+def training_crop(sizes: Counter[tuple[int, int]]) -> tuple[int, int] | None:
+    """DLC's 448 px crop, or the image size where the largest image is smaller (DLC pads smaller
+    images to the crop, so a 448 crop on 160x120 images would mostly train on padding)."""
+    if not sizes:
+        return None
+    width = max(w for w, _ in sizes)
+    height = max(h for _, h in sizes)
+    return min(DLC_DEFAULT_CROP, width), min(DLC_DEFAULT_CROP, height)
+
+
+def fitted_params(
+    project: Path, rel: Path, fmt: str, current: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The params.yaml settings that depend on the project, fitted to it (pure but for reading
+    the project's headers). Returns (updates per section: only values that change, and one line
+    per choice for the user)."""
+    updates: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+
+    def choose(section_: str, key: str, value: Any, why: str) -> None:
+        notes.append(f"{section_}.{key} = {value!r}: {why}")
+        if (current.get(section_) or {}).get(key) != value:
+            updates.setdefault(section_, {})[key] = value
+
+    sizes = labeled_image_sizes(project)
+    crop = training_crop(sizes)
+    if crop:
+        shown = ", ".join(f"{w}x{h} ({n} images)" for (w, h), n in sorted(sizes.items()))
+        choose("train", "crop_width", crop[0], f"image sizes {shown}")
+        choose("train", "crop_height", crop[1], f"crop {crop[0]}x{crop[1]} (DLC's 448 at most)")
+    bodyparts = project_bodyparts(project, fmt)
+    ev = current.get("evaluate") or {}
+    ref = reference_bodyparts(bodyparts, ev.get("reference_bodyparts"))
+    choose("evaluate", "reference_bodyparts", ref,
+           f"bodyparts {bodyparts}" + ("" if ref else ": no head/tail pair, no normalised errors"))
+    videos = labeled_videos(project) or [project.name]
+    mode = (current.get("split") or {}).get("mode", "grouped")
+    if len(videos) < MIN_VIDEOS_FOR_GROUPED and mode == "grouped":
+        choose("split", "mode", "temporal-blocks",
+               f"{len(videos)} labeled video(s) {videos}: a grouped split needs "
+               f"{MIN_VIDEOS_FOR_GROUPED} (train, val, test); blocks of consecutive frames with "
+               "a gap between splits instead")
+    else:
+        notes.append(f"split.mode = {mode!r}: {len(videos)} labeled videos")
+    files = video_files(project)
+    analyze_now = (current.get("analyze") or {}).get("videos") or []
+    if not all(Path(v).is_relative_to(rel) for v in analyze_now) or not analyze_now:
+        unlabeled = [f for f in files if f.stem not in set(videos)]
+        pick = [(rel / "videos" / f.name).as_posix() for f in (unlabeled or files)]
+        choose("analyze", "videos", pick,
+               "the project's unlabeled videos" if unlabeled else "the project's videos")
+    return updates, notes
+
+
+def metadata_path(root: Path, rel: Path, configured: str, videos: list[str]) -> Path:
+    """Where this project's metadata goes: the configured file when it is missing or already has
+    a row for one of ``videos`` (it describes this project), else ``data/metadata/<name>.csv``
+    (the configured file belongs to another project, e.g. the demo: left alone)."""
+    path = Path(configured)
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        return path
+    try:
+        existing = set(pd.read_csv(path, dtype=str, keep_default_na=False).get(S.VIDEO, []))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return path  # write_metadata_template reports it
+    if not existing or existing & set(videos):
+        return path
+    own = root / "data" / "metadata" / f"{rel.name}.csv"
+    log.info("%s describes other videos (%d, none of this project's): this project's metadata "
+             "goes to %s", path.relative_to(root) if path.is_relative_to(root) else path,
+             len(existing), own.relative_to(root))
+    return own
 
 
 def write_metadata_template(path: Path, videos: list[str], keep: bool) -> int:
@@ -171,6 +315,10 @@ def write_metadata_template(path: Path, videos: list[str], keep: bool) -> int:
             raise PoseopsError(f"cannot read existing metadata: {e}", file=path) from e
         if S.VIDEO not in existing.columns:
             raise PoseopsError("existing metadata has no 'video' column; fix or remove it", file=path)
+        others = sorted(set(existing[S.VIDEO]) - set(videos))
+        if others:
+            log.warning("%s has rows for videos not in this project (kept, not used): %s",
+                        path, others[:5])
         new = [v for v in videos if v not in set(existing[S.VIDEO])]
         if not new:
             return 0
@@ -196,6 +344,7 @@ def init_project(
     root: Path | None = None,
     params_file: str | Path | None = None,
     fmt: str = "dlc",
+    metadata: str | None = None,
 ) -> Path:
     """Bring ``src`` under ``root/data/raw`` and DVC; returns the project path relative to root."""
     root = Path(root or Path.cwd())
@@ -225,25 +374,47 @@ def init_project(
         run_dvc(["add", *data_dirs], root)
     configure_remote(root, remote)
     proj = section("project", ProjectParams, ppath)
-    meta_path = Path(proj.metadata)
-    meta_path = meta_path if meta_path.is_absolute() else root / meta_path
-    write_metadata_template(meta_path, project_videos(project), keep_metadata)
-    if (proj.path, proj.format) != (rel.as_posix(), fmt):  # no rewrite (and no diff) otherwise
-        update_params({"project": {"path": rel.as_posix(), "format": fmt}}, ppath)
-        log.info("params.yaml project.path = %s", rel.as_posix())
-    to_commit = [f"{d}.dvc" for d in data_dirs] + [str(rel / ".gitignore"), str(rel / "config.yaml")]
+    videos = project_videos(project)
+    if metadata:
+        meta_path = Path(metadata) if Path(metadata).is_absolute() else root / metadata
+    elif proj.path == rel.as_posix():  # re-init of the configured project (make demo)
+        meta_path = Path(proj.metadata) if Path(proj.metadata).is_absolute() else root / proj.metadata
+    else:
+        meta_path = metadata_path(root, rel, proj.metadata, videos)
+    write_metadata_template(meta_path, videos, keep_metadata)
+    meta_rel = meta_path.relative_to(root).as_posix() if meta_path.is_relative_to(root) else str(meta_path)
+    updates, notes = fitted_params(project, rel, fmt, load_params(ppath))
+    wanted = {"path": rel.as_posix(), "format": fmt, "metadata": meta_rel}
+    changed = {k: v for k, v in wanted.items() if getattr(proj, k) != v}
+    if changed:
+        updates["project"] = changed
+    for line in [f"project.{k} = {v!r}" for k, v in wanted.items()] + notes:
+        log.info("params.yaml %s", line)
+    if updates:  # no rewrite (and no diff) otherwise
+        update_params(updates, ppath)
+    to_commit = [f"{d}.dvc" for d in data_dirs] + [str(rel / ".gitignore")] if mode != "link" else []
+    to_commit += [str(f.relative_to(root)) for f in project_git_files(project, fmt)]
     log.info(
-        "project %s ready. Commit with git: %s, %s, .dvc/config, params.yaml; then `dvc push`",
-        rel, " ".join(to_commit) if mode != "link" else "", meta_path,
+        "project %s ready: fill in %s, then commit with git: %s, %s, .dvc/config, params.yaml; "
+        "then `dvc push`", rel, meta_rel, " ".join(to_commit), meta_rel,
     )
     return rel
+
+
+def project_git_files(project: Path, fmt: str) -> list[Path]:
+    """The project files that stay plain git files (not under a DVC-added folder)."""
+    if fmt == "dlc":
+        return [project / "config.yaml"]
+    from poseops.ingest import find_lightning_pose_files
+
+    return find_lightning_pose_files(project)
 
 
 def run(args: argparse.Namespace) -> int:
     mode = "link" if args.link else "in-place" if args.in_place else "copy"
     init_project(
         Path(args.path), mode, args.keep_metadata, args.remote, args.name,
-        params_file=args.params_file, fmt=args.fmt,
+        params_file=args.params_file, fmt=args.fmt, metadata=args.metadata,
     )
     return 0
 
@@ -261,6 +432,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="symlink data/raw/<name> to it (no copy; data not versioned by DVC)")
     how.add_argument("--in-place", action="store_true", help="it is already inside the repository")
     p.add_argument("--name", help="folder name under data/raw (default: the project folder name)")
+    p.add_argument("--metadata", help="per-video metadata CSV to write/extend (default: params "
+                   "project.metadata if it describes this project, else data/metadata/<name>.csv)")
     p.add_argument("--keep-metadata", action="store_true",
                    help="leave an existing metadata CSV untouched")
     p.add_argument("--remote", help="default DVC remote URL (directory, s3://, ssh://, ...)")

@@ -2,8 +2,8 @@
 figures embedded as base64 PNG), also logged to the training's MLflow run.
 
 Sections: composition of the labeled set, performance (headline per split, by bodypart, by
-condition, by animal, condition-bias tests), training details, loss-curve diagnosis with the
-guide's actions, metric validation, figures (loss curves, error per bodypart and per condition,
+condition, by animal, condition-bias tests on per-video means), training details, diagnosis
+(loss curves and evaluated errors) with the guide's actions, metric validation, figures (loss curves, error per bodypart and per condition,
 PCK curve, example test frames with labeled vs predicted keypoints).
 
 :func:`build_html` is pure (tables/dicts in, a string out); :func:`run` reads the stage outputs.
@@ -90,9 +90,22 @@ COUNT_COLUMNS = {"n", "k", "n_pcutoff", "frames", "n_frames"}
 
 
 def _fmt(v: Any) -> str:
+    if v is None:  # JSON null: a number that could not be computed
+        return "NaN"
     if isinstance(v, float | np.floating):
         return "NaN" if not np.isfinite(v) else f"{v:.3g}" if abs(v) < 1e-2 else f"{v:.3f}"
     return html.escape(str(v))
+
+
+# errors over predictions with likelihood >= pcutoff: empty (NaN / JSON null) when none passes
+PCUTOFF_ERROR_COLUMNS = {"mean_px_pcutoff", "rmse_px_pcutoff", "median_px_pcutoff"}
+NO_PCUTOFF = "no prediction above pcutoff"
+
+
+def _cell(v: Any, pcutoff_error: bool) -> str:
+    if pcutoff_error and (v is None or (isinstance(v, float | np.floating) and np.isnan(v))):
+        return NO_PCUTOFF
+    return _fmt(v)
 
 
 def table_html(df: pd.DataFrame, max_rows: int = 60, table_id: str | None = None) -> str:
@@ -105,8 +118,10 @@ def table_html(df: pd.DataFrame, max_rows: int = 60, table_id: str | None = None
             shown[c] = shown[c].map(lambda v: str(int(v)) if pd.notna(v) else "NaN")
     ident = f' id="{table_id}"' if table_id else ""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    pcut = [c in PCUTOFF_ERROR_COLUMNS for c in shown.columns]
     body = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td>{_cell(v, p)}</td>" for v, p in zip(row, pcut, strict=True))
+        + "</tr>"
         for row in shown.itertuples(index=False)
     )
     more = f'<p class="note">{len(df) - max_rows} more rows in the CSV</p>' if len(df) > max_rows else ""
@@ -273,6 +288,7 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
         "pcutoff variants keep keypoints with likelihood ≥ pcutoff "
         f"({html.escape(str(inp.context.get('pcutoff', '')))}).</p>",
         "<h2>Composition of the labeled set</h2>",
+        split_summary_html(inp.composition_metrics),
         table_html(inp.composition, max_rows, "composition"),
     ]
     if inp.composition_metrics:
@@ -292,14 +308,22 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
         if len(sub):
             parts += [f"<h3>{caption}</h3>", table_html(sub, max_rows, f"by-{st_type}")]
     if inp.bias is not None and len(inp.bias):
-        parts += ["<h3>Condition bias (per-frame test error)</h3>",
-                  "<p class='note'>One-way ANOVA (η²) and Kruskal–Wallis (ε²) across groups.</p>",
+        units = sorted(set(inp.bias["unit"].astype(str))) if "unit" in inp.bias else ["image"]
+        unit = ", ".join(units)
+        caveat = ("every frame counted as an independent sample: optimistic p-values"
+                  if units == ["image"] else
+                  f"frames of one {unit} are not independent, so each {unit} counts once; "
+                  f"n = means tested, n_units = {unit}s, n_frames = frames behind them; a "
+                  f"group with fewer than 2 {unit}s gives no p-value (NaN, see note)")
+        parts += [f"<h3>Condition bias (test error, per {html.escape(unit)})</h3>",
+                  "<p class='note'>One-way ANOVA (η²) and Kruskal–Wallis (ε²) across groups of "
+                  f"per-{html.escape(unit)} mean errors: {html.escape(caveat)}.</p>",
                   table_html(inp.bias, max_rows, "bias")]
     parts += ["<h2>Training</h2>",
               table_html(pd.DataFrame([{"setting": k, "value": v}
                                        for k, v in inp.training.items()]), 100, "training")]
     parts += [
-        "<h2>Loss-curve diagnosis</h2>",
+        "<h2>Diagnosis (loss curves and train/val/test errors)</h2>",
         f"<p><span class='kind {html.escape(kind)}'>{html.escape(kind)}</span> "
         f"{html.escape(str(d.get('reason', '')))}</p>",
         f"<p class='note'>{html.escape(str(d.get('pattern', '')))}</p>",
@@ -326,6 +350,33 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
                 parts.append(_figure(b, f"{image} (mean error {err:.2f} px)"))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def split_summary_html(composition_metrics: dict[str, Any]) -> str:
+    """One line on the split (composition.json ``split``): mode (temporal-blocks: block and gap
+    length), frames / groups (blocks) per split, frames left out, the smallest frame distance
+    between splits within a video; the frame-level-groups leakage warning in red."""
+    sp = (composition_metrics or {}).get("split")
+    if not isinstance(sp, dict) or "frames" not in sp:
+        return ""
+    mode = sp.get("mode") or "unknown mode"
+    if mode == "temporal-blocks":
+        mode += f" (blocks of {sp.get('block_frames')} frames, gap {sp.get('gap_frames')})"
+    unit = "blocks" if "blocks" in sp else "groups"
+    per = sp.get("blocks") or sp.get("groups") or {}
+    counts = ", ".join(f"{s} {sp['frames'].get(s, 0)} frames / {per.get(s, 0)} {unit}"
+                       for s in ("train", "val", "test"))
+    extra = []
+    if sp.get("excluded_frames"):
+        extra.append(f"{sp['excluded_frames']} labeled frames left out")
+    dist = sp.get("min_frame_distance_between_splits")
+    extra.append("no video in two splits" if dist is None
+                 else f"closest frames of different splits: {dist} frames apart")
+    line = (f"<p id='split-summary'><b>Split</b>: {html.escape(str(mode))}; "
+            f"{html.escape(counts)}; {html.escape('; '.join(extra))}.</p>")
+    if sp.get("leakage_warning"):
+        line += f"<p class='fail'>Leakage: {html.escape(str(sp['leakage_warning']))}</p>"
+    return line
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -391,7 +442,7 @@ def load_inputs(params_file: str | None = None, title: str | None = None) -> Rep
         curves=curves,
         diagnosis=json.loads((out / "diagnosis.json").read_text()),
         pck=pck,
-        bias=pd.read_csv(bias) if bias.exists() else pd.DataFrame(),
+        bias=pd.read_csv(bias).fillna({"note": ""}) if bias.exists() else pd.DataFrame(),
         composition=pd.read_csv(comp_table) if comp_table.exists() else pd.DataFrame(),
         composition_metrics=json.loads(comp_metrics.read_text()) if comp_metrics.exists() else {},
         training=training,
