@@ -196,6 +196,11 @@ def test_sweep_lr_bounds_in_scientific_notation_end_to_end(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------- mistakes
+def _error(fn, *args, **kwargs) -> str:
+    """The one-line message of the PoseopsError that ``fn(*args)`` raises."""
+    with pytest.raises(PoseopsError) as e:
+        fn(*args, **kwargs)
+    return str(e.value)
 
 
 def test_wrong_type_is_one_line_naming_file_section_and_key(tmp_path: Path):
@@ -203,12 +208,8 @@ def test_wrong_type_is_one_line_naming_file_section_and_key(tmp_path: Path):
     from poseops.train import TrainParams
 
     p = _write(tmp_path, "train:\n  lr: fast\nsweep:\n  lr: [1e-4, fast]\n")
-    with pytest.raises(PoseopsError) as e:
-        section("train", TrainParams, p)
-    assert str(e.value) == f"{p} [train] lr: expected a number, got 'fast'"
-    with pytest.raises(PoseopsError) as e:
-        section("sweep", SweepParams, p)
-    assert str(e.value) == f"{p} [sweep] lr: expected a list of numbers, got [0.0001, 'fast']"
+    assert _error(section, "train", TrainParams, p) == f"{p} [train] lr: expected a number, got 'fast'"
+    assert _error(section, "sweep", SweepParams, p) == f"{p} [sweep] lr: expected a list of numbers, got [0.0001, 'fast']"
     with pytest.raises(PoseopsError, match=r"\[train\] epochs: expected an integer, got 2.5$"):
         from_dict(TrainParams, {"epochs": 2.5}, where="params.yaml [train]")
     with pytest.raises(PoseopsError, match=r"\[train\] crop_width: expected an integer or null"):
@@ -235,15 +236,9 @@ def test_unknown_key_names_the_closest_valid_key(tmp_path: Path):
     from poseops.train import TrainParams
 
     p = _write(tmp_path, "train:\n  learning_rate: 1e-3\nsplit:\n  val_fracton: 0.2\n")
-    with pytest.raises(PoseopsError) as e:
-        section("train", TrainParams, p)
-    assert str(e.value) == f"{p} [train] unknown key 'learning_rate'; did you mean 'lr'?"
-    with pytest.raises(PoseopsError) as e:
-        section("split", SplitParams, p)
-    assert str(e.value) == f"{p} [split] unknown key 'val_fracton'; did you mean 'val_fraction'?"
-    with pytest.raises(PoseopsError) as e:
-        from_dict(TrainParams, {"Epochs": 3, "LR": 1}, where="params.yaml [train]")
-    assert str(e.value) == (
+    assert _error(section, "train", TrainParams, p) == f"{p} [train] unknown key 'learning_rate'; did you mean 'lr'?"
+    assert _error(section, "split", SplitParams, p) == f"{p} [split] unknown key 'val_fracton'; did you mean 'val_fraction'?"
+    assert _error(from_dict, TrainParams, {"Epochs": 3, "LR": 1}, where="params.yaml [train]") == (
         "params.yaml [train] unknown keys 'Epochs' (did you mean 'epochs'?), 'LR' (did you mean 'lr'?)"
     )
     # nothing close: the known keys are listed
