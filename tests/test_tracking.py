@@ -81,3 +81,247 @@ def test_truncated_journal_line_is_skipped(tmp_path: Path) -> None:
     again = Outbox(tmp_path / "t")
     assert [op["seq"] for op in again.pending] == [1]
     assert json.loads(again.state_path.read_text())["sent"] == 0
+
+
+def test_json_outputs_are_strict_json_with_null_for_nan(tmp_path: Path) -> None:
+    import math
+
+    import numpy as np
+
+    from poseops.fileio import write_json
+
+    obj = {"a": float("nan"), "b": np.float64("inf"), "c": [1.5, np.nan, {"d": -math.inf}],
+           "e": np.array([np.nan, 2.0]), "f": np.int64(3), "g": "NaN"}
+    text = write_json(obj, tmp_path / "m.json").read_text()
+
+    def refuse(const: str) -> None:
+        raise ValueError(const)
+
+    back = json.loads(text, parse_constant=refuse)  # RFC 8259: no NaN / Infinity literals
+    assert back == {"a": None, "b": None, "c": [1.5, None, {"d": None}], "e": [None, 2.0],
+                    "f": 3, "g": "NaN"}
+
+
+class _StackingRunner:
+    """Mimics DeepLabCut's inference runner: images are preprocessed, then stacked into
+    batches of ``batch_size`` with ``np.stack`` (torch.stack in DLC), which fails on two sizes;
+    each ``inference`` call flushes its last partial batch."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size, self.calls = batch_size, []
+
+    def inference(self, images: list) -> list[dict]:
+        import numpy as np
+
+        self.calls.append(len(images))
+        arrays = [np.zeros((im.shape[0], im.shape[1])) for im in images]
+        out = []
+        for start in range(0, len(arrays), self.batch_size):
+            batch = np.stack(arrays[start:start + self.batch_size])  # raises on mixed sizes
+            out += [{"bodyparts": np.full((1, 1, 3), b.shape[1], float)} for b in batch]
+        return out
+
+
+def test_inference_batches_images_of_one_size_and_keeps_the_order() -> None:
+    import numpy as np
+
+    from poseops.tracking import inference_by_size, predict_images
+
+    sizes = [(48, 64), (30, 40), (48, 64), (30, 40), (30, 40)]  # (h, w) of two cameras
+    images = [np.zeros((h, w, 3), np.uint8) for h, w in sizes]
+    runner = _StackingRunner(batch_size=8)
+    with pytest.raises(ValueError):
+        runner.inference(images)  # what DLC does with a mixed list
+    out = inference_by_size(runner, images)
+    assert [int(o["bodyparts"][0, 0, 0]) for o in out] == [w for _, w in sizes]  # input order
+    assert sorted(runner.calls[1:]) == [2, 3]  # one call per size
+    table = predict_images(_StackingRunner(8), images, ["snout"], ["animal"])
+    assert list(table["x"]) == [64.0, 40.0, 64.0, 40.0, 40.0]
+
+
+# ------------------------------------------------------------------------------ nothing lost
+def _sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_a_refused_operation_blocks_with_its_name_then_skip_failed_skips_it(tmp_path: Path) -> None:
+    """A permanent 4xx answer is not 'server unreachable': the journal stops at that op with a
+    one-line error naming it, and only `sync --skip-failed` skips it (recorded)."""
+    from mlflow import MlflowClient
+
+    work = tmp_path / "train"
+    box = Outbox(work / "tracking", _sqlite(tmp_path))
+    box.put("create_run", experiment="e", run_name="r")
+    box.put("set_tags", tags={"k" * 300: "too long a key"})  # MLflow answers 400
+    box.put("log_metrics", metrics={"train.total_loss": 0.5}, step=1, timestamp=1)
+    box.put("end_run", status="FINISHED")
+    assert box.close(timeout_s=0) is False
+    assert box.blocked is not None and box.blocked["seq"] == 2
+    assert "refused operation #2 set_tags" in (box.last_error or "")
+    assert "\n" not in box.last_error and "--skip-failed" in box.last_error
+    with pytest.raises(PoseopsError, match="refused operation #2 set_tags"):
+        sync(work, timeout_s=0)
+    res = sync(work, timeout_s=5, skip_failed=True)
+    assert res.pending == 0 and res.skipped == 1 and res.sent == 2
+    state = json.loads((work / "tracking" / "state.json").read_text())
+    assert [s["seq"] for s in state["skipped"]] == [2] and "failed" not in state
+    client = MlflowClient(tracking_uri=_sqlite(tmp_path))
+    run = client.get_run(res.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(res.run_id, "train.total_loss")] == [0.5]
+
+
+def test_transient_and_permanent_errors_are_told_apart() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import (
+        INTERNAL_ERROR,
+        INVALID_PARAMETER_VALUE,
+        RESOURCE_DOES_NOT_EXIST,
+        TEMPORARILY_UNAVAILABLE,
+    )
+
+    from poseops.tracking import is_permanent
+
+    assert is_permanent(MlflowException("bad", INVALID_PARAMETER_VALUE))
+    assert is_permanent(MlflowException("gone", RESOURCE_DOES_NOT_EXIST))
+    assert not is_permanent(MlflowException("API request failed: Max retries exceeded"))  # 500
+    assert not is_permanent(MlflowException("x", INTERNAL_ERROR))
+    assert not is_permanent(MlflowException("x", TEMPORARILY_UNAVAILABLE))
+    assert not is_permanent(ConnectionError("refused")) and not is_permanent(TimeoutError())
+
+
+def test_a_replayed_create_run_finds_the_run_its_lost_answer_made(tmp_path: Path) -> None:
+    """The server made the run but the answer was lost (state.json has no run id): the replay
+    must adopt that run (client-side id tag), not make a second one."""
+    from mlflow import MlflowClient
+
+    from poseops.tracking import ensure_experiment
+
+    uri = _sqlite(tmp_path)
+    box = Outbox(tmp_path / "t", _dead_uri())
+    box.put("create_run", experiment="e", run_name="r", tags={"a": "1"})
+    box.put("end_run", status="FINISHED")
+    cid = box._ops[0].get("client_run_id")
+    assert cid, "the client-side run id must be in the journal before the create is sent"
+    client = MlflowClient(tracking_uri=uri)
+    first = client.create_run(ensure_experiment(client, "e", uri), run_name="r",
+                              tags={"poseops.client_run_id": cid})  # the attempt whose answer was lost
+    box2 = Outbox(tmp_path / "t", uri)
+    assert box2.close(timeout_s=5)
+    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert [r.info.run_id for r in runs] == [first.info.run_id] == [box2.run_id]
+    assert runs[0].info.status == "FINISHED"
+
+
+def test_a_replayed_registration_finds_the_version_its_lost_answer_made(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = _sqlite(tmp_path)
+    box = Outbox(tmp_path / "t", uri)
+    box.put("create_run", experiment="e", run_name="r")
+    assert box.flush_once()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    source = f"runs:/{box.run_id}/model"
+    client.create_registered_model("m")
+    client.create_model_version("m", source, run_id=box.run_id, tags={"run_id": box.run_id})
+    box.state["model_uri"] = source
+    box.put("register_model", name="m", tags={"val.rmse": "1.0"})
+    assert box.close(timeout_s=5)
+    versions = client.search_model_versions("name = 'm'")
+    assert [str(v.version) for v in versions] == ["1"] and box.state["model_version"] == "1"
+
+
+def test_one_process_at_a_time_sends_a_journal(tmp_path: Path) -> None:
+    import fcntl
+
+    box = Outbox(tmp_path / "t", _sqlite(tmp_path))
+    box.lock_wait_s = 0.2
+    box.put("create_run", experiment="e", run_name="r")
+    with (tmp_path / "t" / "send.lock").open("a") as other:  # e.g. `poseops sync` sending now
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        assert box.flush_once() is False
+        assert "another process is sending" in (box.last_error or "")
+        assert box.run_id is None
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    assert box.flush_once() and box.run_id
+
+
+def test_a_process_takes_over_what_another_one_sent(tmp_path: Path) -> None:
+    """`poseops sync` sent the journal while training ran: training's sender must not send the
+    same operations again (it reads the shared progress under the lock)."""
+    from mlflow import MlflowClient
+
+    uri = _sqlite(tmp_path)
+    training = Outbox(tmp_path / "train" / "tracking", uri)
+    training.put("create_run", experiment="e", run_name="r")
+    training.put("log_metrics", metrics={"loss": 1.0}, step=1, timestamp=1)
+    sync(tmp_path / "train", uri=uri, timeout_s=5)
+    training.put("log_metrics", metrics={"loss": 0.5}, step=2, timestamp=2)
+    assert training.close(timeout_s=5)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert len(runs) == 1
+    assert [(m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [
+        (1, 1.0), (2, 0.5)]
+
+
+def test_a_new_training_sets_unsent_operations_aside_for_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new (non-resume) training in a workdir whose journal still holds unsent operations
+    must keep them (and the files they upload) where `poseops sync` sends them."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    import poseops.train as T
+
+    work = tmp_path / "train"
+    stats = work / "project" / "learning_stats.csv"
+    stats.parent.mkdir(parents=True)
+    stats.write_text("step,loss\n1,0.5\n")
+    old = Outbox(work / "tracking", _dead_uri())
+    old.put("create_run", experiment="e", run_name="old")
+    old.put("log_metrics", metrics={"loss": 0.5}, step=1, timestamp=1)
+    old.put("log_artifact", path=str(stats), artifact_path="train")
+    old.put("end_run", status="FINISHED")
+    assert old.close(timeout_s=0) is False
+
+    def stop(*a, **k):  # noqa: ANN002, ANN003 - the new training rebuilds the project here
+        import shutil
+
+        shutil.rmtree(work / "project")
+        raise PoseopsError("stop")
+
+    monkeypatch.setattr(T, "prepare_dlc_project", stop)
+    labels = pd.DataFrame({"image": ["a.png"], "scorer": ["s"], "x": [1.0]})
+    split = pd.DataFrame({"image": ["a.png"], "split": ["train"]})
+    with pytest.raises(PoseopsError, match="stop"):
+        T.train_model(T.TrainParams(), labels, split, tmp_path, work, tracking_uri=_dead_uri())
+    uri = _sqlite(tmp_path)
+    res = sync(work, uri=uri, timeout_s=5)
+    assert res.pending == 0 and res.journals == 1
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert run.info.run_name == "old" and run.info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.5]
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "train")] == [
+        "train/learning_stats.csv"]
+    assert not list((work / "tracking-pending").glob("*")), "a sent journal is not kept"
+
+
+def test_a_replayed_log_model_adopts_the_model_its_lost_answer_made(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = _sqlite(tmp_path)
+    box = Outbox(tmp_path / "t", uri)
+    box.put("create_run", experiment="e", run_name="r")
+    assert box.flush_once()
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("e").experiment_id
+    made = client.create_logged_model(exp, name="model", source_run_id=box.run_id)
+    client.finalize_logged_model(made.model_id, "READY")  # uploaded; the answer was lost
+    box.put("log_model", pytorch_config=str(tmp_path / "missing.yaml"),
+            snapshot=str(tmp_path / "missing.pt"))  # logging it again would fail here
+    assert box.close(timeout_s=5)
+    assert box.state["model_uri"] == f"models:/{made.model_id}"
+    assert len(client.search_logged_models([exp])) == 1

@@ -67,7 +67,9 @@ def test_mlflow_key_names_val_frames_as_val() -> None:
     assert mlflow_key("losses/train.total_loss") == "train.total_loss"
 
 
-def test_training_frames_reject_unsplit_and_drop_unlabeled() -> None:
+def test_training_frames_skip_unsplit_and_drop_unlabeled(caplog) -> None:
+    """Frames not in the split (temporal-blocks leaves out the gap between splits) are not used,
+    and said so; frames without a labeled keypoint are dropped."""
     labels = pd.DataFrame(
         {
             S.IMAGE: ["labeled-data/v/img1.png"] * 2 + ["labeled-data/v/img2.png"] * 2
@@ -84,8 +86,9 @@ def test_training_frames_reject_unsplit_and_drop_unlabeled() -> None:
     )
     frames = training_frames(labels, split)
     assert frames == {"train": ["labeled-data/v/img1.png"], "val": ["labeled-data/v/img3.png"], "test": []}
-    with pytest.raises(PoseopsError, match="img3.png"):
-        training_frames(labels, split.iloc[:2])
+    with pytest.raises(PoseopsError, match="no labeled val"):
+        training_frames(labels, split.iloc[:2])  # img3 (the val frame) not in the split
+    assert "1 labeled image(s) are not in the split" in caplog.text and "img3.png" in caplog.text
     with pytest.raises(PoseopsError, match="no labeled val"):
         training_frames(labels, split.assign(split="train"))
 
@@ -574,3 +577,140 @@ def test_a_pruned_run_keeps_the_epochs_it_ran(tmp_path: Path) -> None:
     with pytest.raises(optuna.TrialPruned):
         s.after_epoch(2, {"model": {}}, _Snapshots(set()))
     assert out.steps == [1, 2]
+
+
+def test_run_tags_the_md5_of_the_files_it_read_not_a_stale_dvc_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While `dvc repro` runs, dvc.lock still holds the previous run's md5 for the tables
+    (the last match wins): the tags and the resume fingerprint must come from the bytes read."""
+    import hashlib
+
+    import yaml
+
+    import poseops.train as T
+
+    (tmp_path / "data").mkdir()
+    labels = pd.DataFrame({"image": ["a.png"], "x": [1.0]})
+    labels.to_parquet(tmp_path / "data" / "consensus.parquet")
+    pd.DataFrame({"image": ["a.png"], "split": ["train"]}).to_csv(tmp_path / "data" / "split.csv",
+                                                                  index=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "consensus": {"out": "data/consensus.parquet"}, "split": {"out": "data/split.csv"},
+        "project": {"path": "data"}, "train": {"workdir": "w", "metrics": "m.json"}}))
+    stale = {"stages": {
+        "consensus": {"outs": [{"path": "data/consensus.parquet", "md5": "0" * 32}]},
+        "train": {"deps": [{"path": "data/consensus.parquet", "md5": "1" * 32},
+                           {"path": "data/split.csv", "md5": "2" * 32}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(stale))
+    seen = {}
+
+    def fake_train(params, labels, split, project, workdir, **kw):  # noqa: ANN001
+        seen.update(kw["dvc_md5s"])
+        seen["_version"] = T.dataset_version(labels, split, kw["dvc_md5s"])
+        raise PoseopsError("stop")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(T, "train_model", fake_train)
+    with pytest.raises(PoseopsError, match="stop"):
+        T.run("params.yaml")
+    md5 = {p: hashlib.md5((tmp_path / p).read_bytes()).hexdigest()
+           for p in ("data/consensus.parquet", "data/split.csv")}
+    assert {k: v for k, v in seen.items() if k != "_version"} == md5
+    assert T.file_md5(tmp_path / "data/split.csv") == md5["data/split.csv"]
+    # a new labels table is a new dataset version (and fingerprint), whatever dvc.lock says
+    before = seen["_version"]
+    pd.DataFrame({"image": ["a.png"], "x": [2.0]}).to_parquet(tmp_path / "data" / "consensus.parquet")
+    with pytest.raises(PoseopsError, match="stop"):
+        T.run("params.yaml")
+    assert seen["_version"] != before
+
+
+def test_an_epoch_in_the_journal_is_never_logged_again(tmp_path: Path) -> None:
+    """A logging callback error ends the run after its epochs were committed: the state saved
+    must cover them (a resume starts after them), and a resumed session whose state is older
+    than the journal must not log those epochs a second time."""
+    import socket
+
+    import torch
+
+    from poseops.tracking import Outbox
+    from poseops.train import RESUME_FILE, _Session
+
+    def fail(epoch: int, metrics: dict) -> None:
+        if epoch == 2:
+            raise RuntimeError("callback broke")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    box = Outbox(tmp_path / "tracking", dead)
+    s = _Session(box, tmp_path, 5, 0, fail, None, resume_interval_s=3600)
+    for epoch in (1, 2):
+        s.on_log({"losses/train.total_loss": 1.0 / epoch}, step=epoch)
+        state = {"model": {}, "metadata": {"epoch": epoch}}
+        if epoch == 2:
+            with pytest.raises(RuntimeError, match="callback broke"):
+                s.after_epoch(epoch, state, _Snapshots(set()))
+        else:
+            s.after_epoch(epoch, state, _Snapshots(set()))
+    steps = [op["step"] for op in box._ops if op["op"] == "log_metrics"]
+    assert steps == [1, 2]
+    resume = tmp_path / RESUME_FILE
+    assert resume.exists(), "the epochs just logged need a state a resume starts after"
+    assert torch.load(resume, weights_only=False)["metadata"]["epoch"] == 2
+
+
+def test_a_resumed_session_does_not_log_a_journaled_epoch_twice(tmp_path: Path) -> None:
+    """The journal holds epochs 1-2 but the state a resume starts from is epoch 1's (its
+    newer state was lost): epoch 2 is trained again, and must not reach MLflow twice."""
+    import socket
+
+    from poseops.tracking import Outbox
+    from poseops.train import _Session
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    box = Outbox(tmp_path / "tracking", dead)
+    for epoch in (1, 2):
+        box.put("log_metrics", metrics={"train.total_loss": 1.0}, step=epoch, timestamp=epoch)
+    again = Outbox(tmp_path / "tracking", dead)
+    s = _Session(again, tmp_path, 5, 1, None, None, resume_interval_s=0)
+    for epoch in (2, 3):
+        s.on_log({"losses/train.total_loss": 0.1}, step=epoch)
+        s.after_epoch(epoch, {"model": {}, "metadata": {"epoch": epoch}}, _Snapshots(set()))
+    assert [op["step"] for op in again._ops if op["op"] == "log_metrics"] == [1, 2, 3]
+
+
+def test_a_corrupt_snapshot_is_set_aside_and_an_incompatible_one_stops_the_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from poseops.train import latest_state
+
+    torch.save({"model": {}, "metadata": {"epoch": 1}}, tmp_path / "snapshot-001.pt")
+    torch.save({"model": {"w": torch.zeros(256)}, "metadata": {"epoch": 2}},
+               tmp_path / "snapshot-002.pt")
+    data = (tmp_path / "snapshot-002.pt").read_bytes()
+    (tmp_path / "snapshot-002.pt").write_bytes(data[: len(data) // 2])  # a kill while saving
+    assert latest_state(tmp_path) == (tmp_path / "snapshot-001.pt", 1)
+    kept = tmp_path / "snapshot-002.pt.corrupt"
+    assert kept.read_bytes() == data[: len(data) // 2], "a corrupt state is moved, not deleted"
+    assert not (tmp_path / "snapshot-002.pt").exists()
+
+    # an intact file that this torch cannot load: kept, and the resume stops, naming it
+    torch.save({"model": {}, "metadata": {"epoch": 3}}, tmp_path / "snapshot-003.pt")
+    real_load = torch.load
+
+    def load(path, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        if Path(path).name == "snapshot-003.pt":
+            raise RuntimeError("Unsupported checkpoint version 99 (saved by a newer torch)")
+        return real_load(path, *a, **k)
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(PoseopsError, match=r"snapshot-003\.pt.*Unsupported checkpoint version") as e:
+        latest_state(tmp_path)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "snapshot-003.pt").exists()

@@ -7,18 +7,31 @@ fsync'ed) and then sent in order by a background thread. When the tracking serve
 unreachable or killed, training goes on; the pending operations stay in the journal and are sent
 when the server answers again, or later with `poseops sync --workdir <workdir>`.
 
+Nothing is lost and nothing is sent twice: a journal that still holds unsent operations is never
+deleted (a new training or a finished sweep trial moves it to `<workdir>/tracking-pending/`, which
+`poseops sync` also sends); errors are classified (a connection error, timeout, 5xx, 408 or 429 is
+retried; any other 4xx stops the journal at that operation with a one-line error naming it, and
+`poseops sync --skip-failed` skips it, recorded in `state.json`); run creation, model logging and
+registration look for what an earlier attempt (whose answer was lost) already made before making
+it again (a client-side run id tag `poseops.client_run_id`); and one process at a time sends a
+journal (a lock file, `tracking/send.lock`).
+
 Tracking URI: `MLFLOW_TRACKING_URI` if set (a team server), else `sqlite:///<repo>/mlflow.db`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +48,50 @@ LOGGER_TYPE = "PoseopsMLflowLogger"
 # MLflow metric names for DLC's learning_stats.csv columns: DLC calls the frames it evaluates
 # during training "test"; poseops gives it the validation frames, so they are "val" here.
 VAL_RMSE = "val.rmse"
+CLIENT_RUN_ID_TAG = "poseops.client_run_id"  # set before create_run: a replay finds the run
+PENDING_DIR = "tracking-pending"  # journals set aside with unsent operations (sent by sync)
+TRANSIENT_HTTP = {408, 429}  # 4xx codes worth retrying (timeout, rate limit)
+
+
+class PermanentOpError(Exception):
+    """An operation that cannot succeed by retrying (e.g. its run was never created)."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for an error a retry cannot fix: MLflow's answer with a 4xx status (but 408/429),
+    a malformed operation, a missing local file. Connection errors, timeouts, 5xx and anything
+    unknown are transient (retried)."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, PermanentOpError):
+        return True
+    if isinstance(exc, MlflowException):
+        try:
+            code = int(exc.get_http_status_code())
+        except Exception:  # noqa: BLE001 - an unknown code: retry
+            return False
+        return 400 <= code < 500 and code not in TRANSIENT_HTTP
+    return isinstance(exc, ValueError | TypeError | KeyError | FileNotFoundError)
+
+
+def describe_op(op: dict[str, Any]) -> str:
+    """`#12 log_params (lr, epochs)`: an operation named for a person reading an error."""
+    name = op.get("op")
+    key: Any = None
+    if name == "log_metrics":
+        key = f"step {op.get('step')}"
+    elif name in ("log_params", "set_tags"):
+        d = op.get("params") or op.get("tags") or {}
+        key = ", ".join(list(d)[:3]) + (", ..." if len(d) > 3 else "")
+    elif name in ("log_artifact", "log_input"):
+        key = op.get("path")
+    elif name == "log_model":
+        key = op.get("snapshot")
+    elif name in ("register_model", "create_run"):
+        key = op.get("name") or op.get("run_name") or op.get("experiment")
+    elif name in ("end_run", "set_status"):
+        key = op.get("status")
+    return f"#{op.get('seq')} {name}" + (f" ({key})" if key else "")
 
 
 def quiet_env() -> None:
@@ -112,8 +169,10 @@ def _finite(value: Any) -> float | None:
 class Outbox:
     """An append-only journal of MLflow operations for ONE run, sent in order by a thread.
 
-    Journal lines: `{"seq": n, "op": name, ...}`. `state.json` holds `run_id`, `sent` (the last
-    seq acknowledged by the server) and results (`model_uri`, `model_version`). Operations:
+    Journal lines: `{"seq": n, "op": name, ...}` (create_run carries `client_run_id`, the tag a
+    replay finds the run by). `state.json` holds `run_id`, `sent` (the last seq acknowledged by
+    the server), results (`model_uri`, `model_version`), `failed` (the op a server refused for
+    good, while it blocks) and `skipped` (refused ops skipped with ``skip_failed``). Operations:
     create_run, log_params, set_tags, log_metrics, log_artifact, log_input, log_model,
     register_model, end_run.
     """
@@ -137,6 +196,9 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._offline_since: float | None = None
         self._retry_s = 5.0
+        self.lock_wait_s = 2.0  # wait this long for another process sending this journal
+        self.skip_failed = False  # True: skip (and record) an op the server refuses for good
+        self.blocked: dict[str, Any] | None = None  # the op refused for good, until skipped
         # wait this long after a send so several epochs go in one log_batch: each send to a
         # SQLite store costs ~0.1 s of CPU that training (using every core) would otherwise lose
         self.min_interval_s = 5.0
@@ -175,6 +237,8 @@ class Outbox:
 
     def put(self, op: str, **fields: Any) -> None:
         """Append one operation durably, then wake the sender."""
+        if op == "create_run" and not fields.get("client_run_id"):
+            fields["client_run_id"] = uuid.uuid4().hex  # journaled before the create is sent
         with self._lock:
             seq = (self._ops[-1]["seq"] if self._ops else 0) + 1
             rec = {"seq": seq, "op": op, **fields}
@@ -203,11 +267,80 @@ class Outbox:
             self._stop.wait(self.min_interval_s)  # close() ends the wait at once
 
     def flush_once(self) -> bool:
-        """Try to send every pending op in order; True when nothing is left."""
-        with self._send_lock:
+        """Try to send every pending op in order; True when nothing is left. One process at a
+        time: another one sending this journal (training, `poseops sync`) makes this return
+        False after ``lock_wait_s`` with ``last_error`` saying so."""
+        with self._send_lock, self._process_lock() as mine:
+            if not mine:
+                self.last_error = f"another process is sending {self.journal}"
+                return False
+            self._reload_state()
             return self._flush_once()
 
+    @contextlib.contextmanager
+    def _process_lock(self) -> Iterator[bool]:
+        with (self.folder / "send.lock").open("a") as f:
+            deadline = time.monotonic() + self.lock_wait_s
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.1)
+            try:
+                yield True
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _reload_state(self) -> None:
+        """Another process may have sent part of this journal: take its progress."""
+        try:
+            disk = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return
+        with self._lock:
+            sent = max(int(self.state.get("sent") or 0), int(disk.get("sent") or 0))
+            self.state.update(disk)  # every change is saved at once, under the process lock
+            self.state["sent"] = sent
+
+    def _mark_sent(self, seq: int) -> None:
+        with self._lock:
+            self.state["sent"] = seq
+            if (self.state.get("failed") or {}).get("seq", seq + 1) <= seq:
+                self.state.pop("failed")  # refused once, sent since (the cause was fixed)
+            self._save_state()
+
+    def _refused(self, op: dict[str, Any], e: BaseException) -> bool:
+        """A permanent error on ``op``: skip it (``skip_failed``, recorded) -> True, else block
+        the journal there with a one-line error -> False."""
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        rec = {"seq": op["seq"], "op": op["op"], "what": describe_op(op), "error": why}
+        if self.skip_failed:
+            log.warning("outbox: skipping %s refused by %s: %s", rec["what"], self.uri, why)
+            with self._lock:
+                self.state.setdefault("skipped", []).append(rec)
+                self.state.pop("failed", None)
+                self.state["sent"] = op["seq"]
+                self._save_state()
+            return True
+        self.blocked = rec
+        with self._lock:
+            self.state["failed"] = rec
+            self._save_state()
+        self.last_error = (
+            f"MLflow ({self.uri}) refused operation {rec['what']} (line seq {op['seq']} of "
+            f"{self.journal}): {why}; later operations wait. Fix the cause and run `poseops sync "
+            f"--workdir {self.folder.parent}`, or skip it with --skip-failed"
+        )
+        log.error("%s", self.last_error)
+        return False
+
     def _flush_once(self) -> bool:
+        if self.blocked is not None:
+            return False
         pending = self.pending
         i = 0
         while i < len(pending):
@@ -222,8 +355,29 @@ class Outbox:
                 ):
                     batch.append(pending[i + len(batch)])
             try:
-                self._send(batch)
-            except Exception as e:  # noqa: BLE001 - any failure keeps the op for later
+                try:
+                    self._send(batch)
+                except Exception as e:  # noqa: BLE001 - classified below
+                    if not is_permanent(e):
+                        raise
+                    if len(batch) > 1:  # find the op the server refuses: one at a time
+                        for one in batch:
+                            try:
+                                self._send([one])
+                            except Exception as e1:  # noqa: BLE001 - classified
+                                if not is_permanent(e1):
+                                    raise
+                                if not self._refused(one, e1):
+                                    return False
+                            else:
+                                self._mark_sent(one["seq"])
+                        i += len(batch)
+                        continue
+                    if not self._refused(op, e):
+                        return False
+                    i += 1
+                    continue
+            except Exception as e:  # noqa: BLE001 - a transient failure keeps the op for later
                 if self._offline_since is None:
                     log.warning(
                         "MLflow server %s not reachable (%s): buffering in %s, training goes on",
@@ -234,9 +388,7 @@ class Outbox:
                 self.last_error = f"{type(e).__name__}: {e}"
                 self._offline_since = time.time()
                 return False
-            with self._lock:
-                self.state["sent"] = batch[-1]["seq"]
-                self._save_state()
+            self._mark_sent(batch[-1]["seq"])
             if self._offline_since is not None:
                 log.info("MLflow server %s is back: sent buffered operations", self.uri)
                 self._offline_since = None
@@ -245,6 +397,7 @@ class Outbox:
 
     def close(self, timeout_s: float = 60.0) -> bool:
         """Stop the thread, then try to drain for up to ``timeout_s``; True when all was sent."""
+        stop_system_metrics(self)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -255,7 +408,7 @@ class Outbox:
             self._offline_since = None
             if self.flush_once():
                 return True
-            if time.time() + self._retry_s > deadline:
+            if self.blocked is not None or time.time() + self._retry_s > deadline:
                 return False
             time.sleep(self._retry_s)
 
@@ -273,7 +426,7 @@ class Outbox:
             return
         run_id = self.run_id
         if run_id is None:
-            raise RuntimeError("run not created yet")
+            raise PermanentOpError("run not created (its create_run operation failed or was skipped)")
         if name == "log_metrics":
             from mlflow.entities import Metric
 
@@ -332,7 +485,17 @@ class Outbox:
             tags["mlflow.parentRunId"] = op["parent_run_id"]
         if op.get("run_name"):
             tags["mlflow.runName"] = op["run_name"]
-        run = client.create_run(exp_id, tags=tags, run_name=op.get("run_name"))
+        cid = op.get("client_run_id")
+        run = None
+        if cid:  # an earlier attempt whose answer was lost may have made it: never make two
+            from mlflow.entities import ViewType
+
+            tags[CLIENT_RUN_ID_TAG] = cid
+            found = client.search_runs([exp_id], filter_string=f"tags.`{CLIENT_RUN_ID_TAG}` = '{cid}'",
+                                       run_view_type=ViewType.ALL, max_results=1)
+            run = found[0] if found else None
+        if run is None:
+            run = client.create_run(exp_id, tags=tags, run_name=op.get("run_name"))
         with self._lock:
             self.state["run_id"] = run.info.run_id
             self.state["experiment_id"] = exp_id
@@ -358,6 +521,19 @@ class Outbox:
     def _log_model(self, op: dict[str, Any]) -> None:
         import mlflow
 
+        if self.state.get("model_uri"):
+            return
+        client = self._client()
+        name = op.get("name", "model")
+        exp_id = client.get_run(self.run_id).info.experiment_id
+        # an earlier attempt whose answer was lost: adopt its (complete) model
+        for m in client.search_logged_models([exp_id], filter_string=f"source_run_id = '{self.run_id}'"):
+            if m.name == name and str(getattr(m.status, "name", m.status)).upper() == "READY":
+                with self._lock:
+                    self.state["model_uri"] = m.model_uri
+                    self.state["model_id"] = m.model_id
+                    self._save_state()
+                return
         with _global_uri(self.uri), mlflow.start_run(run_id=self.run_id):
             info = log_pose_model(
                 Path(op["pytorch_config"]), Path(op["snapshot"]), name=op.get("name", "model")
@@ -372,11 +548,17 @@ class Outbox:
 
         uri = self.state.get("model_uri")
         if not uri:
-            raise RuntimeError("model not logged yet")
-        with _global_uri(self.uri):
-            mv = mlflow.register_model(
-                uri, op["name"], tags={"run_id": self.run_id, **op.get("tags", {})}
-            )
+            raise PermanentOpError("model not logged (its log_model operation failed or was skipped)")
+        if self.state.get("model_version") and self.state.get("model_name") == op["name"]:
+            return
+        # an earlier attempt whose answer was lost: adopt the version it made
+        mv = next((v for v in client.search_model_versions(f"name = '{op['name']}'")
+                   if v.source == uri or (v.tags or {}).get("run_id") == self.run_id), None)
+        if mv is None:
+            with _global_uri(self.uri):
+                mv = mlflow.register_model(
+                    uri, op["name"], tags={"run_id": self.run_id, **op.get("tags", {})}
+                )
         if op.get("description"):
             client.update_model_version(op["name"], mv.version, description=op["description"])
         with self._lock:
@@ -491,8 +673,9 @@ def _pyfunc_class() -> type:
                 device = os.environ.get("POSEOPS_DEVICE") or (
                     "cuda" if _cuda_available() else "cpu"
                 )
+                # batches hold images of one size (inference_by_size): mixed sizes are fine
                 self._runner = get_pose_inference_runner(
-                    model_config=self._cfg, snapshot_path=self._snapshot, batch_size=1, device=device
+                    model_config=self._cfg, snapshot_path=self._snapshot, batch_size=8, device=device
                 )
             return self._runner
 
@@ -529,6 +712,33 @@ def _as_image_list(model_input: Any) -> tuple[list[Any], list[Any]]:
     return [str(x) if isinstance(x, Path) else x for x in items], names
 
 
+def _input_size(image: Any) -> tuple[int, int]:
+    """(width, height) of an image path (header only) or an (H, W, 3) array."""
+    if isinstance(image, str | Path):
+        from poseops.dlcio import image_size
+
+        return image_size(Path(image))
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def inference_by_size(runner: Any, images: list[Any]) -> list[Any]:
+    """``runner.inference(images)`` with each call given images of one size only, results in
+    the input order.
+
+    DeepLabCut's inference runner stacks up to ``batch_size`` preprocessed images into one tensor
+    (``torch.stack``), which fails for a project with two frame sizes; every ``inference`` call
+    flushes its last partial batch, so one call per size never mixes sizes in a batch.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(_input_size(image), []).append(i)
+    out: list[Any] = [None] * len(images)
+    for idx in groups.values():
+        for i, result in zip(idx, runner.inference([images[i] for i in idx]), strict=True):
+            out[i] = result
+    return out
+
+
 def predict_images(runner: Any, model_input: Any, bodyparts: list[str], individuals: list[str]) -> Any:
     """Run a DLC inference runner on images; tidy table image, individual, bodypart, x, y,
     likelihood (one row per image x individual x bodypart)."""
@@ -536,7 +746,7 @@ def predict_images(runner: Any, model_input: Any, bodyparts: list[str], individu
 
     images, names = _as_image_list(model_input)
     rows = []
-    for name, out in zip(names, runner.inference(images), strict=True):
+    for name, out in zip(names, inference_by_size(runner, images), strict=True):
         pose = out["bodyparts"]  # (individuals, bodyparts, 3) = x, y, score
         for i in range(pose.shape[0]):
             ind = individuals[i] if i < len(individuals) else f"individual{i}"
@@ -611,31 +821,167 @@ def add_test_metrics(
 # --------------------------------------------------------------------------------------------
 
 
+_FILE_KEYS = ("path", "pytorch_config", "snapshot")  # op fields naming a file to upload
+
+
+def system_metrics_node_id() -> str:
+    """Which server (and GPU) system metrics come from: ``$POSEOPS_NODE_ID`` (set per worker by
+    ``poseops sweep --gpus/--slurm``), else ``<host>`` or ``<host>:gpu<CUDA_VISIBLE_DEVICES>``."""
+    import socket
+
+    node = os.environ.get("POSEOPS_NODE_ID")
+    if node:
+        return node
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return socket.gethostname() + (f":gpu{gpus}" if gpus else "")
+
+
+def start_system_metrics(outbox: Outbox, interval_s: float = 10.0,
+                         node_id: str | None = None) -> Any:
+    """MLflow system metrics (``system/cpu_utilization_percentage``, memory, disk, network, and
+    ``system/gpu_<i>_utilization_percentage`` / memory with pynvml) on the outbox's run, logged
+    live every ``interval_s`` by MLflow's SystemMetricsMonitor (not through the journal: they
+    describe the moment, a late copy is worthless). Only when the run exists on the server
+    (the outbox sent its creation); stopped by ``outbox.close()``. Returns the monitor or None."""
+    if outbox.run_id is None or any(op["op"] == "create_run" for op in outbox.pending):
+        log.info("system metrics off: the run is not on the tracking server yet")
+        return None
+    try:
+        import mlflow.system_metrics
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        node = node_id or system_metrics_node_id()
+        mlflow.system_metrics.set_system_metrics_node_id(node)
+        monitor = SystemMetricsMonitor(outbox.run_id, sampling_interval=interval_s,
+                                       node_id=node, tracking_uri=outbox.uri)
+        monitor.start()
+    except Exception as e:  # noqa: BLE001 - telemetry: never fail a training for it
+        log.warning("system metrics off: %s", e)
+        return None
+    outbox.system_metrics = monitor
+    return monitor
+
+
+def stop_system_metrics(outbox: Outbox) -> None:
+    monitor = getattr(outbox, "system_metrics", None)
+    if monitor is None:
+        return
+    outbox.system_metrics = None
+    try:
+        monitor.finish()
+    except Exception as e:  # noqa: BLE001
+        log.warning("system metrics: %s", e)
+
+
+def unsent_count(folder: str | Path) -> int:
+    """Operations of the journal in ``folder`` not acknowledged by a server (0: none/no journal)."""
+    folder = Path(folder)
+    journal = folder / "outbox.jsonl"
+    if not journal.exists():
+        return 0
+    try:
+        sent = int(json.loads((folder / "state.json").read_text()).get("sent") or 0)
+    except (OSError, ValueError):
+        sent = 0
+    n = 0
+    for line in journal.read_text().splitlines():
+        try:
+            n += int(json.loads(line)["seq"]) > sent
+        except (ValueError, KeyError, TypeError):
+            continue
+    return n
+
+
+def set_aside_unsent(folder: str | Path, pending_root: str | Path, label: str = "") -> Path | None:
+    """Remove the outbox ``folder``, unless it holds unsent operations: then move it to
+    ``pending_root/<label><timestamp>`` (which `poseops sync` sends) with a copy of every file its
+    unsent operations upload (the working copy they live in is about to go). Returns the new
+    folder, or None when there was nothing to keep."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    n = unsent_count(folder)
+    if n == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    dest = Path(pending_root) / f"{label}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(folder), dest)
+    sent = int(json.loads((dest / "state.json").read_text()).get("sent") or 0) \
+        if (dest / "state.json").exists() else 0
+    lines = []
+    for line in (dest / "outbox.jsonl").read_text().splitlines():
+        try:
+            op = json.loads(line)
+        except ValueError:
+            continue
+        if int(op.get("seq", 0)) > sent:
+            for key in _FILE_KEYS:
+                src = Path(str(op.get(key) or ""))
+                if op.get(key) and src.is_file() and dest not in src.parents:
+                    copy = dest / "files" / f"{op['seq']}-{key}" / src.name
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, copy)
+                    op[key] = str(copy.resolve())
+        lines.append(json.dumps(op, default=str))
+    tmp = dest / "outbox.jsonl.tmp"
+    tmp.write_text("".join(f"{x}\n" for x in lines))
+    os.replace(tmp, dest / "outbox.jsonl")
+    log.warning("%d unsent MLflow operation(s) of %s kept in %s: send them with `poseops sync "
+                "--workdir %s`", n, folder, dest, Path(pending_root).parent)
+    return dest
+
+
 @dataclass
 class SyncResult:
     run_id: str | None
     sent: int
     pending: int
+    skipped: int = 0
+    journals: int = 1  # outboxes sent: tracking/ and each tracking-pending/* folder
 
 
-def sync(workdir: str | Path, uri: str | None = None, timeout_s: float = 60.0) -> SyncResult:
-    """Send what a training run buffered while the tracking server was away."""
+def sync(workdir: str | Path, uri: str | None = None, timeout_s: float = 60.0,
+         skip_failed: bool = False) -> SyncResult:
+    """Send what a training run buffered while the tracking server was away: `<workdir>/tracking`
+    and every journal set aside in `<workdir>/tracking-pending/` (removed once all is sent).
+
+    ``skip_failed``: an operation the server refuses for good (a 4xx answer) is skipped and
+    recorded in the journal's state.json (``skipped``); by default it stops the sending with an
+    error naming it."""
     quiet_env()
-    folder = Path(workdir) / "tracking"
-    if not (folder / "outbox.jsonl").exists():
-        raise PoseopsError("no tracking outbox here (train first)", file=folder)
-    box = Outbox(folder, uri)
-    before = len(box.pending)
-    box.close(timeout_s=timeout_s)
-    after = len(box.pending)
-    if after:
+    workdir = Path(workdir)
+    main = workdir / "tracking"
+    folders = [main] if (main / "outbox.jsonl").exists() else []
+    folders += sorted(d for d in (workdir / PENDING_DIR).glob("*") if (d / "outbox.jsonl").exists())
+    if not folders:
+        raise PoseopsError("no tracking outbox here (train first)", file=main)
+    sent = pending = skipped = 0
+    run_id, errors = None, []
+    for folder in folders:
+        box = Outbox(folder, uri)
+        box.skip_failed = skip_failed
+        before, skipped_before = len(box.pending), len(box.state.get("skipped") or [])
+        box.close(timeout_s=timeout_s)
+        after = len(box.pending)
+        n_skipped = len(box.state.get("skipped") or []) - skipped_before
+        sent, pending, skipped = sent + before - after - n_skipped, pending + after, skipped + n_skipped
+        if folder == main:
+            run_id = box.run_id
+            _update_run_json(workdir, box)
+        elif after == 0:
+            shutil.rmtree(folder, ignore_errors=True)  # all sent: nothing left to keep
+        if after:
+            errors.append((box, after))
+    if errors:
+        box, after = errors[0]
         raise PoseopsError(
-            f"{after} operation(s) still pending: tracking server {box.uri} unreachable "
-            f"({box.last_error})",
+            f"{pending} operation(s) still pending in {len(errors)} journal(s); {box.journal}: "
+            + (box.last_error if box.blocked else f"tracking server {box.uri} unreachable "
+               f"({box.last_error})"),
             file=box.journal,
         )
-    _update_run_json(Path(workdir), box)
-    return SyncResult(box.run_id, before - after, after)
+    return SyncResult(run_id if folders[0] == main else None, sent, pending, skipped, len(folders))
 
 
 def _update_run_json(workdir: Path, box: Outbox) -> None:
@@ -656,10 +1002,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default="data/train", help="training workdir (default data/train)")
     p.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--skip-failed", action="store_true",
+                   help="skip (and record in state.json) operations the server refuses for good")
     p.set_defaults(func=_cli_sync)
 
 
 def _cli_sync(args: argparse.Namespace) -> int:
-    res = sync(args.workdir, args.tracking_uri, args.timeout)
-    print(f"synced run {res.run_id}: {res.sent} operation(s) sent, {res.pending} pending")
+    res = sync(args.workdir, args.tracking_uri, args.timeout, skip_failed=args.skip_failed)
+    print(f"synced run {res.run_id}: {res.sent} operation(s) sent, {res.pending} pending"
+          + (f", {res.skipped} skipped" if res.skipped else "")
+          + (f" ({res.journals} journals)" if res.journals > 1 else ""))
     return 0

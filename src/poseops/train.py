@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ class TrainParams:
     """params.yaml `train:` section."""
 
     net_type: str = "cspnext_s"
-    epochs: int = 50
+    epochs: int = 20
     batch_size: int = 8
     lr: float = 5e-4
     optimizer: str = "AdamW"  # any torch.optim class name
@@ -63,11 +64,11 @@ class TrainParams:
     gaussian_noise: float = 12.75  # std of added pixel noise (0 = off)
     motion_blur: bool = True
     hist_eq: bool = False
-    crop_width: int | None = None  # training crop; None = the (largest) image size
-    crop_height: int | None = None
+    crop_width: int | None = 160  # training crop; None = the (largest) image size
+    crop_height: int | None = 120
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    pretrained: bool = True  # ImageNet backbone from the hub (needs internet)
+    pretrained: bool = False  # True: ImageNet backbone from the hub (needs internet)
     save_epochs: int = 5
     max_snapshots: int = 5
     eval_interval: int = 1  # validation every N epochs (model selection needs it)
@@ -77,7 +78,9 @@ class TrainParams:
     metrics: str = "reports/train.json"
     experiment: str = "poseops"
     registered_model: str | None = "poseops-pose"  # None: do not register
-    dataloader_workers: int = 0
+    dataloader_workers: int | str = 0  # N, or "auto": one per CPU of this process but one (max 8)
+    system_metrics: bool = True  # MLflow system metrics (CPU, memory, GPU) on the training run
+    system_metrics_interval_s: float = 10.0  # their sampling interval
     tracking_timeout_s: float = 60.0  # wait this long at the end for a slow tracking server
     # a resumable state is written at most this often (besides DLC's snapshots); epochs run
     # since the last one are logged when it is written, so a resume never repeats a logged epoch
@@ -90,6 +93,7 @@ class TrainParams:
             raise PoseopsError(f"{where}: epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise PoseopsError(f"{where}: batch_size must be >= 1, got {self.batch_size}")
+        resolve_dataloader_workers(self.dataloader_workers)  # an int or auto
         if self.snapshot not in ("best", "last"):
             raise PoseopsError(f"{where}: snapshot must be best or last, got {self.snapshot!r}")
         if len(self.scaling) != 2:
@@ -181,8 +185,9 @@ def training_frames(labels: pd.DataFrame, split: pd.DataFrame) -> dict[str, list
     labeled = labels.assign(_ok=labels[S.X].notna() & labels[S.Y].notna())
     any_label = labeled.groupby(S.IMAGE)["_ok"].any()
     missing = sorted(set(any_label.index) - set(split[S.IMAGE]))
-    if missing:
-        raise PoseopsError(f"{len(missing)} labeled image(s) missing from the split, e.g. {missing[0]!r}")
+    if missing:  # split.mode temporal-blocks leaves out the frames in the gap between splits
+        log.warning("%d labeled image(s) are not in the split and not used (e.g. frames in the "
+                    "gap between temporal blocks): %s", len(missing), missing[:3])
     dropped = sorted(any_label.index[~any_label])
     if dropped:
         log.warning("%d frame(s) with no labeled keypoint are not used: %s", len(dropped), dropped[:3])
@@ -226,6 +231,31 @@ def image_size(labels: pd.DataFrame) -> tuple[int, int]:
     raise PoseopsError("labels table has no width/height: set train.crop_width/crop_height")
 
 
+def source_config(source_project: Path, labels: pd.DataFrame) -> dict[str, Any]:
+    """The project's config.yaml, or for a folder without one (Lightning Pose) DeepLabCut's own
+    single-animal defaults (``ProjectConfig``) with the labels' scorer and bodyparts (in the
+    labels' order) and the folder name as Task."""
+    import yaml
+
+    path = Path(source_project) / "config.yaml"
+    if path.is_file():
+        return yaml.safe_load(path.read_text())
+    if not Path(source_project).is_dir():
+        raise PoseopsError("project folder not found", file=source_project)
+    from deeplabcut.core.config.project_config import ProjectConfig
+
+    scorer = str(labels[S.SCORER].iloc[0])
+    bodyparts = list(dict.fromkeys(labels[S.BODYPART].astype(str)))
+    cfg = ProjectConfig(multianimalproject=False, bodyparts=bodyparts, Task=Path(source_project).name,
+                        scorer=scorer).to_dict()
+    # ProjectConfig leaves these unset; create_project writes them so (DLC's training code needs them)
+    cfg.update(date="Jan1", iteration=0, snapshotindex=-1, default_augmenter="albumentations",
+               project_path=str(source_project))
+    log.info("%s has no config.yaml (Lightning Pose): DeepLabCut defaults, scorer %r, bodyparts %s",
+             source_project, scorer, bodyparts)
+    return cfg
+
+
 def prepare_dlc_project(
     labels: pd.DataFrame,
     split: pd.DataFrame,
@@ -243,11 +273,8 @@ def prepare_dlc_project(
     from poseops.dlcio import write_collected_data
 
     source_project = Path(source_project)
-    src_cfg_path = source_project / "config.yaml"
-    if not src_cfg_path.exists():
-        raise PoseopsError("not a DeepLabCut project (config.yaml missing)", file=src_cfg_path)
-    src_cfg = yaml.safe_load(src_cfg_path.read_text())
     labels = _single_scorer(labels)
+    src_cfg = source_config(source_project, labels)
     frames = training_frames(labels, split)
     scorer = src_cfg["scorer"]
     bodyparts = list(src_cfg["bodyparts"])
@@ -374,6 +401,38 @@ def _loader(cfg_path: Path) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def resolve_dataloader_workers(value: int | str) -> int:
+    """``train.dataloader_workers``: an int, or ``auto`` = the CPUs this process may use (SLURM's
+    --cpus-per-task, taskset) minus one for the training loop, at most 8; 0 on one CPU."""
+    if isinstance(value, str):
+        if value.strip().lower() != "auto":
+            try:
+                return max(0, int(value))
+            except ValueError:
+                raise PoseopsError(
+                    f"params.yaml [train]: dataloader_workers must be an int or auto, not {value!r}"
+                ) from None
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(0, min(8, cpus - 1))
+    return max(0, int(value))
+
+
+def _on_cuda(device: str) -> bool:
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def config_updates(params: TrainParams, size: tuple[int, int]) -> dict[str, Any]:
     """Dotted pytorch_config.yaml updates for these params (size: image width, height)."""
     width, height = size
@@ -381,7 +440,9 @@ def config_updates(params: TrainParams, size: tuple[int, int]) -> dict[str, Any]
         "train_settings.epochs": params.epochs,
         "train_settings.batch_size": params.batch_size,
         "train_settings.seed": params.seed,
-        "train_settings.dataloader_workers": params.dataloader_workers,
+        "train_settings.dataloader_workers": resolve_dataloader_workers(params.dataloader_workers),
+        # page-locked batches copy to the GPU asynchronously; no use on CPU / MPS
+        "train_settings.dataloader_pin_memory": _on_cuda(params.device),
         "runner.optimizer": {"type": params.optimizer, "params": {"lr": params.lr}},
         "runner.key_metric": params.key_metric,
         "runner.key_metric_asc": params.key_metric_asc,
@@ -443,6 +504,9 @@ class _Session:
         self._uncommitted: list[int] = []  # epochs run since the last resumable state
         self._last_durable = time.monotonic()
         self.committed: list[int] = []
+        # epochs already in the journal (an earlier attempt of this run): never logged again
+        self._logged = {int(op["step"]) for op in getattr(outbox, "_ops", [])
+                        if op.get("op") == "log_metrics" and op.get("step")}
 
     def on_log(self, metrics: dict[str, float], step: int) -> None:
         from poseops.tracking import mlflow_key
@@ -464,8 +528,6 @@ class _Session:
         sm.update = update
 
     def after_epoch(self, epoch: int, state_dict: dict, sm: Any) -> None:
-        import torch
-
         saved = any(s.epochs == epoch for s in sm.snapshots())
         now = time.monotonic()
         durable = saved or epoch >= self.total or now - self._last_durable >= self.resume_interval_s
@@ -473,9 +535,7 @@ class _Session:
         if saved:
             resume.unlink(missing_ok=True)
         elif durable:  # a full state: a resume restarts after this epoch
-            tmp = resume.with_suffix(".tmp")
-            torch.save(state_dict, tmp)
-            os.replace(tmp, resume)
+            self._save_resume(state_dict)
         metrics = dict(self._pending.get(epoch, {}))
         self._uncommitted.append(epoch)
         if durable:
@@ -494,15 +554,35 @@ class _Session:
             try:
                 self.callback(epoch, metrics)
             except BaseException:
-                self.commit()  # the run ends here (e.g. pruned): keep what it did
+                # the run ends here (pruned, or the callback failed): keep what it did, with a
+                # state covering it, so a resume starts after the epochs logged now
+                if self._uncommitted and not saved:
+                    try:
+                        self._save_resume(state_dict)
+                    except Exception as e:  # noqa: BLE001 - the callback's error comes first
+                        log.warning("resumable state after epoch %d not saved: %s", epoch, e)
+                self.commit()
                 raise
 
+    def _save_resume(self, state_dict: dict) -> None:
+        import torch
+
+        resume = self.train_dir / RESUME_FILE
+        tmp = resume.with_suffix(".tmp")
+        torch.save(state_dict, tmp)
+        os.replace(tmp, resume)
+
     def commit(self) -> None:
-        """Send the metrics of the epochs run since the last resumable state, in order."""
+        """Send the metrics of the epochs run since the last resumable state, in order; an
+        epoch already in the journal (logged before a resume) is not logged again."""
         for epoch in self._uncommitted:
             metrics = self._pending.pop(epoch, {})
+            if epoch in self._logged:
+                log.info("epoch %d is already logged to MLflow: not logged again", epoch)
+                continue
             self.outbox.put("log_metrics", metrics=metrics, step=epoch,
                             timestamp=int(time.time() * 1000))
+            self._logged.add(epoch)
             self.committed.append(epoch)
         self._uncommitted.clear()
 
@@ -545,22 +625,57 @@ def _file_log(path: Path):
         handler.close()
 
 
+def _looks_corrupt(path: Path) -> bool:
+    """True when the file itself is damaged: empty, or not a whole zip archive (torch.save's
+    format; a kill during the write leaves it without its central directory) or one whose CRCs
+    fail. An intact archive that does not load is incompatible (another torch/DLC), not corrupt."""
+    import zipfile
+
+    try:
+        if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
+            return True
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is not None
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return True
+
+
 def _state_epoch(path: Path) -> int | None:
-    """Epoch stored in a saved training state; None when the file is unreadable (DLC writes
-    snapshots in place, so a kill during torch.save leaves a truncated file)."""
+    """Epoch stored in a saved training state; None when the file is corrupt (DLC writes
+    snapshots in place, so a kill during torch.save leaves a truncated file). An intact file
+    that cannot be loaded here (e.g. saved by another torch version) stops with a PoseopsError:
+    it is the training's progress, not garbage."""
     import torch
 
     try:
         snap = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is skipped
-        log.warning("ignoring unreadable training state %s (%s)", path, type(e).__name__)
-        return None
+    except Exception as e:  # noqa: BLE001 - corrupt or incompatible, told apart below
+        if _looks_corrupt(path):
+            log.warning("training state %s is corrupt (%s)", path, type(e).__name__)
+            return None
+        cause = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise PoseopsError(
+            f"training state cannot be loaded here, the file is intact and kept ({cause}); "
+            "was it saved by another torch/DeepLabCut version? Resume with that version, or "
+            "move the file away to resume from an earlier state", file=path) from e
     return int((snap.get("metadata") or {}).get("epoch", 0))
+
+
+def _set_aside_corrupt(path: Path) -> Path:
+    """Rename a corrupt state to ``<name>.corrupt`` (DLC no longer lists it; never deleted)."""
+    dest = path.with_name(path.name + ".corrupt")
+    n = 1
+    while dest.exists():
+        dest, n = path.with_name(f"{path.name}.{n}.corrupt"), n + 1
+    os.replace(path, dest)
+    log.warning("moved the corrupt training state %s aside to %s", path, dest.name)
+    return dest
 
 
 def latest_state(train_dir: Path) -> tuple[Path | None, int]:
     """The most advanced readable training state in a DLC train folder: (path, epoch).
-    Truncated snapshot files (a kill while saving) are deleted so DLC never lists them."""
+    Corrupt snapshot files (a kill while saving) are renamed to ``*.corrupt`` so DLC never lists
+    them; an intact one that does not load here stops the resume (PoseopsError, file kept)."""
     from deeplabcut.pose_estimation_pytorch.runners.snapshots import list_snapshots
 
     candidates = [s.path for s in list_snapshots(train_dir, "snapshot", best_in_last=False)]
@@ -570,7 +685,7 @@ def latest_state(train_dir: Path) -> tuple[Path | None, int]:
     for path in candidates:
         epoch = _state_epoch(path)
         if epoch is None:
-            path.unlink(missing_ok=True)
+            _set_aside_corrupt(path)
         else:
             found.append((epoch, path))
     if not found:
@@ -636,8 +751,25 @@ def frame_digest(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def bytes_md5(data: bytes) -> str:
+    """md5 of a file's bytes: what DVC records for a file output (so tags match dvc.lock)."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def file_md5(path: str | Path) -> str:
+    """md5 of a file's bytes (DVC's md5 of a file output)."""
+    h = hashlib.md5(usedforsecurity=False)
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def dvc_md5(paths: list[str], lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """md5 DVC recorded for these paths (as outs of any stage) in dvc.lock; {} if none."""
+    """md5 DVC recorded for these paths (as outs of any stage) in dvc.lock; {} if none.
+
+    Not for tagging a run: while `dvc repro` runs, later stages' entries still hold the previous
+    run's md5s (use :func:`file_md5` on the files actually read)."""
     import yaml
 
     if not lock.exists():
@@ -652,7 +784,8 @@ def dvc_md5(paths: list[str], lock: Path = Path("dvc.lock")) -> dict[str, str]:
 
 
 def dataset_version(labels: pd.DataFrame, split: pd.DataFrame, recorded: dict[str, str] | None = None) -> str:
-    """Short hash identifying (labels, split): from DVC's md5s when given, else computed."""
+    """Short hash identifying (labels, split): from the md5s of the files read when given
+    (``recorded``: {path: md5 of the bytes}), else from the tables' content."""
     parts = sorted(recorded.values()) if recorded else [frame_digest(labels), frame_digest(split)]
     return hashlib.md5("|".join(parts).encode(), usedforsecurity=False).hexdigest()[:12]
 
@@ -667,8 +800,9 @@ def _git_commit() -> str:
 
 def _fingerprint(params: TrainParams, version: str) -> str:
     d = dataclasses.asdict(params)
+    # settings that change how a run is executed or tracked, not the model it trains
     for k in ("device", "tracking_timeout_s", "resume_interval_s", "experiment", "registered_model",
-              "metrics"):
+              "metrics", "system_metrics", "system_metrics_interval_s", "dataloader_workers"):
         d.pop(k, None)
     return hashlib.md5(json.dumps([d, version], sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest()
 
@@ -725,11 +859,11 @@ def train_model(
     exception it raises stops training and propagates (optuna.TrialPruned: the run ends KILLED
     with tag pruned=true). Re-running an interrupted training (same params and data) resumes
     from its last saved state in the same MLflow run. ``tracking_uri``: MLflow store (default:
-    MLFLOW_TRACKING_URI, else sqlite:///mlflow.db); ``dvc_md5s``: {path: md5} DVC recorded for
-    the labels/split files (dataset version tag), else the tables are hashed.
+    MLFLOW_TRACKING_URI, else sqlite:///mlflow.db); ``dvc_md5s``: {path: md5 of the bytes} of the
+    labels/split files read (dataset version tag, resume fingerprint), else the tables are hashed.
     """
     import poseops
-    from poseops.tracking import Outbox, quiet_env
+    from poseops.tracking import PENDING_DIR, Outbox, quiet_env, set_aside_unsent
 
     quiet_env()
     params.validate()
@@ -750,8 +884,9 @@ def train_model(
         ds = _dataset_from_run_json(prev)
         log.info("resuming the interrupted training in %s", workdir)
     else:
-        if track_dir.exists():
-            shutil.rmtree(track_dir)
+        # a new run: the old journal goes, but never with unsent operations (set aside, sent by
+        # `poseops sync`, its files copied out of the working project rebuilt below)
+        set_aside_unsent(track_dir, workdir / PENDING_DIR, "train-")
         log.info("building the DeepLabCut training set in %s", workdir / "project")
         ds = prepare_dlc_project(labels, split, source_project, workdir, params)
         write_parquet(labels.reset_index(drop=True), workdir / "labels.parquet")
@@ -820,6 +955,10 @@ def train_model(
     # metrics to send while DLC trains (an unreachable server fails fast and is retried later)
     outbox.flush_once()
     outbox.start()
+    if params.system_metrics:
+        from poseops.tracking import start_system_metrics
+
+        start_system_metrics(outbox, params.system_metrics_interval_s)
 
     # resume point
     start_epoch, state = 0, None
@@ -938,7 +1077,7 @@ def _finish_tracking(outbox: Any, train_dir: Path, status: str, params: TrainPar
             if (train_dir / name).exists():
                 outbox.put("log_artifact", path=str(train_dir / name), artifact_path="train")
     outbox.put("end_run", status=status)
-    if not outbox.close(timeout_s=params.tracking_timeout_s):
+    if not outbox.close(timeout_s=params.tracking_timeout_s) and outbox.blocked is None:
         log.warning(
             "MLflow server %s unreachable: %d operation(s) kept in %s; nothing is lost. "
             "Send them when it is back with: poseops sync --workdir %s",
@@ -1063,18 +1202,19 @@ def load_result(workdir: str | Path) -> TrainResult:
 
 def run(params_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainResult:
     """The DVC stage: consensus table + split -> data/train + MLflow run + metrics JSON."""
-    from poseops.params import load_params, section
+    from poseops.params import from_dict, load_params, section
 
     params = section("train", TrainParams, params_file)
-    for k, v in (overrides or {}).items():
-        if not hasattr(params, k):
-            raise PoseopsError(f"unknown train parameter {k!r}")
-        current = getattr(params, k)
-        if isinstance(current, int) and not isinstance(current, bool) and isinstance(v, float):
-            if not v.is_integer():
-                raise PoseopsError(f"train parameter {k} must be an integer, got {v}")
-            v = int(v)  # MLproject parameters have no int type: -P epochs=5.0
-        setattr(params, k, v)
+    if overrides:  # -P key=value: checked like params.yaml (types, unknown keys, closest name)
+        merged = dataclasses.asdict(params)
+        for k, v in overrides.items():
+            current = merged.get(k)
+            if isinstance(current, int) and not isinstance(current, bool) and isinstance(v, float):
+                if not v.is_integer():
+                    raise PoseopsError(f"train parameter {k} must be an integer, got {v}")
+                v = int(v)  # MLproject parameters have no int type: -P epochs=5.0
+            merged[k] = v
+        params = from_dict(TrainParams, merged, where="poseops train -P")
     allp = load_params(params_file)
     labels_path = Path((allp.get("consensus") or {}).get("out", "data/interim/consensus.parquet"))
     split_path = Path((allp.get("split") or {}).get("out", "data/processed/split.csv"))
@@ -1082,9 +1222,12 @@ def run(params_file: str | None = None, overrides: dict[str, Any] | None = None)
     for p in (labels_path, split_path):
         if not p.exists():
             raise PoseopsError("input missing (run the earlier stages: dvc repro)", file=p)
-    labels = pd.read_parquet(labels_path)
-    split = pd.read_csv(split_path)
-    md5s = dvc_md5([str(labels_path), str(split_path)])
+    # hash the bytes that are parsed: dvc.lock may still hold the previous run's md5s while
+    # `dvc repro` runs, so the tags and the resume fingerprint come from the files read here
+    labels_bytes, split_bytes = labels_path.read_bytes(), split_path.read_bytes()
+    labels = pd.read_parquet(io.BytesIO(labels_bytes))
+    split = pd.read_csv(io.BytesIO(split_bytes))
+    md5s = {str(labels_path): bytes_md5(labels_bytes), str(split_path): bytes_md5(split_bytes)}
     res = train_model(params, labels, split, project, Path(params.workdir), dvc_md5s=md5s)
     write_json({**res.metrics, "run_id": res.run_id}, params.metrics)
     log.info("trained: run %s, model %s, val rmse %.3f px", res.run_id, res.model_uri,
@@ -1093,9 +1236,9 @@ def run(params_file: str | None = None, overrides: dict[str, Any] | None = None)
 
 
 def _parse_value(text: str) -> Any:
-    import yaml
+    from poseops.params import load_yaml
 
-    return yaml.safe_load(text)
+    return load_yaml(text)  # YAML 1.2 floats: -P lr=1e-3 is a number
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
