@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -255,6 +256,7 @@ def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypat
     (no prediction matched to a label), which would make every trial look equally bad."""
     from mlflow.tracking import MlflowClient
 
+    from poseops import sweep as SW
     from poseops.consensus import build_consensus
     from poseops.ingest import ingest_project
     from poseops.split import SplitParams, make_split
@@ -332,7 +334,7 @@ def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypat
             best_val[n] = min(m.value for m in hist)
             # the objective is the validation error: its best epoch, not the test error
             assert study.trials[n].value == pytest.approx(best_val[n])
-            assert "test.mean_px" in run.data.metrics  # information only
+            assert not [k for k in run.data.metrics if SW.is_test_metric(k)]  # never on a trial
         assert run.data.metrics["epochs_trained"] == len(epochs)
         assert study.trials[n].user_attrs["epochs_trained"] == len(epochs)
     # best params file = the complete trial with the lowest validation error (from MLflow)
@@ -362,7 +364,12 @@ def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypat
     assert math.isclose(promoted["lr"], best["lr"]) and promoted["epochs"] == budget
     assert promoted["net_type"] == "cspnext_s"
     assert pfile.read_text().startswith("# sweep test")
-    assert not list((tmp_path / "sweep" / "trials").glob("*"))  # trial copies cleaned up
+    # trial copies cleaned up, except the promoted (best) one: promote measured its test error
+    assert [d.name for d in (tmp_path / "sweep" / "trials").iterdir()] == [f"trial-{best_n}"]
+    for run in children:
+        n = int(run.data.tags["poseops.sweep.trial"])
+        metrics = client.get_run(run.info.run_id).data.metrics
+        assert ("test.mean_px" in metrics) == (n == best_n), (n, metrics)
 
 
 # ------------------------------------------------------------------ the worker, in process
@@ -493,3 +500,128 @@ def test_a_trial_that_reached_its_last_epoch_completes(tmp_path, mlflow_uri):
     study = optuna.load_study(study_name=rep.study_name, storage=p.storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert [t.value for t in study.trials] == [4.0, 4.5]
+
+
+# ------------------------------------------------------------------ test error: once, at promote
+
+
+def test_trials_carry_no_test_error_and_promotion_reports_it_once(tmp_path, mlflow_uri,
+                                                                  monkeypatch):
+    """The sweep double's result carries a test metric (as a careless training function might):
+    no trial run may show it. ``--promote`` measures the promoted trial's test error once, on
+    that trial's run, from the working copy the sweep kept (only the best trial's)."""
+    from mlflow.tracking import MlflowClient
+    from sweep_doubles import EPOCH_SECONDS_ENV, sleepy_train
+
+    from poseops import sweep as SW
+
+    monkeypatch.setenv(EPOCH_SECONDS_ENV, "0")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sweep"
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump({
+        "train": {"lr": 0.0005, "batch_size": 8, "epochs": 50, "device": "cpu"},
+        "sweep": {"storage": storage, "n_trials": 4, "epochs": 2, "pruner": "none",
+                  "enqueue": [{"lr": 3e-3, "batch_size": 8}], "experiment": "promote-test",
+                  "out": str(out)},
+    }))
+    p = SW.section("sweep", SW.SweepParams, pfile)
+    assert p.log_test
+    from poseops.train import TrainParams
+
+    rep = SW.run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=sleepy_train)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("promote-test").experiment_id
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{rep.parent_run_id}'")
+    assert len(children) == 4
+    for run in children:
+        assert "best_val_error" in run.data.metrics
+        assert not [k for k in run.data.metrics if "test" in k], run.data.metrics
+    best = rep.best["number"]
+    assert best == 0  # the enqueued point is the double's optimum
+    # only the best trial's working copy is kept (for the one test evaluation)
+    assert [d.name for d in (out / "trials").iterdir()] == [f"trial-{best}"]
+
+    calls = []
+
+    def measure(workdir, params_file, device):
+        calls.append((Path(workdir).name, device))
+        return {"test.mean_px": 3.25, "test.rmse_px": 4.5}
+
+    monkeypatch.setattr(SW, "trial_test_metrics", measure)
+    for _ in range(2):  # promoting twice: still one look at the test set
+        assert cli.main(["sweep", "--promote", "--params", str(pfile)]) == 0
+    assert calls == [(f"trial-{best}", "cpu")]
+    assert yaml.safe_load(pfile.read_text())["train"]["lr"] == pytest.approx(3e-3)
+    runs = {int(r.data.tags["poseops.sweep.trial"]): r.info.run_id for r in children}
+    for n, run_id in runs.items():
+        metrics = client.get_run(run_id).data.metrics
+        tests = {k: v for k, v in metrics.items() if "test" in k}
+        if n == best:
+            assert tests == {"test.mean_px": 3.25, "test.rmse_px": 4.5}
+            assert len(client.get_metric_history(run_id, "test.rmse_px")) == 1
+        else:
+            assert tests == {}
+    assert client.get_run(rep.parent_run_id).data.tags[SW.TAG_PROMOTED] == str(best)
+    assert not [k for k in client.get_run(rep.parent_run_id).data.metrics if "test" in k]
+    doc = yaml.safe_load((out / "promoted_test.json").read_text())
+    assert doc["trial"] == best and doc["metrics"]["test.rmse_px"] == 4.5
+
+
+def test_promotion_without_the_best_trials_model_measures_nothing(tmp_path, mlflow_uri,
+                                                                  monkeypatch):
+    from sweep_doubles import EPOCH_SECONDS_ENV, sleepy_train
+
+    from poseops import sweep as SW
+    from poseops.train import TrainParams
+
+    monkeypatch.setenv(EPOCH_SECONDS_ENV, "0")
+    p = SweepParams(storage=f"sqlite:///{tmp_path / 'o.db'}", n_trials=2, epochs=1,
+                    pruner="none", out=str(tmp_path / "sweep"), experiment="no-copy",
+                    log_test=False)
+    SW.run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=sleepy_train)
+    assert not list((tmp_path / "sweep" / "trials").glob("*"))  # log_test off: nothing kept
+    called = []
+    got = SW.report_promoted_test(p, measure=lambda *a: called.append(a) or {"test.x": 1.0})
+    assert got is None and not called
+
+
+@pytest.mark.parametrize("name, test", [("test.rmse_px", True), ("final_test.rmse", True),
+                                        ("test_mean_px", True), ("val.rmse", False),
+                                        ("final_val.rmse", False), ("latest_epoch", False)])
+def test_test_metric_names(name, test):
+    from poseops.sweep import is_test_metric
+
+    assert is_test_metric(name) is test
+
+
+def test_a_removed_trial_copy_keeps_its_unsent_mlflow_operations(tmp_path: Path) -> None:
+    """The sweep removes each finished trial's working copy; a journal still holding unsent
+    MLflow operations (the server was away) must survive it, for `poseops sync`."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    from poseops.sweep import SweepParams, tidy_trial_dirs
+    from poseops.tracking import Outbox, sync
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    out = tmp_path / "sweep"
+    trial = out / "trials" / "trial-0"
+    box = Outbox(trial / "tracking", dead)
+    box.put("create_run", experiment="e", run_name="trial-0")
+    box.put("log_metrics", metrics={"val.rmse": 3.0}, step=1, timestamp=1)
+    box.put("end_run", status="FINISHED")
+    assert box.close(timeout_s=0) is False
+    study = optuna.create_study()
+    tidy_trial_dirs(study, SweepParams(out=str(out), log_test=False), 0, 3.0)
+    assert not trial.exists()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = sync(out, uri=uri, timeout_s=5)
+    assert res.pending == 0
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "val.rmse")] == [3.0]

@@ -4,7 +4,9 @@ Every worker (one per GPU, on any number of machines) runs the same command agai
 name and storage; Optuna hands out trials, and each trial trains the real DeepLabCut model with
 ``poseops.train.train_model``. The validation error is reported after every epoch, so the pruner
 (successive halving by default; median / percentile / hyperband / patience) stops hopeless trials
-early. The test split is never used to choose.
+early. The test split is never used to choose, and no trial run carries a test error (a number
+seen on every trial is a number chosen on): ``poseops sweep --promote`` measures it once, for the
+promoted (best) trial, whose working copy the sweep keeps for that (``sweep.log_test``).
 
 MLflow layout: one parent run per study (its id is stored in the study's user attrs, so every
 worker's trials nest under it), one nested child run ``trial-<n>`` per trial (created by the
@@ -64,6 +66,7 @@ ATTR_SPACE = "poseops_space_hash"
 ATTR_EPOCHS = "epochs_trained"
 ATTR_CURVE = "val_curve"
 ATTR_WORKER = "worker"
+ATTR_GPU = "cuda_visible_devices"  # the device(s) the worker was pinned to (--gpus, SLURM)
 # MLflow tags
 TAG_STUDY = "poseops.sweep.study"
 TAG_ROLE = "poseops.sweep.role"
@@ -72,8 +75,38 @@ TAG_STATE = "poseops.sweep.state"
 TAG_RETRY_OF = "poseops.sweep.retry_of"
 TAG_WORKER = "poseops.sweep.worker"
 TAG_STORAGE = "poseops.sweep.storage"
+TAG_PROMOTED = "poseops.sweep.promoted_trial"  # parent run: the trial whose params were promoted
 
 TrainFn = Callable[..., Any]
+
+
+@dataclass
+class SlurmParams:
+    """params.yaml ``sweep.slurm:``: the job array ``poseops sweep --slurm`` submits (submitit)."""
+
+    n_workers: int = 4  # array tasks = sweep workers, each on its own GPU
+    partition: str | None = None  # --partition (null: the cluster's default)
+    gpus_per_task: int = 1  # --gpus-per-node of each task (one worker uses one GPU)
+    cpus_per_task: int = 8  # data loading workers + the training process
+    mem_gb: int = 32  # --mem per task
+    time_min: int = 720  # --time (minutes); a task killed at its limit has its trial retried
+    array_parallelism: int | None = None  # at most N tasks at once (null: n_workers)
+    account: str | None = None  # --account
+    qos: str | None = None  # --qos
+    constraint: str | None = None  # --constraint, e.g. a100
+    job_name: str = "poseops-sweep"
+    setup: list[str] = field(default_factory=list)  # shell lines before the worker, e.g.
+    # ["module load cuda/12.4", "source .venv/bin/activate"]
+    additional: dict[str, Any] = field(default_factory=dict)  # more sbatch options
+    cluster: str | None = None  # null: SLURM if sbatch is here; "local": this machine (trying)
+    folder: str = "data/sweep/slurm"  # submitit's job files and the workers' logs
+
+    def __post_init__(self) -> None:
+        if self.n_workers < 1:
+            raise PoseopsError(f"sweep.slurm.n_workers must be >= 1, not {self.n_workers}")
+        if self.cluster not in (None, "slurm", "local", "debug"):
+            raise PoseopsError(
+                f"sweep.slurm.cluster must be null, slurm, local or debug, not {self.cluster!r}")
 
 
 @dataclass
@@ -104,11 +137,13 @@ class SweepParams:
     max_retry: int = 2  # retries of a failed (killed) trial
     max_consecutive_failures: int = 3  # a worker stops when its trials keep failing
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # points tried first (train keys)
-    log_test: bool = True  # complete trials: also log the test error (information only)
-    keep_trial_dirs: bool = False  # keep each trial's DLC working copy (models) on disk
+    log_test: bool = True  # --promote: test error of the promoted trial, once (keeps the best
+    # trial's working copy for it); trial runs never log a test error
+    keep_trial_dirs: bool = False  # keep every trial's DLC working copy (models) on disk
     experiment: str | None = None  # MLflow experiment; None = train.experiment (trials log there)
     out: str = "data/sweep"  # best_params.yaml, summary.json, figures/, trials/
     poll_seconds: float = 5.0  # drain: how often to look at other workers' running trials
+    slurm: SlurmParams = field(default_factory=SlurmParams)  # `poseops sweep --slurm`
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -468,7 +503,7 @@ def make_parent_factory(p: SweepParams, experiment: str) -> Callable[[str], tupl
 
             exp_id = ensure_experiment(client, experiment, tracking_uri())
             run = client.create_run(exp_id, run_name=study_name, tags=tags)
-        skip = {"storage", "poll_seconds", "experiment"}
+        skip = {"storage", "poll_seconds", "experiment", "slurm"}
         params = [
             _param(f"sweep.{k}", v) for k, v in dataclasses.asdict(p).items() if k not in skip
         ]
@@ -581,8 +616,8 @@ def make_objective(
     signature), validation error reported each epoch, pruned by the study's pruner.
 
     Returns the lowest validation error over the trial's epochs (the snapshot DLC keeps when it
-    selects on validation); the test error, when the training result carries one, is logged for
-    information only."""
+    selects on validation). No test error is computed or logged here (see
+    :func:`report_promoted_test`)."""
     import optuna
 
     penalty = nan_penalty(inputs.labels)
@@ -594,6 +629,8 @@ def make_objective(
             overrides["device"] = device
         params = dataclasses.replace(train_base, **overrides)
         trial.set_user_attr(ATTR_WORKER, worker_name())
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+            trial.set_user_attr(ATTR_GPU, os.environ["CUDA_VISIBLE_DEVICES"])
         curve: list[float] = []  # validation error of each evaluated epoch
         epochs = [0]  # epochs trained so far (a list: written by the callback)
 
@@ -616,7 +653,7 @@ def make_objective(
 
         workdir = Path(p.out) / "trials" / f"trial-{trial.number}"
         if workdir.exists():  # left by an earlier study with the same trial numbers
-            shutil.rmtree(workdir)
+            remove_trial_dir(workdir, p)
         tags = _child_tags(study, trial.number, parent_run_id)
         tags.pop("mlflow.parentRunId")
         retry_of = _trial_by_number(study, trial.number).system_attrs.get("failed_trial")
@@ -640,8 +677,6 @@ def make_objective(
             if not curve:
                 raise PoseopsError(f"training reported no {p.metric!r} (sweep.metric) in any epoch")
             extra = _result_metrics(result)
-            if p.log_test:
-                extra.update(info_test_metrics(result, inputs, device or params.device))
             run_id = getattr(result, "run_id", None)
             state = "complete"
             return min(curve)
@@ -656,15 +691,22 @@ def make_objective(
                 )
             except Exception as e:  # noqa: BLE001 - tracking trouble must not hide the trial's
                 log.warning("trial %d: MLflow bookkeeping failed: %s", trial.number, e)
-            if not p.keep_trial_dirs and workdir.exists():
-                shutil.rmtree(workdir, ignore_errors=True)
+            if not p.keep_trial_dirs:
+                try:
+                    tidy_trial_dirs(study, p, trial.number,
+                                    min(curve) if state == "complete" else None)
+                except Exception as e:  # noqa: BLE001 - storage trouble: just drop this copy
+                    log.warning("trial %d: keeping the best trial's copy failed: %s",
+                                trial.number, e)
+                    remove_trial_dir(workdir, p)
 
     return objective
 
 
 def info_test_metrics(result: Any, inputs: TrainInputs, device: str) -> dict[str, float]:
-    """Test error of a finished trial's selected snapshot, logged for information only (never
-    used to choose): ``test.mean_px`` (DLC's "rmse": mean distance) and ``test.rmse_px``."""
+    """Test error of a finished trial's selected snapshot: ``test.mean_px`` (DLC's "rmse": mean
+    distance) and ``test.rmse_px``. Only for the promoted trial, after the choice
+    (:func:`report_promoted_test`); never on a trial run."""
     import numpy as np
 
     images = (getattr(result, "images", None) or {}).get("test") or []
@@ -716,8 +758,8 @@ def _run_id_from_workdir(workdir: Path) -> str | None:
 
 
 def _result_metrics(result: Any) -> dict[str, float]:
-    """Numeric final metrics of a training result (``metrics`` mapping or dataclass fields),
-    e.g. the test error, logged on the child run for information only."""
+    """Numeric final metrics of a training result (``metrics`` mapping or dataclass fields), for
+    the child run; test metrics (``test.*``, ``test_*``) are left out: trials never show one."""
     if result is None:
         return {}
     raw = getattr(result, "metrics", None)
@@ -725,9 +767,60 @@ def _result_metrics(result: Any) -> dict[str, float]:
         raw = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else {}
     out = {}
     for k, v in raw.items():
+        if is_test_metric(k):
+            continue
         if isinstance(v, int | float) and not isinstance(v, bool):
             out[f"final_{k}"] = float(v)
     return out
+
+
+def is_test_metric(name: str) -> bool:
+    """``test.rmse_px``, ``final_test.rmse``, ``test_mean_px``...: a test-split metric."""
+    name = name.removeprefix("final_")
+    return name.startswith(("test.", "test_", "test/"))
+
+
+def tidy_trial_dirs(study: optuna.Study, p: SweepParams, number: int, value: float | None) -> None:
+    """Remove trial ``number``'s working copy, unless it is the best complete trial so far
+    (``value``: its objective; None when it did not complete) and ``p.log_test`` wants the
+    promoted trial's model for one test evaluation: then keep it and remove the copies of the
+    other finished trials (never a running one's: another worker may be using it)."""
+    from optuna.trial import TrialState
+
+    folder = Path(p.out) / "trials"
+    mine = folder / f"trial-{number}"
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    done = [(n, t.value) for n, t in trials.items()
+            if n != number and t.state == TrialState.COMPLETE and t.value is not None]
+    # ties go to the earlier trial, as best_trial_info does
+    best_now = value is not None and all(value < v or (value == v and number < n)
+                                         for n, v in done)
+    if not (p.log_test and best_now):
+        if mine.exists():
+            remove_trial_dir(mine, p)
+        return
+    for d in folder.glob("trial-*"):
+        try:
+            n = int(d.name.removeprefix("trial-"))
+        except ValueError:
+            continue
+        t = trials.get(n)
+        if n != number and (t is None or t.state.is_finished()):
+            remove_trial_dir(d, p)
+
+
+def remove_trial_dir(workdir: Path, p: SweepParams) -> None:
+    """Delete a trial's working copy, but never its MLflow journal's unsent operations: those
+    (with the files they upload) move to ``<sweep.out>/tracking-pending/`` first, sent by
+    ``poseops sync --workdir <sweep.out>``."""
+    from poseops.tracking import PENDING_DIR, set_aside_unsent
+
+    try:
+        set_aside_unsent(workdir / "tracking", Path(p.out) / PENDING_DIR, f"{workdir.name}-")
+    except OSError as e:  # keep the whole copy rather than lose its journal
+        log.error("%s: unsent MLflow operations could not be set aside (%s): copy kept", workdir, e)
+        return
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -768,12 +861,61 @@ def run_worker(
     objective = make_objective(p, study, parent, train_base, inputs, train_fn, device=device)
 
     mine: list[int] = []
-    failures = 0
     heartbeat = isinstance(storage, optuna.storages.RDBStorage)
 
     def remember(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         mine.append(trial.number)
 
+    try:
+        _work(study, objective, p, mine, remember, heartbeat, worker_trials)
+    except KeyboardInterrupt:  # Ctrl-C (or the --gpus launcher): fail and re-queue our trials
+        retried = requeue_interrupted(study, p, done=set(mine))
+        log.warning("interrupted: trial(s) %s failed and re-queued with the same params",
+                    retried)
+        raise
+    counts = state_counts(study)
+    best = best_trial_info(study)
+    log.info("worker done: ran trials %s; study %s: %s", mine, name, counts)
+    if summarize:
+        write_outputs(study, p, parent)
+    finished = counts["RUNNING"] == 0 and counts["WAITING"] == 0
+    if finished and budget_used(counts) >= p.n_trials:
+        _client().set_terminated(parent, status="FINISHED")  # the study is done
+    return WorkerReport(name, parent, mine, counts, best)
+
+
+def requeue_interrupted(study: optuna.Study, p: SweepParams, done: set[int] = frozenset()
+                        ) -> list[int]:
+    """After Ctrl-C: the trial this worker was running (its RUNNING or FAIL trials not in
+    ``done``, the ones it finished before) is failed and re-queued (WAITING, same params,
+    ``failed_trial`` = the original), as the heartbeat does for a killed worker. Returns the
+    interrupted trial numbers."""
+    import optuna
+    from optuna.trial import TrialState
+
+    me = worker_name()
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=p.max_retry)
+    trials = study.get_trials(deepcopy=False)
+    retried_from = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    out = []
+    for t in trials:
+        if t.user_attrs.get(ATTR_WORKER) != me or t.number in retried_from | done:
+            continue
+        if t.state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        elif t.state != TrialState.FAIL:
+            continue
+        retry(study, study._storage.get_trial(t._trial_id))
+        out.append(t.number)
+    return out
+
+
+def _work(study: optuna.Study, objective: Callable[[optuna.Trial], float], p: SweepParams,
+          mine: list[int], remember: Callable[..., None], heartbeat: bool,
+          worker_trials: int | None) -> None:
+    import optuna
+
+    failures = 0
     while worker_trials is None or len(mine) < worker_trials:
         counts = state_counts(study)
         if counts["WAITING"] == 0 and budget_used(counts) >= p.n_trials:
@@ -796,15 +938,6 @@ def run_worker(
                 )
         else:
             failures = 0
-    counts = state_counts(study)
-    best = best_trial_info(study)
-    log.info("worker done: ran trials %s; study %s: %s", mine, name, counts)
-    if summarize:
-        write_outputs(study, p, parent)
-    finished = counts["RUNNING"] == 0 and counts["WAITING"] == 0
-    if finished and budget_used(counts) >= p.n_trials:
-        _client().set_terminated(parent, status="FINISHED")  # the study is done
-    return WorkerReport(name, parent, mine, counts, best)
 
 
 def _in_parent_experiment(train_base: Any, study: optuna.Study) -> Any:
@@ -1029,6 +1162,91 @@ def promote(best_params: str | Path, params_file: str | Path | None = None) -> d
     return train
 
 
+def trial_test_metrics(workdir: Path, params_file: str | Path | None, device: str
+                       ) -> dict[str, float]:
+    """Test error of the trial trained in ``workdir`` (its selected snapshot; DLC inference):
+    ``test.mean_px`` (DLC's "rmse") and ``test.rmse_px``; {} when it cannot be measured."""
+    from poseops.train import load_result
+
+    try:
+        result = load_result(workdir)
+    except PoseopsError as e:
+        log.warning("test error not measured: %s", e)
+        return {}
+    return info_test_metrics(result, load_inputs(params_file), device)
+
+
+MeasureFn = Callable[..., Mapping[str, float]]  # (workdir, params_file, device) -> test metrics
+
+
+def report_promoted_test(
+    p: SweepParams,
+    params_file: str | Path | None = None,
+    *,
+    device: str | None = None,
+    measure: MeasureFn | None = None,
+) -> dict[str, Any] | None:
+    """The test error of the promoted (best) trial, measured once and logged on that trial's
+    MLflow run (``test.mean_px``, ``test.rmse_px``); the parent run is tagged with the trial.
+
+    The only place the sweep looks at the test split, after the choice is made. Needs the best
+    trial's working copy (kept by the sweep when ``log_test``); without it (trained on another
+    machine, or an older sweep) nothing is measured: ``poseops evaluate`` reports the test error
+    of the model ``dvc repro`` retrains with the promoted params. A second promotion of the same
+    trial reuses the logged numbers (no second look). Returns ``{trial, run_id, metrics}`` or
+    None; also written to ``<out>/promoted_test.json``."""
+    try:
+        summary = json.loads(p.summary_path.read_text())
+    except (OSError, ValueError):
+        log.warning("no %s: test error of the promoted trial not measured", p.summary_path)
+        return None
+    best = summary.get("best") or {}
+    if "number" not in best:
+        return None
+    try:
+        return _report_promoted_test(p, summary, int(best["number"]), params_file, device,
+                                     measure or trial_test_metrics)
+    except Exception as e:  # noqa: BLE001 - the params are promoted already; say why, go on
+        log.warning("test error of the promoted trial not reported: %s", e)
+        return None
+
+
+def _report_promoted_test(p: SweepParams, summary: Mapping[str, Any], number: int,
+                          params_file: str | Path | None, device: str | None,
+                          measure: MeasureFn) -> dict[str, Any] | None:
+    from mlflow.entities import Metric, RunTag
+
+    from poseops.fileio import write_json
+
+    study_name, parent = summary["study_name"], summary["mlflow_parent_run_id"]
+    client = _client()
+    run_id = find_child_run(client.get_run(parent).info.experiment_id, study_name, number)
+    workdir = Path(p.out) / "trials" / f"trial-{number}"
+    if run_id is None:
+        log.warning("no MLflow run for trial %d of %s: test error not logged", number, study_name)
+        return None
+    logged = client.get_run(run_id).data.metrics
+    metrics = {k: v for k, v in logged.items() if k.startswith("test.")}
+    if not metrics:
+        if not workdir.exists():
+            log.warning("trial %d's model is not kept in %s (another machine, or "
+                        "sweep.log_test was off): its test error is reported by `poseops "
+                        "evaluate` after `dvc repro` retrains the promoted params",
+                        number, workdir)
+            return None
+        dev = device or getattr(load_train_base(params_file), "device", "auto")
+        metrics = dict(measure(workdir, params_file, dev))
+        if not metrics:
+            return None
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                         tags=[RunTag("poseops.sweep.promoted", "true")])
+    client.set_tag(parent, TAG_PROMOTED, str(number))
+    out = {"trial": number, "study_name": study_name, "run_id": run_id, "metrics": metrics}
+    write_json(out, Path(p.out) / "promoted_test.json")
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 
@@ -1088,8 +1306,23 @@ def register(subparsers: Any) -> None:
     ap.add_argument(
         "--promote",
         action="store_true",
-        help="copy best_params.yaml into params.yaml train: (runs no trials)",
+        help="copy best_params.yaml into params.yaml train: (runs no trials); with "
+        "sweep.log_test, also measure the promoted trial's test error, once",
     )
+    ap.add_argument(
+        "--gpus",
+        default=None,
+        help="one worker per GPU of this server, e.g. 0,1,2,3 or all (each pinned with "
+        "CUDA_VISIBLE_DEVICES; one progress line; Ctrl-C fails and re-queues running trials)",
+    )
+    ap.add_argument(
+        "--slurm",
+        action="store_true",
+        help="submit sweep.slurm.n_workers workers as a SLURM job array (submitit; "
+        "sweep.slurm: partition, GPUs, time, memory); needs a PostgreSQL storage",
+    )
+    ap.add_argument("--wait", action="store_true",
+                    help="--slurm: follow the study's progress until the jobs end")
     ap.add_argument(
         "--train-fn",
         default=None,
@@ -1098,7 +1331,8 @@ def register(subparsers: Any) -> None:
     ap.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def sweep_params(args: argparse.Namespace) -> tuple[Path, SweepParams]:
+    """params.yaml's ``sweep:`` with the command-line overrides."""
     pfile = params_path(args.params)
     p = section(SECTION, SweepParams, pfile)
     overrides = {
@@ -1108,11 +1342,21 @@ def run(args: argparse.Namespace) -> int:
         "n_trials": args.n_trials,
         "out": args.out,
     }
-    p = dataclasses.replace(p, **{k: v for k, v in overrides.items() if v is not None})
-    if args.promote:
-        train = promote(p.best_params_path, pfile)
-        print(f"promoted into {pfile} train: {train}")
-        return 0
+    return pfile, dataclasses.replace(p, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resolved_study_name(p: SweepParams, pfile: Path) -> str:
+    """The study the workers of ``p`` will share (sweep.study_name or the fingerprint name)."""
+    if p.study_name:
+        return p.study_name
+    inputs = load_inputs(pfile)
+    base = dataclasses.asdict(load_train_base(pfile))
+    return study_name_for(p, space_hash(p, base, table_digest(inputs.labels, inputs.split)))
+
+
+def worker_report(args: argparse.Namespace) -> dict[str, Any]:
+    """One worker on this process's device: run trials, return the WorkerReport as a dict."""
+    pfile, p = sweep_params(args)
     train_fn = resolve_callable(args.train_fn) if args.train_fn else None
     report = run_worker(
         p,
@@ -1122,5 +1366,30 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         worker_trials=args.worker_trials,
     )
-    print(json.dumps(dataclasses.asdict(report), default=str))
+    return dataclasses.asdict(report)
+
+
+def run(args: argparse.Namespace) -> int:
+    pfile, p = sweep_params(args)
+    if args.promote:
+        train = promote(p.best_params_path, pfile)
+        print(f"promoted into {pfile} train: {train}")
+        if p.log_test:
+            test = report_promoted_test(p, pfile, device=args.device)
+            if test:
+                print(f"test error of the promoted trial {test['trial']} (reported once, never "
+                      f"chosen on): {test['metrics']}")
+        return 0
+    if args.gpus and args.slurm:
+        raise PoseopsError("--gpus and --slurm exclude each other (SLURM pins the GPUs)")
+    if args.gpus or args.slurm:
+        from poseops import sweep_launch as L
+
+        p = dataclasses.replace(p, study_name=resolved_study_name(p, pfile))
+        if args.gpus:
+            devices = L.parse_gpus(args.gpus, L.cuda_device_ids())
+            return L.run_local_gpus(p, args, pfile, devices)
+        jobs = L.submit_slurm(p, args, pfile)
+        return L.wait_jobs(p, jobs) if args.wait else 0
+    print(json.dumps(worker_report(args), default=str))
     return 0
