@@ -375,12 +375,11 @@ def init_project(
     configure_remote(root, remote)
     proj = section("project", ProjectParams, ppath)
     videos = project_videos(project)
-    if metadata:
-        meta_path = Path(metadata) if Path(metadata).is_absolute() else root / metadata
-    elif proj.path == rel.as_posix():  # re-init of the configured project (make demo)
-        meta_path = Path(proj.metadata) if Path(proj.metadata).is_absolute() else root / proj.metadata
+    configured = metadata or proj.metadata or f"data/metadata/{rel.name}.csv"  # null: no file yet
+    if metadata or proj.path == rel.as_posix():  # --metadata, or a re-init (make demo)
+        meta_path = Path(configured) if Path(configured).is_absolute() else root / configured
     else:
-        meta_path = metadata_path(root, rel, proj.metadata, videos)
+        meta_path = metadata_path(root, rel, configured, videos)
     write_metadata_template(meta_path, videos, keep_metadata)
     meta_rel = meta_path.relative_to(root).as_posix() if meta_path.is_relative_to(root) else str(meta_path)
     updates, notes = fitted_params(project, rel, fmt, load_params(ppath))
