@@ -617,7 +617,6 @@ def test_run_tags_the_md5_of_the_files_it_read_not_a_stale_dvc_lock(
     md5 = {p: hashlib.md5((tmp_path / p).read_bytes()).hexdigest()
            for p in ("data/consensus.parquet", "data/split.csv")}
     assert {k: v for k, v in seen.items() if k != "_version"} == md5
-    assert T.file_md5(tmp_path / "data/split.csv") == md5["data/split.csv"]
     # a new labels table is a new dataset version (and fingerprint), whatever dvc.lock says
     before = seen["_version"]
     pd.DataFrame({"image": ["a.png"], "x": [2.0]}).to_parquet(tmp_path / "data" / "consensus.parquet")

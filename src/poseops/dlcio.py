@@ -79,14 +79,14 @@ def read_config(project: Path) -> dict[str, Any]:
     return cfg
 
 
+def video_set_paths(cfg: dict[str, Any]) -> dict[Any, PurePosixPath]:
+    """Config ``video_sets`` key -> its path (Windows separators made POSIX)."""
+    return {key: PurePosixPath(str(key).replace("\\", "/")) for key in cfg.get("video_sets") or {}}
+
+
 def video_set_names(cfg: dict[str, Any]) -> list[str]:
     """Video names (stems) listed in config ``video_sets``, as DLC's merge derives them."""
-    names: list[str] = []
-    for key in cfg.get("video_sets") or {}:
-        stem = PurePosixPath(str(key).replace("\\", "/")).stem
-        if stem not in names:
-            names.append(stem)
-    return names
+    return list(dict.fromkeys(p.stem for p in video_set_paths(cfg).values()))
 
 
 # --------------------------------------------------------------------------- CollectedData

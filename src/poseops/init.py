@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -177,9 +177,7 @@ def project_videos(project: Path) -> list[str]:
     AUTOMATICALLY UPDATED BY DEMO CODE``) are skipped with a warning."""
     names = set(labeled_videos(project)) | {p.stem for p in video_files(project)}
     if (project / "config.yaml").is_file():
-        cfg = dlcio.read_config(project)
-        for key in cfg.get("video_sets") or {}:
-            path = PurePosixPath(str(key).replace("\\", "/"))
+        for key, path in dlcio.video_set_paths(dlcio.read_config(project)).items():
             if path.suffix.lower() in VIDEO_SUFFIXES or path.stem in names:
                 names.add(path.stem)
             else:
@@ -391,7 +389,7 @@ def init_project(
         log.info("params.yaml %s", line)
     if updates:  # no rewrite (and no diff) otherwise
         update_params(updates, ppath)
-    to_commit = [f"{d}.dvc" for d in data_dirs] + [str(rel / ".gitignore")] if mode != "link" else []
+    to_commit = ([f"{d}.dvc" for d in data_dirs] + [str(rel / ".gitignore")]) if mode != "link" else []
     to_commit += [str(f.relative_to(root)) for f in project_git_files(project, fmt)]
     log.info(
         "project %s ready: fill in %s, then commit with git: %s, %s, .dvc/config, params.yaml; "

@@ -213,15 +213,7 @@ class Outbox:
         if text and not text.endswith(b"\n"):  # cut by a kill: end it so appends stay whole lines
             with self.journal.open("ab") as f:
                 f.write(b"\n")
-        ops = []
-        for line in self.journal.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                ops.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: the op was never acknowledged
-                log.warning("outbox: skipping a truncated journal line in %s", self.journal)
-        return ops
+        return journal_ops(self.journal)
 
     def _save_state(self) -> None:
         write_json(self.state, self.state_path)
@@ -873,23 +865,32 @@ def stop_system_metrics(outbox: Outbox) -> None:
         log.warning("system metrics: %s", e)
 
 
-def unsent_count(folder: str | Path) -> int:
-    """Operations of the journal in ``folder`` not acknowledged by a server (0: none/no journal)."""
+def journal_ops(journal: Path) -> list[dict[str, Any]]:
+    """The operations of an outbox journal file, in order; a line cut by a kill is skipped (its
+    op was never acknowledged)."""
+    ops = []
+    for line in journal.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            ops.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("outbox: skipping a truncated journal line in %s", journal)
+    return ops
+
+
+def unsent_ops(folder: str | Path) -> list[dict[str, Any]]:
+    """Operations of the journal in ``folder`` not acknowledged by a server ([]: none/no
+    journal), read without opening an Outbox (which would create and resolve things)."""
     folder = Path(folder)
     journal = folder / "outbox.jsonl"
     if not journal.exists():
-        return 0
+        return []
     try:
         sent = int(json.loads((folder / "state.json").read_text()).get("sent") or 0)
     except (OSError, ValueError):
         sent = 0
-    n = 0
-    for line in journal.read_text().splitlines():
-        try:
-            n += int(json.loads(line)["seq"]) > sent
-        except (ValueError, KeyError, TypeError):
-            continue
-    return n
+    return [op for op in journal_ops(journal) if int(op.get("seq") or 0) > sent]
 
 
 def set_aside_unsent(folder: str | Path, pending_root: str | Path, label: str = "") -> Path | None:
@@ -900,35 +901,30 @@ def set_aside_unsent(folder: str | Path, pending_root: str | Path, label: str = 
     folder = Path(folder)
     if not folder.exists():
         return None
-    n = unsent_count(folder)
-    if n == 0:
+    unsent = unsent_ops(folder)
+    if not unsent:
         shutil.rmtree(folder, ignore_errors=True)
         return None
+    ops = journal_ops(folder / "outbox.jsonl")
     dest = Path(pending_root) / f"{label}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(folder), dest)
-    sent = int(json.loads((dest / "state.json").read_text()).get("sent") or 0) \
-        if (dest / "state.json").exists() else 0
-    lines = []
-    for line in (dest / "outbox.jsonl").read_text().splitlines():
-        try:
-            op = json.loads(line)
-        except ValueError:
+    seqs = {op["seq"] for op in unsent}
+    for op in ops:
+        if op.get("seq") not in seqs:
             continue
-        if int(op.get("seq", 0)) > sent:
-            for key in _FILE_KEYS:
-                src = Path(str(op.get(key) or ""))
-                if op.get(key) and src.is_file() and dest not in src.parents:
-                    copy = dest / "files" / f"{op['seq']}-{key}" / src.name
-                    copy.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, copy)
-                    op[key] = str(copy.resolve())
-        lines.append(json.dumps(op, default=str))
+        for key in _FILE_KEYS:  # copied out of the working copy, which is about to go
+            src = Path(str(op.get(key) or ""))
+            if op.get(key) and src.is_file() and dest not in src.parents:
+                copy = dest / "files" / f"{op['seq']}-{key}" / src.name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, copy)
+                op[key] = str(copy.resolve())
     tmp = dest / "outbox.jsonl.tmp"
-    tmp.write_text("".join(f"{x}\n" for x in lines))
+    tmp.write_text("".join(json.dumps(op, default=str) + "\n" for op in ops))
     os.replace(tmp, dest / "outbox.jsonl")
     log.warning("%d unsent MLflow operation(s) of %s kept in %s: send them with `poseops sync "
-                "--workdir %s`", n, folder, dest, Path(pending_root).parent)
+                "--workdir %s`", len(unsent), folder, dest, Path(pending_root).parent)
     return dest
 
 

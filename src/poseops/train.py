@@ -420,21 +420,10 @@ def resolve_dataloader_workers(value: int | str) -> int:
     return max(0, int(value))
 
 
-def _on_cuda(device: str) -> bool:
-    if device.startswith("cuda"):
-        return True
-    if device != "auto":
-        return False
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def config_updates(params: TrainParams, size: tuple[int, int]) -> dict[str, Any]:
     """Dotted pytorch_config.yaml updates for these params (size: image width, height)."""
+    from poseops.evaluate import resolve_device
+
     width, height = size
     up: dict[str, Any] = {
         "train_settings.epochs": params.epochs,
@@ -442,7 +431,7 @@ def config_updates(params: TrainParams, size: tuple[int, int]) -> dict[str, Any]
         "train_settings.seed": params.seed,
         "train_settings.dataloader_workers": resolve_dataloader_workers(params.dataloader_workers),
         # page-locked batches copy to the GPU asynchronously; no use on CPU / MPS
-        "train_settings.dataloader_pin_memory": _on_cuda(params.device),
+        "train_settings.dataloader_pin_memory": resolve_device(params.device).startswith("cuda"),
         "runner.optimizer": {"type": params.optimizer, "params": {"lr": params.lr}},
         "runner.key_metric": params.key_metric,
         "runner.key_metric_asc": params.key_metric_asc,
@@ -754,33 +743,6 @@ def frame_digest(df: pd.DataFrame) -> str:
 def bytes_md5(data: bytes) -> str:
     """md5 of a file's bytes: what DVC records for a file output (so tags match dvc.lock)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def file_md5(path: str | Path) -> str:
-    """md5 of a file's bytes (DVC's md5 of a file output)."""
-    h = hashlib.md5(usedforsecurity=False)
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def dvc_md5(paths: list[str], lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """md5 DVC recorded for these paths (as outs of any stage) in dvc.lock; {} if none.
-
-    Not for tagging a run: while `dvc repro` runs, later stages' entries still hold the previous
-    run's md5s (use :func:`file_md5` on the files actually read)."""
-    import yaml
-
-    if not lock.exists():
-        return {}
-    data = yaml.safe_load(lock.read_text()) or {}
-    found = {}
-    for stage in (data.get("stages") or {}).values():
-        for out in (stage.get("outs") or []) + (stage.get("deps") or []):
-            if out.get("path") in paths and out.get("md5"):
-                found[out["path"]] = out["md5"]
-    return found
 
 
 def dataset_version(labels: pd.DataFrame, split: pd.DataFrame, recorded: dict[str, str] | None = None) -> str:
