@@ -21,7 +21,8 @@ VIDEO = "video"  # labeled-data sub-folder name (the video stem)
 FRAME = "frame"  # frame index parsed from the image name (imgNNNN -> NNNN)
 SCORER = "scorer"
 BODYPART = "bodypart"
-INDIVIDUAL = "individual"
+INDIVIDUAL = "individual"  # multi-animal tables only: DLC's individual (an animal, or SINGLE)
+SINGLE = "single"  # DLC's individual that holds a multi-animal project's unique bodyparts
 # coordinates
 X = "x"
 Y = "y"
@@ -68,6 +69,12 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], table: str) -> Non
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise PoseopsError(f"{table}: missing column(s) {missing}; has {list(df.columns)}")
+
+
+def keypoint_keys(df: pd.DataFrame) -> list[str]:
+    """Columns naming one keypoint of a frame: (image, individual, bodypart) in a multi-animal
+    table (it has an ``individual`` column), else (image, bodypart)."""
+    return [IMAGE, INDIVIDUAL, BODYPART] if INDIVIDUAL in df.columns else [IMAGE, BODYPART]
 
 
 def metadata_columns(df: pd.DataFrame) -> list[str]:
