@@ -45,6 +45,10 @@ SPLITS = (TRAIN, VAL, TEST)
 # errors / predictions
 ERROR_PX = "error_px"
 SNAPSHOT = "snapshot"
+# multi-animal evaluation: a predicted animal (DLC assembly) of an image (-1: the unique
+# bodyparts), and the number of labeled individuals (animals, not SINGLE) in an image
+ASSEMBLY = "assembly"
+ANIMALS_IN_FRAME = "animals_in_frame"
 # consensus (per keypoint: n_labelers, n_removed, ila_px, disagreement; per frame: frame_ila_px,
 # sample_weight)
 CONSENSUS_SCORER = "consensus"
@@ -81,6 +85,7 @@ def metadata_columns(df: pd.DataFrame) -> list[str]:
     """Metadata columns present in a labels-like table: the standard ones first, then extras."""
     core = set(LABEL_COLUMNS) | set(KEYPOINT_COLUMNS) | {FRAME_ILA_PX, SAMPLE_WEIGHT}
     core |= {INDIVIDUAL, LIKELIHOOD, GROUP, SPLIT, ERROR_PX, SNAPSHOT}
+    core |= {ASSEMBLY, ANIMALS_IN_FRAME}
     std = [c for c in METADATA_COLUMNS if c in df.columns]
     extra = [c for c in df.columns if c not in core and c not in std]
     return std + extra
