@@ -23,6 +23,16 @@ The aggregation follows the field guide (FAQ A3): per (image, bodypart), points 
   the pair is flagged when further apart than ``two_labeler_disagreement_px``.
 - Three or more: the rule above; since MAD is a median distance, at most half the points can go.
 - A labeler with NaN for a bodypart is ignored for that bodypart; frames labeled once pass through.
+
+Multi-animal labels (an ``individual`` column): one consensus point per (image, individual,
+bodypart). Labelers name the animals of a frame independently, so before any median each
+labeler's individuals are matched by position to a reference labeler's (:func:`match_identities`:
+gold scorer, else the labeler with most keypoints on the image; Hungarian assignment on the mean
+keypoint distance); a better assignment by more than ``swap_margin_px`` is an identity swap: the
+labeler's individuals are renamed for the consensus and every QC table, and the swap is reported
+(``identity_swaps.csv``, ``n_identity_swaps`` in qc.csv's "all" rows and in the summary). Unique
+bodyparts (individual ``single``) are never renamed. Per-bodypart QC (bias, ICC, pairwise, stop
+rule) pools the individuals: a bodypart's ICC has one target per (image, individual).
 """
 
 from __future__ import annotations
@@ -75,6 +85,9 @@ class ConsensusParams:
     drift_sd: float = 2.0
     labeler_order: list[str] | None = None  # stop rule order; null: gold first, then most labels
     weight_scale_px: float = 5.0  # sample_weight = 1 / (1 + (frame_ila_px / scale)^2)
+    # multi-animal: a labeler's individuals are renamed (identity swap) when matching them to the
+    # reference labeler's by position lowers their mean distance by more than this
+    swap_margin_px: float = 5.0
 
     def __post_init__(self) -> None:
         # k >= 1 guarantees at most half the points of a group are removed (MAD is a median)
@@ -83,6 +96,7 @@ class ConsensusParams:
             "min_scale_px": self.min_scale_px >= 0,
             "stop_rule_px": self.stop_rule_px > 0,
             "weight_scale_px": self.weight_scale_px > 0,
+            "swap_margin_px": self.swap_margin_px >= 0,
             "max_removed_share": 0 <= self.max_removed_share <= 1,
             "min_icc": self.min_icc <= self.excellent_icc,
             "icc_min_frames": self.icc_min_frames >= 2,
@@ -90,7 +104,8 @@ class ConsensusParams:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             rules = "mad_k >= 1, min_scale_px >= 0, stop_rule_px > 0, weight_scale_px > 0, "
-            rules += "0 <= max_removed_share <= 1, min_icc <= excellent_icc, icc_min_frames >= 2"
+            rules += "0 <= max_removed_share <= 1, min_icc <= excellent_icc, icc_min_frames >= 2, "
+            rules += "swap_margin_px >= 0"
             raise PoseopsError(f"consensus: invalid {bad} (need {rules})")
 
 
@@ -120,10 +135,7 @@ class LabelCube:
 
 def group_keys(labels: pd.DataFrame) -> list[str]:
     """(image, [individual], bodypart): one consensus point per key."""
-    keys = [S.IMAGE]
-    if S.INDIVIDUAL in labels.columns:
-        keys.append(S.INDIVIDUAL)
-    return keys + [S.BODYPART]
+    return S.keypoint_keys(labels)
 
 
 def label_cube(labels: pd.DataFrame) -> LabelCube:
@@ -232,10 +244,16 @@ def sample_weights(frame_ila_px: pd.Series | np.ndarray, scale_px: float) -> np.
     return np.where(np.isfinite(ila), w, 1.0)
 
 
-def build_consensus(labels: pd.DataFrame, p: ConsensusParams | None = None) -> pd.DataFrame:
-    """Consensus table: labels columns with scorer "consensus", one row per (image, bodypart),
-    plus n_labelers, n_removed, ila_px, disagreement, frame_ila_px, sample_weight."""
+def build_consensus(
+    labels: pd.DataFrame, p: ConsensusParams | None = None, match: bool = True
+) -> pd.DataFrame:
+    """Consensus table: labels columns with scorer "consensus", one row per (image, bodypart)
+    (multi-animal: per (image, individual, bodypart)), plus n_labelers, n_removed, ila_px,
+    disagreement, frame_ila_px, sample_weight. Multi-animal labels are first re-matched by
+    position (:func:`match_identities`) unless ``match`` is False (already done)."""
     p = p or ConsensusParams()
+    if match and S.INDIVIDUAL in labels.columns:
+        labels, _ = match_identities(labels, p)
     cube = label_cube(labels)
     r = robust_consensus(cube.x, cube.y, p.mad_k, p.min_scale_px)
     keys = group_keys(labels)
@@ -621,6 +639,158 @@ def stop_rule(cube: LabelCube, p: ConsensusParams) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
+# identity matching (multi-animal): labelers' individuals matched by position before the medians
+
+SWAP_COLUMNS = [
+    S.IMAGE,
+    "labeler",
+    "reference",
+    "from_individual",
+    "to_individual",
+    "cost_before_px",
+    "cost_after_px",
+    "labeler_cost_before_px",
+    "labeler_cost_after_px",
+]
+N_IDENTITY_SWAPS = "n_identity_swaps"
+_NO_EVIDENCE = 1e6  # cost of a pair with no bodypart labeled by both: used only when unavoidable
+_PREFER_SAME = 1e-6  # ties go to the identity mapping
+
+
+def _labeler_priority(pts: pd.DataFrame, p: ConsensusParams) -> list[str]:
+    """Reference tie-break order: gold scorer, then most labeled animal keypoints, then name."""
+    counts = pts[S.SCORER].astype(str).value_counts()
+    return sorted(counts.index, key=lambda s: (s != p.gold_scorer, -int(counts[s]), s))
+
+
+def match_identities(
+    labels: pd.DataFrame, p: ConsensusParams | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Match every labeler's individuals to a reference labeler's, per image, by position.
+
+    Multi-animal labels only (an ``individual`` column; otherwise ``labels`` is returned as is
+    with an empty swaps table). Individual names are arbitrary per labeler: one may call
+    "animal2" what another calls "animal1". Per image:
+
+    - reference = the gold scorer if it labeled an animal keypoint of the image, else the labeler
+      with the most labeled animal keypoints there (ties: most labels overall, then name);
+    - for every other labeler, cost[a, b] = mean distance over the bodyparts both labeled between
+      the labeler's individual ``a`` and the reference's ``b`` (individuals either labeled);
+      the best one-to-one assignment is found with ``scipy.optimize.linear_sum_assignment``
+      (pairs with no common bodypart are avoided when possible; ties keep the names);
+    - when it is not the identity and the mean cost of the labeler's individuals drops by more
+      than ``swap_margin_px`` (identity: mean over individuals of cost[a, a]; assignment: of
+      cost[a, match(a)], both over pairs with a common bodypart), that is an identity swap:
+      the labeler's individuals on that image are renamed (a permutation: no two rows collide).
+      Without evidence for the identity mapping (no cost[a, a]) nothing is renamed.
+
+    Unique bodyparts (individual ``single``) are never matched nor renamed. Returns
+    ``(labels with individuals renamed, swaps)``; swaps has one row per labeled individual
+    renamed: image, labeler, reference, from_individual, to_individual, cost_before_px
+    (cost[from, from]), cost_after_px (cost[from, to]), labeler_cost_before_px and
+    labeler_cost_after_px (the means compared with the margin).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    p = p or ConsensusParams()
+    empty = pd.DataFrame(columns=SWAP_COLUMNS)
+    if S.INDIVIDUAL not in labels.columns:
+        return labels, empty
+    S.require_columns(labels, [S.IMAGE, S.SCORER, S.INDIVIDUAL, S.BODYPART, S.X, S.Y], "labels")
+    x = pd.to_numeric(labels[S.X], errors="coerce").to_numpy(float)
+    y = pd.to_numeric(labels[S.Y], errors="coerce").to_numpy(float)
+    animal = labels[S.INDIVIDUAL].astype(str).to_numpy() != S.SINGLE
+    pts = labels.loc[animal & np.isfinite(x) & np.isfinite(y)]
+    if pts[S.SCORER].nunique() < 2:
+        return labels, empty
+    # points as a dense array: (image, scorer, individual, bodypart, xy), NaN = not labeled
+    img_codes, images = pd.factorize(pts[S.IMAGE].astype(str))
+    sc_codes, scorers = pd.factorize(pts[S.SCORER].astype(str))
+    ind_codes, individuals = pd.factorize(pts[S.INDIVIDUAL].astype(str))
+    bp_codes, _ = pd.factorize(pts[S.BODYPART].astype(str))
+    arr = np.full((len(images), len(scorers), len(individuals), bp_codes.max() + 1, 2), np.nan)
+    arr[img_codes, sc_codes, ind_codes, bp_codes] = pts[[S.X, S.Y]].to_numpy(float)
+    n_points = np.isfinite(arr[..., 0]).sum(axis=(2, 3))  # (image, scorer)
+    rank = {s: i for i, s in enumerate(_labeler_priority(pts, p))}
+    gold = scorers.get_loc(p.gold_scorer) if p.gold_scorer in scorers else None
+    swaps: list[dict[str, Any]] = []
+    renames: list[tuple[str, str, str, str]] = []  # image, scorer, old, new
+    for i, image in enumerate(images):
+        who = [s for s in range(len(scorers)) if n_points[i, s] > 0]
+        if len(who) < 2:
+            continue
+        if gold is not None and gold in who:
+            ref = gold
+        else:
+            ref = min(who, key=lambda s: (-n_points[i, s], rank[scorers[s]]))
+        R = arr[i, ref]
+        for s in who:
+            if s == ref:
+                continue
+            L = arr[i, s]
+            names = np.flatnonzero(
+                np.isfinite(L[..., 0]).any(axis=1) | np.isfinite(R[..., 0]).any(axis=1)
+            )
+            if len(names) < 2:
+                continue
+            a, b = L[names], R[names]  # (n, bodyparts, 2)
+            d = np.hypot(a[:, None, :, 0] - b[None, :, :, 0], a[:, None, :, 1] - b[None, :, :, 1])
+            cost = _nanmean(d, 2)  # (n, n): labeler's a vs reference's b; NaN = nothing shared
+            solve = np.where(np.isfinite(cost), cost, _NO_EVIDENCE) - _PREFER_SAME * np.eye(
+                len(names)
+            )
+            _, match = linear_sum_assignment(solve)
+            moved = np.flatnonzero(match != np.arange(len(names)))
+            if not len(moved):
+                continue
+            diag = np.diag(cost)
+            chosen = cost[np.arange(len(names)), match]
+            before, after = float(_nanmean(diag, 0)), float(_nanmean(chosen, 0))
+            if not before - after > p.swap_margin_px:  # NaN (no evidence): no swap
+                continue
+            labeled = np.isfinite(a[..., 0]).any(axis=1)
+            for k in moved:
+                old, new = individuals[names[k]], individuals[names[match[k]]]
+                renames.append((image, scorers[s], old, new))
+                if labeled[k]:
+                    swaps.append(
+                        {
+                            S.IMAGE: image,
+                            "labeler": scorers[s],
+                            "reference": scorers[ref],
+                            "from_individual": old,
+                            "to_individual": new,
+                            "cost_before_px": cost[k, k],
+                            "cost_after_px": cost[k, match[k]],
+                            "labeler_cost_before_px": before,
+                            "labeler_cost_after_px": after,
+                        }
+                    )
+    table = pd.DataFrame(swaps, columns=SWAP_COLUMNS)
+    if not renames:
+        return labels, table
+    key = [S.IMAGE, S.SCORER, S.INDIVIDUAL]
+    ren = pd.DataFrame(renames, columns=[*key, "_new"])
+    cur = labels[key].astype(str)
+    new = cur.merge(ren, on=key, how="left")["_new"].to_numpy()
+    out = labels.copy()
+    hit = pd.notna(new)
+    out[S.INDIVIDUAL] = np.where(hit, new, labels[S.INDIVIDUAL].to_numpy(object))
+    log.info(
+        "consensus: %d identity swap(s) on %d image(s) re-matched before the medians",
+        len(table.drop_duplicates([S.IMAGE, "labeler"])),
+        table[S.IMAGE].nunique(),
+    )
+    return out, table.sort_values([S.IMAGE, "labeler", "from_individual"]).reset_index(drop=True)
+
+
+def swaps_per_labeler(swaps: pd.DataFrame, scorers: list[str]) -> dict[str, int]:
+    """Images on which each labeler's individuals were re-matched (0 for the others)."""
+    n = swaps.drop_duplicates([S.IMAGE, "labeler"])["labeler"].value_counts()
+    return {s: int(n.get(s, 0)) for s in scorers}
+
+
+# --------------------------------------------------------------------------------------------
 # the whole stage
 
 
@@ -635,25 +805,37 @@ class ConsensusResult:
     drift: pd.DataFrame
     stop_rule: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
+    identity_swaps: pd.DataFrame | None = None  # multi-animal only (see match_identities)
 
 
 def analyse(labels: pd.DataFrame, p: ConsensusParams | None = None) -> ConsensusResult:
     """Consensus table and every labeler QC table from a labels table (pure)."""
     p = p or ConsensusParams()
+    swaps = None
+    if S.INDIVIDUAL in labels.columns:
+        # every QC table below sees the re-matched individuals: a swap is reported once (in
+        # identity_swaps.csv), not again as outliers, bias or low ICC
+        labels, swaps = match_identities(labels, p)
     cube = label_cube(labels)
     log.info(
-        "consensus: %d (image, bodypart) points, %d labelers %s",
+        "consensus: %d (%s) points, %d labelers %s",
         len(cube.keys),
+        ", ".join(group_keys(labels)),
         len(cube.scorers),
         cube.scorers,
     )
+    qc = labeler_qc(cube, p)
+    if swaps is not None:
+        per = swaps_per_labeler(swaps, cube.scorers)
+        qc[N_IDENTITY_SWAPS] = np.where(qc[S.BODYPART] == ALL, qc[S.SCORER].map(per), np.nan)
     res = ConsensusResult(
-        consensus=build_consensus(labels, p),
-        qc=labeler_qc(cube, p),
+        consensus=build_consensus(labels, p, match=False),
+        qc=qc,
         pairwise=pairwise_distances(cube),
         icc=icc_table(cube, p),
         drift=drift_table(labels, cube, p),
         stop_rule=stop_rule(cube, p),
+        identity_swaps=swaps,
     )
     res.summary = summarise(res, cube, p)
     return res
@@ -696,6 +878,18 @@ def summarise(res: ConsensusResult, cube: LabelCube, p: ConsensusParams) -> dict
         else None,
         "labelers_needed": int(enough["step"].iloc[0]) - 1 if len(enough) else None,
         "enough_labelers": bool(len(overall) and overall["enough"].iloc[-1]),
+    } | (_swap_summary(res.identity_swaps, cube) if res.identity_swaps is not None else {})
+
+
+def _swap_summary(swaps: pd.DataFrame, cube: LabelCube) -> dict[str, Any]:
+    """Multi-animal summary keys: identity swaps (labeler-images re-matched) in total, images
+    concerned, and per labeler."""
+    per = swaps_per_labeler(swaps, cube.scorers)
+    return {
+        "n_individuals": len(set(cube.keys[S.INDIVIDUAL].astype(str)) - {S.SINGLE}),
+        "n_identity_swaps": int(sum(per.values())),
+        "n_images_identity_swapped": int(swaps[S.IMAGE].nunique()),
+        "identity_swaps": per,
     }
 
 
@@ -755,6 +949,7 @@ REPORT_FILES = {
     "stop_rule": "stop_rule.csv",
 }
 HEATMAP = "pairwise_heatmap.png"
+SWAPS_FILE = "identity_swaps.csv"  # multi-animal only
 
 
 def write_outputs(res: ConsensusResult, p: ConsensusParams) -> dict[str, Path]:
@@ -765,6 +960,8 @@ def write_outputs(res: ConsensusResult, p: ConsensusParams) -> dict[str, Path]:
     reports = Path(p.reports)
     for name, fname in REPORT_FILES.items():
         paths[name] = write_csv(getattr(res, name), reports / fname)
+    if res.identity_swaps is not None:
+        paths["identity_swaps"] = write_csv(res.identity_swaps, reports / SWAPS_FILE)
     paths["heatmap"] = plot_pairwise_heatmap(res.pairwise, reports / HEATMAP)
     paths["summary"] = write_json(res.summary, p.summary)
     return paths
@@ -793,6 +990,8 @@ def log_to_mlflow(outputs: ConsensusResult | str | Path, summary: str | Path | N
             folder = Path(tmp)
             for name, fname in REPORT_FILES.items():
                 getattr(outputs, name).to_csv(folder / fname, index=False)
+            if outputs.identity_swaps is not None:
+                outputs.identity_swaps.to_csv(folder / SWAPS_FILE, index=False)
             plot_pairwise_heatmap(outputs.pairwise, folder / HEATMAP)
             summ = outputs.summary
         else:
@@ -875,6 +1074,12 @@ def run(
         s["flagged_bias"] or "none",
         s["enough_labelers"],
     )
+    if "n_identity_swaps" in s:
+        log.info(
+            "consensus: identity swaps re-matched per labeler %s -> %s",
+            s["identity_swaps"],
+            Path(p.reports) / SWAPS_FILE,
+        )
     if mlflow:
         log_to_mlflow(res)
     return res
