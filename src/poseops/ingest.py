@@ -2,6 +2,9 @@
 
 Output: one row per (image, scorer, bodypart), columns ``poseops.schema.LABEL_COLUMNS`` then the
 metadata columns (animal, session, condition, dose, camera, then any extra metadata columns).
+Multi-animal DLC projects (``multianimalproject: true``): one row per (image, scorer, individual,
+bodypart), with the column ``individual`` after ``scorer``; unique bodyparts sit under DLC's
+individual ``single``; every config individual gets its rows in every image (NaN = not labeled).
 Every scorer's ``labeled-data/<video>/CollectedData_<scorer>.h5`` (or ``.csv`` when no .h5) is
 read, not only the config's scorer. Image width/height come from the image files' headers.
 
@@ -88,15 +91,19 @@ def read_labels_file(
     project: Path,
     bodyparts: list[str] | None,
     default_video: str | None = None,
+    cfg: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One CollectedData file -> tidy rows (image, video, frame, scorer, bodypart, x, y, labeled).
 
     Checks bodyparts against ``bodyparts`` (config order; parts missing from the file become
-    unlabeled rows, as DLC's merge reindexes to the config) and that every image exists.
+    unlabeled rows, as DLC's merge reindexes to the config) and that every image exists. With a
+    multi-animal ``cfg`` the file is checked against its individuals and bodyparts (dlcio) and
+    the rows gain ``individual``: one per (image, config individual, bodypart).
     """
-    wide = dlcio.read_collected_data(path)
+    wide = dlcio.read_collected_data(path, cfg)
+    ma = cfg is not None and dlcio.is_multianimal(cfg)
     file_bps = list(dict.fromkeys(wide.columns.get_level_values("bodyparts")))
-    if bodyparts is not None:
+    if bodyparts is not None and not ma:
         extra = [b for b in file_bps if b not in bodyparts]
         if extra:
             raise PoseopsError(
@@ -106,7 +113,10 @@ def read_labels_file(
         if missing:
             log.warning("%s: bodyparts %s not labeled in this file (left NaN)", path, missing)
     long = dlcio.wide_to_long(wide, default_video=default_video)
-    if bodyparts is not None and long.shape[0]:
+    if ma and long.shape[0]:
+        assert cfg is not None
+        long = _complete_keypoints(long, _config_keypoints(cfg))
+    elif bodyparts is not None and long.shape[0]:
         long = _complete_bodyparts(long, bodyparts)
     scorer_in_name = path.stem.removeprefix("CollectedData_")
     if long.shape[0] and path.stem.startswith("CollectedData_") and scorer_in_name != long[S.SCORER].iloc[0]:
@@ -119,14 +129,15 @@ def read_labels_file(
             raise PoseopsError(
                 f"image {image} listed in the labels is missing from the project",
                 file=path,
-                row=_row_label(path, i),
+                row=_row_label(path, i, wide.columns.nlevels),
             )
     return long
 
 
-def _row_label(path: Path, i: int) -> Any:
-    """Row number as a user finds it: the CSV line (after the 3 header lines), else data row i+1."""
-    return i + 4 if path.suffix == ".csv" else i + 1
+def _row_label(path: Path, i: int, header_lines: int = 3) -> Any:
+    """Row number as a user finds it: the CSV line (after the 3 header lines, 4 for
+    multi-animal files), else data row i+1."""
+    return i + header_lines + 1 if path.suffix == ".csv" else i + 1
 
 
 def _complete_bodyparts(long: pd.DataFrame, bodyparts: list[str]) -> pd.DataFrame:
@@ -134,6 +145,24 @@ def _complete_bodyparts(long: pd.DataFrame, bodyparts: list[str]) -> pd.DataFram
     images = long.drop_duplicates(S.IMAGE)[[S.IMAGE, S.VIDEO, S.FRAME, S.SCORER]]
     grid = images.merge(pd.DataFrame({S.BODYPART: bodyparts}), how="cross")
     out = grid.merge(long[[S.IMAGE, S.BODYPART, S.X, S.Y]], on=[S.IMAGE, S.BODYPART], how="left")
+    out[S.LABELED] = np.isfinite(out[S.X].to_numpy(float)) & np.isfinite(out[S.Y].to_numpy(float))
+    return out
+
+
+def _config_keypoints(cfg: dict[str, Any]) -> pd.DataFrame:
+    """(individual, bodypart) of a multi-animal project, in DLC's column order: each individual
+    with the multi-animal bodyparts, then ``single`` with the unique bodyparts."""
+    pairs = [(i, b) for i in dlcio.config_individuals(cfg) for b in dlcio.config_multianimal_bodyparts(cfg)]
+    pairs += [(S.SINGLE, b) for b in dlcio.config_unique_bodyparts(cfg)]
+    return pd.DataFrame(pairs, columns=[S.INDIVIDUAL, S.BODYPART])
+
+
+def _complete_keypoints(long: pd.DataFrame, keypoints: pd.DataFrame) -> pd.DataFrame:
+    """Ensure one row per (image, config individual, bodypart), in config order."""
+    images = long.drop_duplicates(S.IMAGE)[[S.IMAGE, S.VIDEO, S.FRAME, S.SCORER]]
+    grid = images.merge(keypoints, how="cross")
+    keys = [S.IMAGE, S.INDIVIDUAL, S.BODYPART]
+    out = grid.merge(long[[*keys, S.X, S.Y]], on=keys, how="left")
     out[S.LABELED] = np.isfinite(out[S.X].to_numpy(float)) & np.isfinite(out[S.Y].to_numpy(float))
     return out
 
@@ -215,9 +244,10 @@ def ingest_project(
         raise PoseopsError(f"unknown project format {fmt!r}; expected one of {FORMATS}")
     if not project.is_dir():
         raise PoseopsError("project folder not found", file=project)
+    cfg: dict[str, Any] | None = None
     if fmt == "dlc":
         cfg = dlcio.read_config(project)
-        bodyparts: list[str] | None = list(cfg["bodyparts"])
+        bodyparts: list[str] | None = dlcio.config_bodyparts(cfg)
         files = find_label_files(project)
         default_video = None
         where = project / "labeled-data"
@@ -233,28 +263,40 @@ def ingest_project(
     parts = []
     for f in files:
         log.info("reading %s", f.relative_to(project))
-        parts.append(read_labels_file(f, project, bodyparts, default_video))
+        parts.append(read_labels_file(f, project, bodyparts, default_video, cfg))
     labels = pd.concat(parts, ignore_index=True)
     if labels.empty:
         raise PoseopsError("empty project: the label files hold no rows", file=where)
     if bodyparts is None:  # Lightning Pose: bodyparts from the header(s)
         bodyparts = list(dict.fromkeys(labels[S.BODYPART]))
-    dup = labels.duplicated([S.IMAGE, S.SCORER, S.BODYPART])
+    ma = S.INDIVIDUAL in labels.columns
+    dup = labels.duplicated([S.IMAGE, S.SCORER, *([S.INDIVIDUAL] if ma else []), S.BODYPART])
     if dup.any():
         row = labels[dup].iloc[0]
+        who = f" (individual {row[S.INDIVIDUAL]!r})" if ma else ""
         raise PoseopsError(
-            f"image {row[S.IMAGE]} labeled twice by scorer {row[S.SCORER]!r} "
+            f"image {row[S.IMAGE]} labeled twice by scorer {row[S.SCORER]!r}{who} "
             "(in two label files)",
             file=where,
             bodypart=row[S.BODYPART],
         )
-    if fmt == "dlc":
+    if cfg is not None:
         _warn_unlisted_videos(labels, cfg, project)
     labels = add_image_sizes(labels, project)
     labels[S.BODYPART] = pd.Categorical(labels[S.BODYPART], categories=bodyparts, ordered=True)
-    labels = labels.sort_values([S.IMAGE, S.SCORER, S.BODYPART], kind="stable")
+    order = [S.IMAGE, S.SCORER, S.BODYPART]
+    columns = list(S.LABEL_COLUMNS)
+    if ma:  # individuals in config order, then single; 'individual' right after 'scorer'
+        assert cfg is not None
+        inds = [*dlcio.config_individuals(cfg), S.SINGLE]
+        labels[S.INDIVIDUAL] = pd.Categorical(labels[S.INDIVIDUAL], categories=inds, ordered=True)
+        order.insert(2, S.INDIVIDUAL)
+        columns.insert(columns.index(S.SCORER) + 1, S.INDIVIDUAL)
+    labels = labels.sort_values(order, kind="stable")
     labels[S.BODYPART] = labels[S.BODYPART].astype(str)
-    labels = labels[S.LABEL_COLUMNS].reset_index(drop=True)
+    if ma:
+        labels[S.INDIVIDUAL] = labels[S.INDIVIDUAL].astype(str)
+    labels = labels[columns].reset_index(drop=True)
     out = join_metadata(labels, read_metadata(metadata))
     n_img = out[S.IMAGE].nunique()
     log.info(
