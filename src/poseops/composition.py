@@ -11,6 +11,14 @@ out of the split (temporal-blocks: the gap), the smallest frame distance between
 one video in different splits (computed here from the frame numbers, independently of the split
 code), and a loud warning when every image is its own group (``group_by: [image]`` leaks).
 
+Multi-animal labels (an ``individual`` column): frames are still images (not rows); keypoints are
+(image, individual, bodypart), so pose variance pools the individuals per bodypart (egocentric:
+around each animal's own centroid) and labeler agreement compares the same individual, after
+matching labelers' individuals by position (``consensus.match_identities``: an identity swap is
+counted as ``identity_swaps``, not as a huge disagreement). ``animals_per_frame`` is the
+distribution of labeled individuals per image (an animal with at least one labeled keypoint by
+any scorer; unique bodyparts' ``single`` is not an animal), overall and per split.
+
 Outputs: DVC metrics JSON (``composition.metrics``) and a long CSV table (``composition.table``,
 columns ``metric, stratum_type, stratum, split, value``).
 """
@@ -49,6 +57,9 @@ class CompositionParams:
     table: str = "reports/composition.csv"
 
 
+ANIMALS_IN_FRAME = "animals_in_frame"  # stratum type of the animals-per-frame rows
+
+
 # ---------------------------------------------------------------------------- pure metrics
 def frames_of(labels: pd.DataFrame) -> pd.DataFrame:
     """One row per labeled image with its video and metadata columns."""
@@ -73,10 +84,27 @@ def condition_coverage_pct(present: set[str], conditions: set[str]) -> float | N
 
 
 def keypoint_positions(labels: pd.DataFrame) -> pd.DataFrame:
-    """Labeled positions per (image, bodypart), averaged over scorers: ``image, bodypart, x, y``."""
+    """Labeled positions per (image, [individual,] bodypart), averaged over scorers:
+    ``image, [individual,] bodypart, x, y``."""
+    keys = S.keypoint_keys(labels)
     ok = ~keypoint_missing(labels)
-    sub = labels.loc[ok, [S.IMAGE, S.BODYPART, S.X, S.Y]].astype({S.X: float, S.Y: float})
-    return sub.groupby([S.IMAGE, S.BODYPART], as_index=False, observed=True)[[S.X, S.Y]].mean()
+    sub = labels.loc[ok, [*keys, S.X, S.Y]].astype({S.X: float, S.Y: float})
+    return sub.groupby(keys, as_index=False, observed=True)[[S.X, S.Y]].mean()
+
+
+def animals_per_frame(labels: pd.DataFrame) -> pd.Series:
+    """Labeled individuals per image (index: image, sorted): animals with at least one labeled
+    keypoint by any scorer; ``single`` (unique bodyparts) is not an animal. Multi-animal only."""
+    S.require_columns(labels, [S.IMAGE, S.INDIVIDUAL, S.X, S.Y], "labels")
+    ok = ~keypoint_missing(labels) & (labels[S.INDIVIDUAL].astype(str) != S.SINGLE).to_numpy()
+    n = labels.loc[ok].groupby(S.IMAGE, observed=True)[S.INDIVIDUAL].nunique()
+    images = pd.Index(sorted(labels[S.IMAGE].unique()), name=S.IMAGE)
+    return n.reindex(images, fill_value=0).astype(int).rename(ANIMALS_IN_FRAME)
+
+
+def count_distribution(values: pd.Series) -> dict[str, int]:
+    """``{value: count}`` with keys in numeric order (as text: JSON keys)."""
+    return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
 
 
 def pose_variance(labels: pd.DataFrame) -> pd.DataFrame:
@@ -85,9 +113,10 @@ def pose_variance(labels: pd.DataFrame) -> pd.DataFrame:
     sd_x, sd_y: sample SDs (ddof=1) of the labeled positions across frames; ``sd_px =
     sqrt(var_x + var_y)`` (the "pose variance index" in pixels: RMS distance to the mean
     position). ``sd_px_egocentric``: the same after subtracting each frame's centroid (mean of its
-    labeled keypoints), i.e. variation of the pose itself rather than of where the animal is."""
+    labeled keypoints; multi-animal: of each animal's), i.e. variation of the pose itself rather
+    than of where the animal is."""
     pos = keypoint_positions(labels)
-    centroid = pos.groupby(S.IMAGE)[[S.X, S.Y]].transform("mean")
+    centroid = pos.groupby(S.keypoint_keys(pos)[:-1])[[S.X, S.Y]].transform("mean")
     pos["ex"], pos["ey"] = pos[S.X] - centroid[S.X], pos[S.Y] - centroid[S.Y]
     g = pos.groupby(S.BODYPART, observed=True)
     out = pd.DataFrame(
@@ -99,33 +128,32 @@ def pose_variance(labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def pairwise_distances(labels: pd.DataFrame) -> pd.DataFrame:
-    """Distance between every two scorers' positions of the same (image, bodypart), where both
-    labeled it: ``image, bodypart, scorer_a, scorer_b, distance_px`` (scorer_a < scorer_b).
-    The ``consensus`` scorer is left out (it is derived from the others)."""
+    """Distance between every two scorers' positions of the same (image, [individual,] bodypart),
+    where both labeled it: ``image, bodypart, scorer_a, scorer_b, distance_px`` (scorer_a <
+    scorer_b; + ``individual`` in a multi-animal table: match identities first). The
+    ``consensus`` scorer is left out (it is derived from the others)."""
     S.require_columns(labels, [S.IMAGE, S.BODYPART, S.SCORER, S.X, S.Y], "labels")
+    keys = S.keypoint_keys(labels)
     ok = ~keypoint_missing(labels) & (labels[S.SCORER] != S.CONSENSUS_SCORER).to_numpy()
-    sub = labels.loc[ok, [S.IMAGE, S.BODYPART, S.SCORER, S.X, S.Y]]
+    sub = labels.loc[ok, [*keys, S.SCORER, S.X, S.Y]]
     sub = sub.astype({S.SCORER: str, S.BODYPART: str, S.X: float, S.Y: float})
     parts = []
     for a, b in itertools.combinations(sorted(sub[S.SCORER].unique()), 2):
-        m = sub[sub[S.SCORER] == a].merge(
-            sub[sub[S.SCORER] == b], on=[S.IMAGE, S.BODYPART], suffixes=("_a", "_b")
-        )
+        m = sub[sub[S.SCORER] == a].merge(sub[sub[S.SCORER] == b], on=keys, suffixes=("_a", "_b"))
         if m.empty:
             continue
         d = np.hypot(m["x_a"] - m["x_b"], m["y_a"] - m["y_b"])
         parts.append(
             pd.DataFrame(
                 {
-                    S.IMAGE: m[S.IMAGE],
-                    S.BODYPART: m[S.BODYPART],
+                    **{k: m[k] for k in keys},
                     "scorer_a": a,
                     "scorer_b": b,
                     "distance_px": d,
                 }
             )
         )
-    cols = [S.IMAGE, S.BODYPART, "scorer_a", "scorer_b", "distance_px"]
+    cols = [*keys, "scorer_a", "scorer_b", "distance_px"]
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
@@ -226,6 +254,12 @@ def split_composition(
         }
     if labels is not None:
         out["excluded_frames"] = int(len(set(labels[S.IMAGE]) - set(split[S.IMAGE])))
+        if S.INDIVIDUAL in labels.columns:
+            n = split[S.IMAGE].map(animals_per_frame(labels))
+            out["animals_per_frame"] = {
+                s: count_distribution(n[(split[S.SPLIT] == s).to_numpy()].dropna().astype(int))
+                for s in S.SPLITS
+            }
     frame = split_frame_numbers(split, labels)
     ok = (frame >= 0).to_numpy()
     out["min_frame_distance_between_splits"] = (
@@ -258,11 +292,19 @@ def composition_metrics(
     split: pd.DataFrame | None = None,
     conditions: set[str] | None = None,
     split_params: Any = None,
+    consensus_params: Any = None,
 ) -> dict[str, Any]:
     """All composition metrics as a nested dict (the DVC metrics file). ``conditions``: the
     experimental design's conditions (e.g. from the metadata CSV, which also lists unlabeled
     recordings); default: the conditions found in the labels. ``split_params``: the params.yaml
-    ``split`` section that made ``split`` (its mode and temporal-blocks settings are recorded)."""
+    ``split`` section that made ``split`` (its mode and temporal-blocks settings are recorded).
+    ``consensus_params`` (``poseops.consensus.ConsensusParams``, default its defaults): how a
+    multi-animal table's identities are matched before labeler agreement."""
+    swaps = None
+    if S.INDIVIDUAL in labels.columns:
+        from poseops.consensus import match_identities
+
+        labels, swaps = match_identities(labels, consensus_params)
     frames = frames_of(labels)
     present = set(frames_counts_keys(frames, S.CONDITION))
     conditions = set(conditions) if conditions else present
@@ -295,6 +337,12 @@ def composition_metrics(
     m["nan_share"] = {r.bodypart: float(r.nan_share) for r in nan.itertuples()}
     m["nan_share_overall"] = float(keypoint_missing(labels).mean()) if len(labels) else None
     m["labeler_agreement"] = labeler_agreement(labels)
+    if swaps is not None:
+        n = animals_per_frame(labels)
+        m["n_individuals"] = len(set(labels[S.INDIVIDUAL].astype(str)) - {S.SINGLE})
+        m["animals_per_frame"] = count_distribution(n)
+        m["animals_per_frame_mean"] = float(n.mean()) if len(n) else None
+        m["identity_swaps"] = int(len(swaps.drop_duplicates([S.IMAGE, "labeler"])))
     if split is not None:
         m["split"] = split_composition(split, conditions, labels=labels, split_params=split_params)
     return _clean(m)
@@ -334,6 +382,11 @@ def composition_table(metrics: dict[str, Any]) -> pd.DataFrame:
     for col in COUNT_BY:
         for stratum, n in metrics[f"frames_per_{col}"].items():
             rows.append(("frames", col, stratum, ALL, n))
+    if "animals_per_frame" in metrics:  # multi-animal
+        for key in ("n_individuals", "animals_per_frame_mean", "identity_swaps"):
+            rows.append((key, ALL, ALL, ALL, metrics[key]))
+        for k, n in metrics["animals_per_frame"].items():
+            rows.append(("frames", ANIMALS_IN_FRAME, k, ALL, n))
     for bp, v in metrics["pose_variance"].items():
         for k in ("sd_x", "sd_y", "sd_px", "sd_px_egocentric"):
             rows.append((f"pose_{k}", S.BODYPART, bp, ALL, v[k]))
@@ -360,6 +413,8 @@ def composition_table(metrics: dict[str, Any]) -> pd.DataFrame:
                 )
             if "blocks" in sp:
                 rows.append(("blocks", ALL, ALL, s, sp["blocks"][s]))
+            for k, n in sp.get("animals_per_frame", {}).get(s, {}).items():
+                rows.append(("frames", ANIMALS_IN_FRAME, k, s, n))
         for key in ("mode", "block_frames", "gap_frames", "excluded_frames",
                     "min_frame_distance_between_splits"):
             if key in sp:
@@ -380,6 +435,7 @@ def design_conditions(metadata: str | Path | None) -> set[str]:
 
 
 def run(params_file: str | None = None) -> dict[str, Any]:
+    from poseops.consensus import ConsensusParams
     from poseops.ingest import ProjectParams
     from poseops.split import SplitParams
     from poseops.validate import read_table
@@ -389,7 +445,10 @@ def run(params_file: str | None = None) -> dict[str, Any]:
     split = read_table(p.split) if p.split else None
     conditions = design_conditions(section("project", ProjectParams, params_file).metadata)
     split_params = section("split", SplitParams, params_file) if split is not None else None
-    metrics = composition_metrics(labels, split, conditions or None, split_params)
+    consensus_params = (
+        section("consensus", ConsensusParams, params_file) if S.INDIVIDUAL in labels else None
+    )
+    metrics = composition_metrics(labels, split, conditions or None, split_params, consensus_params)
     if split is not None and metrics["split"]["leakage_warning"]:
         log.warning("composition: %s", metrics["split"]["leakage_warning"])
     write_json(metrics, p.metrics)

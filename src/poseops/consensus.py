@@ -1020,18 +1020,28 @@ def consensus_to_dlc(
     project_dir: str | Path,
     scorer: str,
     bodyparts: list[str] | None = None,
+    individuals: list[str] | None = None,
+    unique_bodyparts: list[str] | None = None,
 ) -> list[Path]:
     """Write consensus labels as DLC ``labeled-data/<video>/CollectedData_<scorer>.h5`` (+ .csv)
     in ``project_dir``, one file per video (through poseops.dlcio). DLC's training reads only the
     config scorer's file: pass that name. ``bodyparts`` fixes the column order (config order).
-    Returns the .h5 paths written."""
+    Multi-animal consensus (an ``individual`` column) is written as DLC's 4-level frame;
+    ``individuals`` and ``unique_bodyparts`` (config order) fix its columns. Returns the .h5
+    paths written."""
     from poseops import dlcio
 
     S.require_columns(consensus, [S.IMAGE, S.VIDEO, S.BODYPART, S.X, S.Y], "consensus")
     df = consensus.drop(columns=[S.SCORER], errors="ignore")
     written = []
     for video, part in df.groupby(S.VIDEO, sort=True):
-        wide = dlcio.labels_to_wide(part, scorer=scorer, bodyparts=bodyparts)
+        wide = dlcio.labels_to_wide(
+            part,
+            scorer=scorer,
+            bodyparts=bodyparts,
+            individuals=individuals,
+            unique_bodyparts=unique_bodyparts,
+        )
         h5 = Path(project_dir) / "labeled-data" / str(video) / f"CollectedData_{scorer}.h5"
         written.append(dlcio.write_collected_data(wide, h5)[0])
     return written

@@ -24,6 +24,8 @@ near-identical neighbouring frames never sit on both sides. Three modes:
 A ``group_by`` that makes every image its own group (``[image]``) is warned about loudly:
 neighbouring frames of a video then sit in train and test and the test error is optimistic.
 Impossible requests are refused with a PoseopsError saying why and what would work.
+Multi-animal tables (several rows per image: one per individual and bodypart) split the same way:
+every count and fraction is of images, never of rows.
 Output (``split.out``): CSV ``image, video, group, split`` + the stratification column
 (+ ``frame, block_start, block_end`` in temporal-blocks mode).
 """
