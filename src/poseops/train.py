@@ -119,8 +119,14 @@ class DlcDataset:
     train_indices: list[int]
     val_indices: list[int]
     scorer: str
-    bodyparts: list[str]
+    bodyparts: list[str]  # all of them, DLC's order (multi-animal: multi-animal then unique)
     iteration: int
+    individuals: list[str] = field(default_factory=list)  # multi-animal projects only
+    unique_bodyparts: list[str] = field(default_factory=list)
+
+    @property
+    def multianimal(self) -> bool:
+        return bool(self.individuals)
 
 
 @dataclass
@@ -202,16 +208,47 @@ def training_frames(labels: pd.DataFrame, split: pd.DataFrame) -> dict[str, list
     return out
 
 
-def collected_data(labels: pd.DataFrame, scorer: str, bodyparts: list[str]) -> pd.DataFrame:
+def collected_data(
+    labels: pd.DataFrame,
+    scorer: str,
+    bodyparts: list[str],
+    individuals: list[str] | None = None,
+    unique_bodyparts: list[str] | None = None,
+) -> pd.DataFrame:
     """DLC's wide CollectedData table: rows (labeled-data, video, image name), columns
     (scorer, bodyparts, coords x/y), NaN = not labeled. labels: one scorer, image/bodypart/x/y;
-    written under ``scorer`` (the config's: DLC only reads that file)."""
+    written under ``scorer`` (the config's: DLC only reads that file).
+
+    Multi-animal (``individuals`` given, labels with an ``individual`` column): DLC's 4-level
+    frame (scorer, individuals, bodyparts, coords); unique bodyparts under ``single``."""
     from poseops.dlcio import labels_to_wide
 
     unknown = sorted(set(labels[S.BODYPART]) - set(bodyparts))
     if unknown:
         raise PoseopsError("bodypart not in the project's config.yaml", bodypart=unknown[0])
-    return labels_to_wide(labels.assign(**{S.SCORER: scorer}), scorer=scorer, bodyparts=bodyparts)
+    if individuals is None:
+        return labels_to_wide(labels.assign(**{S.SCORER: scorer}), scorer=scorer, bodyparts=bodyparts)
+    _check_individuals(labels, individuals, unique_bodyparts or [])
+    return labels_to_wide(labels.assign(**{S.SCORER: scorer}), scorer=scorer, bodyparts=bodyparts,
+                          individuals=individuals, unique_bodyparts=unique_bodyparts or [])
+
+
+def _check_individuals(labels: pd.DataFrame, individuals: list[str], unique: list[str]) -> None:
+    """Each row's individual is in the config and its bodypart belongs to it (unique bodyparts
+    under ``single`` only): otherwise DLC would drop or misplace the label silently."""
+    known = set(individuals) | ({S.SINGLE} if unique else set())
+    bad = ~labels[S.INDIVIDUAL].isin(known)
+    if bad.any():
+        row = labels[bad].iloc[0]
+        raise PoseopsError(f"individual {row[S.INDIVIDUAL]!r} not in the project's config.yaml "
+                           f"individuals {individuals}", row=row[S.IMAGE], bodypart=row[S.BODYPART])
+    single = labels[S.INDIVIDUAL] == S.SINGLE
+    wrong = (single & ~labels[S.BODYPART].isin(unique)) | (~single & labels[S.BODYPART].isin(unique))
+    if wrong.any():
+        row = labels[wrong].iloc[0]
+        raise PoseopsError(
+            f"bodypart under individual {row[S.INDIVIDUAL]!r}: unique bodyparts {unique} belong "
+            f"under {S.SINGLE!r} only", row=row[S.IMAGE], bodypart=row[S.BODYPART])
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -270,14 +307,24 @@ def prepare_dlc_project(
     """
     import yaml
 
-    from poseops.dlcio import write_collected_data
+    from poseops.dlcio import (
+        config_bodyparts,
+        config_individuals,
+        config_unique_bodyparts,
+        write_collected_data,
+    )
 
     source_project = Path(source_project)
     labels = _single_scorer(labels)
     src_cfg = source_config(source_project, labels)
+    multi = _check_multianimal(src_cfg, labels, source_project)
+    if multi:
+        check_multianimal_net(params.net_type)
     frames = training_frames(labels, split)
     scorer = src_cfg["scorer"]
-    bodyparts = list(src_cfg["bodyparts"])
+    bodyparts = config_bodyparts(src_cfg)  # single-animal: cfg["bodyparts"]
+    individuals = config_individuals(src_cfg) if multi else None
+    unique = config_unique_bodyparts(src_cfg) if multi else None
     project = Path(workdir).resolve() / "project"
     if project.exists():
         shutil.rmtree(project)
@@ -296,7 +343,7 @@ def prepare_dlc_project(
     used = labels[labels[S.IMAGE].isin(fit_images)]
     videos = sorted(used[S.VIDEO].unique())
     for video in videos:
-        wide = collected_data(used[used[S.VIDEO] == video], scorer, bodyparts)
+        wide = collected_data(used[used[S.VIDEO] == video], scorer, bodyparts, individuals, unique)
         write_collected_data(wide, project / "labeled-data" / video / f"CollectedData_{scorer}.h5")
 
     width, height = image_size(labels)
@@ -320,7 +367,10 @@ def prepare_dlc_project(
     if sorted(split_check["train"]) != sorted(train_idx) or sorted(split_check["test"]) != sorted(val_idx):
         raise PoseopsError("DeepLabCut's shuffle does not hold the requested split", file=cfg_path)
     # our settings (epochs, optimizer, augmentation, crop, key metric = validation RMSE)
-    _apply_updates(loader, config_updates(params, (width, height)))
+    updates = config_updates(params, (width, height))
+    if multi:
+        updates.update(_padded_crop(loader.model_cfg, updates))
+    _apply_updates(loader, updates)
     model_dir = project / loader.model_folder.relative_to(project).parent
     return DlcDataset(
         config_path=cfg_path,
@@ -335,7 +385,77 @@ def prepare_dlc_project(
         scorer=scorer,
         bodyparts=bodyparts,
         iteration=int(cfg.get("iteration", 0)),
+        individuals=list(individuals or []),
+        unique_bodyparts=list(unique or []),
     )
+
+
+def _check_multianimal(cfg: dict[str, Any], labels: pd.DataFrame, source_project: Path) -> bool:
+    """True for a multi-animal project; the labels table and config.yaml must agree on it."""
+    from poseops.dlcio import is_multianimal
+
+    multi = is_multianimal(cfg)
+    has_individual = S.INDIVIDUAL in labels.columns
+    if multi and not has_individual:
+        raise PoseopsError(f"config.yaml is multi-animal but the labels table has no "
+                           f"{S.INDIVIDUAL!r} column: run ingest again", file=Path(source_project) / "config.yaml")
+    if has_individual and not multi:
+        raise PoseopsError(f"the labels table has an {S.INDIVIDUAL!r} column but config.yaml is not "
+                           "multi-animal (multianimalproject: true)", file=Path(source_project) / "config.yaml")
+    return multi
+
+
+def multianimal_net_types() -> list[str]:
+    """DLC 3 net types poseops trains on a multi-animal project: the bottom-up ones (a backbone
+    with a PAF head, DEKR, DLCRNet). Top-down ones need a detector trained first."""
+    from deeplabcut.pose_estimation_pytorch.config.enums import NetType
+
+    return [a for a in NetType.available_aliases() if _net_task(a) == "BU"]
+
+
+def _net_task(net_type: str) -> str | None:
+    """DLC's task for a net type name: BU, TD or CTD (None: not a DLC 3 net type)."""
+    from deeplabcut.pose_estimation_pytorch.config.enums import NetType
+    from deeplabcut.pose_estimation_pytorch.config.make_pose_config import resolve_net_type_and_task
+
+    try:
+        _, top_down = NetType.from_alias(net_type)
+        if top_down:
+            return "TD"
+        _, task = resolve_net_type_and_task(net_type, default=net_type, top_down=False)
+    except (ValueError, FileNotFoundError):
+        return None
+    return str(task.aliases[0])
+
+
+def check_multianimal_net(net_type: str) -> None:
+    """One-line PoseopsError unless ``net_type`` is a bottom-up DLC 3 model (multi-animal)."""
+    task = _net_task(net_type)
+    if task == "BU":
+        return
+    ok = ", ".join(multianimal_net_types())
+    if task is None:
+        raise PoseopsError(f"params.yaml [train]: net_type {net_type!r} is not a DeepLabCut 3 "
+                           f"model; a multi-animal project takes one of: {ok}")
+    kind = "conditional top-down" if task == "CTD" else "top-down"
+    raise PoseopsError(f"params.yaml [train]: net_type {net_type!r} is a {kind} model (it needs a "
+                       "detector or conditions trained first), not supported for multi-animal "
+                       f"projects; use a bottom-up one: {ok}")
+
+
+def _padded_crop(model_cfg: Any, updates: dict[str, Any]) -> dict[str, int]:
+    """Training crop rounded up to the net's inference padding divisor (HRNet/DEKR: 32): its
+    branches only line up on such sizes; DLC pads the smaller images."""
+    pad = ((model_cfg.get("data") or {}).get("inference") or {}).get("auto_padding") or {}
+    out = {}
+    for key, div in (("width", pad.get("pad_width_divisor")), ("height", pad.get("pad_height_divisor"))):
+        name = f"data.train.crop_sampling.{key}"
+        size = int(updates[name])
+        if div and size % int(div):
+            out[name] = -(-size // int(div)) * int(div)
+            log.info("training crop %s %d -> %d (multiple of %d for %s)", key, size, out[name], div,
+                     model_cfg.get("net_type"))
+    return out
 
 
 def _merged_positions(cfg: dict, project: Path, frames: dict[str, list[str]]) -> tuple[list[int], list[int]]:
@@ -890,6 +1010,7 @@ def train_model(
             "n_train": len(ds.images[S.TRAIN]),
             "n_val": len(ds.images[S.VAL]),
             "n_test": len(ds.images[S.TEST]),
+            **({"multianimal": True, "individuals": ",".join(ds.individuals)} if ds.multianimal else {}),
             **{f"dvc_md5.{k}": v for k, v in (dvc_md5s or {}).items()},
             **(tags or {}),
         }
@@ -966,6 +1087,8 @@ def _dlc_version() -> str:
 def _dataset_from_run_json(prev: dict[str, Any]) -> DlcDataset:
     import yaml
 
+    from poseops.dlcio import config_bodyparts, config_individuals, config_unique_bodyparts
+
     cfg = yaml.safe_load(Path(prev["config_path"]).read_text())
     return DlcDataset(
         config_path=Path(prev["config_path"]),
@@ -978,8 +1101,10 @@ def _dataset_from_run_json(prev: dict[str, Any]) -> DlcDataset:
         train_indices=prev["train_indices"],
         val_indices=prev["val_indices"],
         scorer=cfg["scorer"],
-        bodyparts=list(cfg["bodyparts"]),
+        bodyparts=config_bodyparts(cfg),
         iteration=int(prev.get("iteration", 0)),
+        individuals=config_individuals(cfg),
+        unique_bodyparts=config_unique_bodyparts(cfg),
     )
 
 
