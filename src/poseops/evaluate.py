@@ -11,6 +11,12 @@ Outputs (`evaluate.out`, default data/eval/):
     diagnosis.json        diagnosis from the loss curves and the train/val/test errors (kind,
                           reason, actions, stats)
     summary.json          headline metrics + context (snapshot, project, run id) for the report
+    identity.csv          multi-animal only: per image, animals labeled / predicted / matched /
+                          missed / false positive / identity swaps (poseops.metrics.identity_table)
+Multi-animal projects (consensus with an ``individual`` column): predictions are every assembly
+the model returns (``assembly``; -1 the unique bodyparts), matched to labeled animals as DLC's
+``evaluate_network`` matches them (``individual``, ``oks``); the headline adds DLC's own ``mAP``,
+``mAR``, ``dlc_rmse_px`` (after matching) and the identity counts per split.
 `evaluate.metrics` (reports/metrics.json): headline numbers per split (DVC metrics).
 `evaluate.plots` (reports/plots/): loss_curves.csv, pck_curve.csv, error_by_bodypart.csv,
 error_by_condition.csv (DVC plots, see dvc.yaml).
@@ -80,6 +86,7 @@ class Evaluation:
     curves: pd.DataFrame
     diagnosis: D.Diagnosis
     context: dict[str, Any]
+    identity: pd.DataFrame | None = None  # multi-animal: per image (metrics.identity_table)
 
 
 # ------------------------------------------------------------------------------- inference
@@ -102,10 +109,13 @@ def predict(
     batch_size: int = 8,
     device: str = "auto",
     chunk: int = 64,
+    multi_animal: bool = False,
 ) -> pd.DataFrame:
     """DeepLabCut inference of ``snapshot`` on ``images`` (DLC relative paths under
     ``project_dir``). Returns the predictions table ``image, bodypart, x, y, likelihood,
-    snapshot`` (single animal: the first individual)."""
+    snapshot`` (single animal: the first individual). ``multi_animal``: every assembly, one row
+    per (image, assembly, bodypart) with ``assembly`` = its index in the runner's output (an
+    unordered animal; -1 = the unique bodyparts), as the runner returns it (score -1: none)."""
     snapshot, pytorch_config = Path(snapshot), Path(pytorch_config)
     if not snapshot.is_file():
         raise PoseopsError("snapshot not found (train first, or fix evaluate.snapshot)",
@@ -121,6 +131,11 @@ def predict(
 
     cfg = yaml.safe_load(pytorch_config.read_text())
     bodyparts = list(cfg["metadata"]["bodyparts"])
+    if multi_animal and str(cfg.get("method", "bu")).lower() != "bu":
+        raise PoseopsError(
+            f"evaluating a {cfg.get('method')!r} (top-down) multi-animal model needs a detector "
+            "or ground-truth boxes: not supported yet; use a bottom-up net_type (dekr_w18, "
+            "resnet_50 with PAF, ...)", file=pytorch_config)
     runner = get_pose_inference_runner(
         model_config=cfg, snapshot_path=str(snapshot), batch_size=batch_size,
         device=resolve_device(device),
@@ -128,11 +143,19 @@ def predict(
     from poseops.tracking import inference_by_size
 
     xs: list[np.ndarray] = []
+    outs: list[dict[str, Any]] = []
     for start in range(0, len(images), chunk):
         part = images[start : start + chunk]
         out = inference_by_size(runner, [str(Path(project_dir) / i) for i in part])
-        xs.extend(np.asarray(o["bodyparts"], float)[0, :, :3] for o in out)
+        if multi_animal:
+            outs.extend(out)
+        else:
+            xs.extend(np.asarray(o["bodyparts"], float)[0, :, :3] for o in out)
         log.info("predicted %d / %d images", min(start + chunk, len(images)), len(images))
+    if multi_animal:
+        table = multianimal_predictions(images, outs, bodyparts,
+                                        list(cfg["metadata"].get("unique_bodyparts") or []))
+        return table.assign(**{S.SNAPSHOT: snapshot.name})
     arr = np.stack(xs) if xs else np.zeros((0, len(bodyparts), 3))
     n_img, n_bp = len(images), len(bodyparts)
     return pd.DataFrame({
@@ -145,6 +168,32 @@ def predict(
     })
 
 
+def multianimal_predictions(images: list[str], outputs: list[Mapping[str, Any]],
+                            bodyparts: list[str], unique_bodyparts: list[str]) -> pd.DataFrame:
+    """The runner's per-image outputs (``bodyparts``: (assemblies, bodyparts, >=3) x, y, score;
+    ``unique_bodyparts``: (1, unique, 3)) as the multi-animal predictions table ``image,
+    assembly, bodypart, x, y, likelihood`` (unique bodyparts: assembly -1)."""
+    parts = []
+    for image, o in zip(images, outputs, strict=True):
+        arr = np.asarray(o["bodyparts"], float)[..., :3]
+        n_asm = arr.shape[0]
+        parts.append(pd.DataFrame({
+            S.IMAGE: image, S.ASSEMBLY: np.repeat(np.arange(n_asm), len(bodyparts)),
+            S.BODYPART: np.tile(bodyparts, n_asm), S.X: arr[..., 0].ravel(),
+            S.Y: arr[..., 1].ravel(), S.LIKELIHOOD: arr[..., 2].ravel()}))
+        if unique_bodyparts and o.get("unique_bodyparts") is not None:
+            u = np.asarray(o["unique_bodyparts"], float)[..., :3].reshape(-1, 3)
+            parts.append(pd.DataFrame({
+                S.IMAGE: image, S.ASSEMBLY: -1, S.BODYPART: unique_bodyparts,
+                S.X: u[: len(unique_bodyparts), 0], S.Y: u[: len(unique_bodyparts), 1],
+                S.LIKELIHOOD: u[: len(unique_bodyparts), 2]}))
+    if not parts:
+        return pd.DataFrame(columns=M.MA_PREDICTION_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    out[S.ASSEMBLY] = out[S.ASSEMBLY].astype(int)
+    return out
+
+
 # ------------------------------------------------------------------------------- pure core
 
 
@@ -155,12 +204,22 @@ def evaluate_tables(
     learning_stats: pd.DataFrame | None,
     params: EvaluateParams,
     config_pcutoff: float = 0.6,
+    individuals: list[str] | None = None,
 ) -> Evaluation:
-    """Everything after inference: errors, stratified table, headline, bias, PCK, diagnosis."""
+    """Everything after inference: errors, stratified table, headline, bias, PCK, diagnosis.
+    Multi-animal ``labels`` (with ``individual``): predictions are matched to the labeled
+    animals first; ``individuals`` is DLC's config order (it breaks ties as DLC does)."""
     spec = params.spec(config_pcutoff)
+    identity = None
+    if M.is_multianimal(labels):
+        predictions = M.match_predictions(labels, predictions, individuals)
     errors = M.compute_errors(labels, predictions, split, params.reference_bodyparts)
     stratified = M.stratified_table(errors, spec)
     headline = M.headline_metrics(stratified)
+    if M.is_multianimal(labels):
+        identity = M.identity_table(errors, predictions)
+        add_multianimal_headline(headline, labels, predictions, errors, identity, spec.pcutoff,
+                                 individuals)
     thresholds = np.arange(0, params.pck_curve_max_px + 1e-9, params.pck_curve_step_px)
     pck = M.pck_curve(errors, thresholds)
     bias = M.condition_bias(errors, params.bias_factors, unit=params.bias_unit)
@@ -172,11 +231,32 @@ def evaluate_tables(
     diagnosis = D.diagnose(curves, th, errors_px=D.split_errors(headline))
     return Evaluation(
         predictions=predictions, errors=errors, stratified=stratified, headline=headline,
-        bias=bias, pck=pck, curves=curves, diagnosis=diagnosis,
+        bias=bias, pck=pck, curves=curves, diagnosis=diagnosis, identity=identity,
         context={"pcutoff": spec.pcutoff, "pck_thresholds_px": list(spec.pck_px),
                  "pck_fractions": list(spec.pck_fractions),
                  "reference_bodyparts": params.reference_bodyparts},
     )
+
+
+def add_multianimal_headline(
+    headline: dict[str, dict[str, float]], labels: pd.DataFrame, predictions: pd.DataFrame,
+    errors: pd.DataFrame, identity: pd.DataFrame, pcutoff: M.Pcutoff,
+    individuals: list[str] | None = None,
+) -> None:
+    """Per split: DLC's own ``mAP``, ``mAR``, ``dlc_rmse_px``, ``dlc_rmse_pcutoff_px``
+    (``compute_metrics`` on the split's images) and the identity counts
+    (:func:`poseops.metrics.identity_summary`), into ``headline`` in place."""
+    ident = M.identity_summary(identity)
+    for split_name, d in headline.items():
+        if split_name not in S.SPLITS:
+            continue
+        images = sorted(errors.loc[errors[S.SPLIT] == split_name, S.IMAGE].unique())
+        dlc = M.dlc_multianimal_metrics(labels, predictions, images, pcutoff, individuals)
+        if np.isfinite(dlc["dlc_rmse_px"]) and abs(dlc["dlc_rmse_px"] - d["mean_px"]) > 1e-6:
+            log.warning("%s: DLC's rmse %.4f px differs from the errors table's mean %.4f px",
+                        split_name, dlc["dlc_rmse_px"], d["mean_px"])
+        d.update(dlc)
+        d.update(ident.get(split_name, {}))
 
 
 def flat_metrics(headline: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -218,6 +298,8 @@ def write_outputs(ev: Evaluation, params: EvaluateParams) -> dict[str, Path]:
         "condition_bias": write_csv(ev.bias, out / "condition_bias.csv"),
         "diagnosis": write_json(ev.diagnosis.as_dict(), out / "diagnosis.json"),
         "summary": write_json({"headline": ev.headline, **ev.context}, out / "summary.json"),
+        **({"identity": write_csv(ev.identity, out / "identity.csv")}
+           if ev.identity is not None else {}),
         "metrics": write_json(ev.headline, params.metrics),
     }
     for name, df in plot_tables(ev).items():
@@ -237,7 +319,9 @@ def log_to_mlflow(ev: Evaluation, paths: Mapping[str, Path], run_id: str,
     with mlflow.start_run(run_id=run_id):
         mlflow.log_table(ev.stratified, artifact_file="eval/stratified.json")
         mlflow.log_table(ev.bias, artifact_file="eval/condition_bias.json")
-        for key in ("stratified", "condition_bias", "diagnosis", "summary"):
+        for key in ("stratified", "condition_bias", "diagnosis", "summary", "identity"):
+            if key not in paths:
+                continue
             mlflow.log_artifact(str(paths[key]), artifact_path="eval")
         mlflow.log_artifact(str(paths["errors"]), artifact_path="eval")
         mlflow.set_tags({"diagnosis": ev.diagnosis.kind,
@@ -255,6 +339,15 @@ def _config_pcutoff(config_path: Path) -> float:
 
     cfg = yaml.safe_load(Path(config_path).read_text()) or {}
     return float(cfg.get("pcutoff", 0.6))
+
+
+def _config_individuals(config_path: Path) -> list[str] | None:
+    """DLC's config order of the individuals (multi-animal projects), None if not listed."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(config_path).read_text()) or {}
+    inds = cfg.get("individuals")
+    return [str(i) for i in inds] if inds else None
 
 
 def run(params_file: str | None = None) -> Evaluation:
@@ -283,10 +376,12 @@ def run(params_file: str | None = None) -> Evaluation:
     if not images:
         raise PoseopsError("the training lists no images (run.json)", file=tr.workdir)
     log.info("predicting %d images with %s", len(images), snapshot)
+    multi = M.is_multianimal(labels)
     preds = predict(tr.pytorch_config_path, snapshot, tr.config_path.parent, images,
-                    batch_size=params.batch_size, device=params.device)
+                    batch_size=params.batch_size, device=params.device, multi_animal=multi)
     ev = evaluate_tables(labels, preds, split, tr.learning_stats, params,
-                         _config_pcutoff(tr.config_path))
+                         _config_pcutoff(tr.config_path),
+                         _config_individuals(tr.config_path) if multi else None)
     ev.context.update(snapshot=str(snapshot), project_dir=str(tr.config_path.parent),
                       run_id=tr.run_id, pytorch_config=str(tr.pytorch_config_path),
                       train_workdir=str(tr.workdir))
@@ -298,6 +393,9 @@ def run(params_file: str | None = None) -> Evaluation:
     t = ev.headline.get(S.TEST, {})
     log.info("test: rmse %.2f px, mean (DLC 'rmse') %.2f px; diagnosis %s",
              t.get("rmse_px", np.nan), t.get("mean_px", np.nan), ev.diagnosis.kind)
+    if multi:
+        log.info("test: mAP %.1f, mAR %.1f, identity swaps %d", t.get("mAP", np.nan),
+                 t.get("mAR", np.nan), int(t.get("identity_swaps", 0)))
     return ev
 
 
