@@ -117,8 +117,7 @@ def test_two_animal_swap_detected_and_consensus_is_median_of_matched_labels() ->
         ("animal2", "animal1"),
     ]
     assert set(swaps["labeler"]) == {"bob"} and set(swaps[S.IMAGE]) == {IMG}
-    # reference: alice and carol label as many keypoints as bob; ties go to most labels overall,
-    # then the name -> alice
+    # reference: alice or carol (bob contradicts both); they tie on labels overall -> the name
     assert set(swaps["reference"]) == {"alice"}
     raw = true_position(rows, {})
     for r in swaps.itertuples():
@@ -291,6 +290,24 @@ def test_unique_bodyparts_are_never_swapped() -> None:
     assert (c[S.X], c[S.Y]) == (pytest.approx(5.5), pytest.approx(5.0))  # carol removed (MAD)
     assert c[C.N_REMOVED] == 1
     assert len(swaps) == 2  # bob's animals still re-matched
+
+
+def test_majority_blames_the_swapping_labeler_even_if_he_labeled_most() -> None:
+    """Bob labels more images than anyone (first in priority) but swaps on IMG: alice and carol
+    agree with each other, so bob is the one re-matched there; with only two labelers the
+    priority order decides."""
+    rng = np.random.default_rng(11)
+    truth = animal_truth(rng, 2)
+    swap = {"animal1": "animal2", "animal2": "animal1"}
+    rows = labeler_rows(IMG, "alice", truth, rng) + labeler_rows(IMG, "carol", truth, rng)
+    rows += labeler_rows(IMG, "bob", truth, rng, names=swap)
+    for f in range(2, 5):  # bob's extra images
+        rows += labeler_rows(f"labeled-data/v1/img{f:04d}.png", "bob", animal_truth(rng, 2), rng)
+    _, swaps = C.match_identities(ma_table(rows))
+    assert set(swaps["labeler"]) == {"bob"} and set(swaps["reference"]) == {"alice"}
+    two = [r for r in rows if r[1] != "carol"]
+    _, swaps = C.match_identities(ma_table(two))
+    assert set(swaps["labeler"]) == {"alice"} and set(swaps["reference"]) == {"bob"}
 
 
 def test_gold_scorer_is_the_reference() -> None:

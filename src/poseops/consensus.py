@@ -663,6 +663,45 @@ def _labeler_priority(pts: pd.DataFrame, p: ConsensusParams) -> list[str]:
     return sorted(counts.index, key=lambda s: (s != p.gold_scorer, -int(counts[s]), s))
 
 
+@dataclass
+class _Assignment:
+    """A labeler's individuals re-matched to the reference's (see :func:`_assign`)."""
+
+    names: np.ndarray  # individual codes considered (labeled by either)
+    cost: np.ndarray  # (n, n): labeler's a vs reference's b, mean distance (NaN: nothing shared)
+    match: np.ndarray  # labeler's names[k] is the reference's names[match[k]]
+    moved: np.ndarray  # k with match[k] != k
+    labeled: np.ndarray  # bool (n,): the labeler labeled names[k]
+    before: float  # mean cost of the identity mapping (pairs with a common bodypart)
+    after: float  # mean cost of the assignment
+
+
+def _assign(lab: np.ndarray, ref: np.ndarray, margin: float) -> _Assignment | None:
+    """Best one-to-one matching of one labeler's individuals ``lab`` to the reference's ``ref``
+    (both (individuals, bodyparts, 2), NaN = not labeled) on one image; None unless it is not
+    the identity and lowers the mean cost by more than ``margin``."""
+    from scipy.optimize import linear_sum_assignment
+
+    names = np.flatnonzero(
+        np.isfinite(lab[..., 0]).any(axis=1) | np.isfinite(ref[..., 0]).any(axis=1)
+    )
+    if len(names) < 2:
+        return None
+    a, b = lab[names], ref[names]
+    d = np.hypot(a[:, None, :, 0] - b[None, :, :, 0], a[:, None, :, 1] - b[None, :, :, 1])
+    cost = _nanmean(d, 2)
+    solve = np.where(np.isfinite(cost), cost, _NO_EVIDENCE) - _PREFER_SAME * np.eye(len(names))
+    _, match = linear_sum_assignment(solve)
+    moved = np.flatnonzero(match != np.arange(len(names)))
+    if not len(moved):
+        return None
+    before = float(_nanmean(np.diag(cost), 0))
+    after = float(_nanmean(cost[np.arange(len(names)), match], 0))
+    if not before - after > margin:  # NaN (no evidence for the identity mapping): no swap
+        return None
+    return _Assignment(names, cost, match, moved, np.isfinite(a[..., 0]).any(axis=1), before, after)
+
+
 def match_identities(
     labels: pd.DataFrame, p: ConsensusParams | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -673,7 +712,9 @@ def match_identities(
     "animal2" what another calls "animal1". Per image:
 
     - reference = the gold scorer if it labeled an animal keypoint of the image, else the labeler
-      with the most labeled animal keypoints there (ties: most labels overall, then name);
+      whose individuals the fewest other labelers are found swapped against (so with three
+      labelers the one who swapped is blamed, not the two who agree; with two, or on ties: the
+      labeler with most labeled animal keypoints overall, then name);
     - for every other labeler, cost[a, b] = mean distance over the bodyparts both labeled between
       the labeler's individual ``a`` and the reference's ``b`` (individuals either labeled);
       the best one-to-one assignment is found with ``scipy.optimize.linear_sum_assignment``
@@ -690,8 +731,6 @@ def match_identities(
     (cost[from, from]), cost_after_px (cost[from, to]), labeler_cost_before_px and
     labeler_cost_after_px (the means compared with the margin).
     """
-    from scipy.optimize import linear_sum_assignment
-
     p = p or ConsensusParams()
     empty = pd.DataFrame(columns=SWAP_COLUMNS)
     if S.INDIVIDUAL not in labels.columns:
@@ -719,40 +758,27 @@ def match_identities(
         who = [s for s in range(len(scorers)) if n_points[i, s] > 0]
         if len(who) < 2:
             continue
-        if gold is not None and gold in who:
-            ref = gold
-        else:
-            ref = min(who, key=lambda s: (-n_points[i, s], rank[scorers[s]]))
-        R = arr[i, ref]
-        for s in who:
-            if s == ref:
-                continue
-            L = arr[i, s]
-            names = np.flatnonzero(
-                np.isfinite(L[..., 0]).any(axis=1) | np.isfinite(R[..., 0]).any(axis=1)
-            )
-            if len(names) < 2:
-                continue
-            a, b = L[names], R[names]  # (n, bodyparts, 2)
-            d = np.hypot(a[:, None, :, 0] - b[None, :, :, 0], a[:, None, :, 1] - b[None, :, :, 1])
-            cost = _nanmean(d, 2)  # (n, n): labeler's a vs reference's b; NaN = nothing shared
-            solve = np.where(np.isfinite(cost), cost, _NO_EVIDENCE) - _PREFER_SAME * np.eye(
-                len(names)
-            )
-            _, match = linear_sum_assignment(solve)
-            moved = np.flatnonzero(match != np.arange(len(names)))
-            if not len(moved):
-                continue
-            diag = np.diag(cost)
-            chosen = cost[np.arange(len(names)), match]
-            before, after = float(_nanmean(diag, 0)), float(_nanmean(chosen, 0))
-            if not before - after > p.swap_margin_px:  # NaN (no evidence): no swap
-                continue
-            labeled = np.isfinite(a[..., 0]).any(axis=1)
-            for k in moved:
-                old, new = individuals[names[k]], individuals[names[match[k]]]
+        # reference: the gold scorer, else the labeler whose names the fewest others contradict
+        # (a majority: one labeler's swap is not blamed on everyone else), ties by priority
+        candidates = [gold] if gold is not None and gold in who else who
+        best: tuple[int, int, int, dict[int, _Assignment]] | None = None
+        for ref in candidates:
+            found = {}
+            for s in who:
+                if s != ref:
+                    m = _assign(arr[i, s], arr[i, ref], p.swap_margin_px)
+                    if m is not None:
+                        found[s] = m
+            key = (len(found), rank[scorers[ref]], ref, found)
+            if best is None or key[:2] < best[:2]:
+                best = key
+        assert best is not None
+        ref, found = best[2], best[3]
+        for s, m in found.items():
+            for k in m.moved:
+                old, new = individuals[m.names[k]], individuals[m.names[m.match[k]]]
                 renames.append((image, scorers[s], old, new))
-                if labeled[k]:
+                if m.labeled[k]:
                     swaps.append(
                         {
                             S.IMAGE: image,
@@ -760,10 +786,10 @@ def match_identities(
                             "reference": scorers[ref],
                             "from_individual": old,
                             "to_individual": new,
-                            "cost_before_px": cost[k, k],
-                            "cost_after_px": cost[k, match[k]],
-                            "labeler_cost_before_px": before,
-                            "labeler_cost_after_px": after,
+                            "cost_before_px": m.cost[k, k],
+                            "cost_after_px": m.cost[k, m.match[k]],
+                            "labeler_cost_before_px": m.before,
+                            "labeler_cost_after_px": m.after,
                         }
                     )
     table = pd.DataFrame(swaps, columns=SWAP_COLUMNS)
