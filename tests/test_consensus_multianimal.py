@@ -410,3 +410,36 @@ def test_single_animal_analysis_has_no_swap_outputs(tmp_path) -> None:
     )
     C.write_outputs(res, p)
     assert not (tmp_path / "rep" / C.SWAPS_FILE).exists()
+
+
+def test_multianimal_consensus_written_as_dlc_4_level_collected_data(tmp_path) -> None:
+    labels, _ = swapped_dataset()
+    corner = labels.drop_duplicates([S.IMAGE, S.SCORER]).assign(
+        **{S.INDIVIDUAL: S.SINGLE, S.BODYPART: "corner", S.X: 3.0, S.Y: 4.0}
+    )
+    cons = C.build_consensus(pd.concat([labels, corner], ignore_index=True))
+    paths = C.consensus_to_dlc(
+        cons,
+        tmp_path,
+        "alice",
+        bodyparts=BODYPARTS,
+        individuals=ANIMALS[:2],
+        unique_bodyparts=["corner"],
+    )
+    assert len(paths) == cons[S.VIDEO].nunique()
+    for path in paths:
+        wide = pd.read_hdf(path)  # what DLC's merge reads
+        assert list(wide.columns.names) == ["scorer", "individuals", "bodyparts", "coords"]
+        want = [("alice", a, bp, c) for a in ANIMALS[:2] for bp in BODYPARTS for c in "xy"]
+        assert list(wide.columns) == want + [
+            ("alice", S.SINGLE, "corner", "x"),
+            ("alice", S.SINGLE, "corner", "y"),
+        ]
+    from poseops import dlcio
+
+    back = pd.concat([dlcio.wide_to_long(pd.read_hdf(p)) for p in paths], ignore_index=True)
+    keys = [S.IMAGE, S.INDIVIDUAL, S.BODYPART]
+    m = back.merge(cons, on=keys, suffixes=("", "_c"))
+    assert len(m) == len(cons)
+    np.testing.assert_allclose(m[S.X], m["x_c"])
+    np.testing.assert_allclose(m[S.Y], m["y_c"])
