@@ -7,8 +7,10 @@ A suite is a JSON file in ``expectations/`` in GE 1.x's own format, with two pos
   ``name`` (a short human name used in messages), ``id_columns`` (columns that identify an
   offending row; default image/bodypart/scorer where present, else the table's first column),
   ``enabled_by`` (a dotted parameter path: the expectation is skipped when it is false) and
-  ``optional: true`` (skipped, not an error, when its table is not given) and ``hint`` (what to do,
-  appended to the failure message).
+  ``optional: true`` (skipped, not an error, when its table is not given), ``skip_if_table`` (a table
+  name: the expectation is skipped when that table IS given, e.g. a per-bodypart rule that a
+  multi-animal table checks per individual instead) and ``hint`` (what to do, appended to the
+  failure message).
 - Any value may be a placeholder ``{"$param": "validate.max_nan_share"}``: a dotted path into the
   parameter mapping given at run time (params.yaml's sections plus run-time facts such as
   ``config.bodyparts``). ``{"$param": "a.b", "default": 3}`` falls back to the default when the
@@ -278,8 +280,11 @@ def validate_tables(
         raw = {**raw, "meta": {**raw["meta"], "poseops_key": i}}
         table = raw["meta"]["table"]
         reason = None
+        instead = raw["meta"].get("skip_if_table")
         if not _is_enabled(raw, params, where):
             reason = f"skipped: {raw['meta']['enabled_by']} is off"
+        elif instead and instead in tables:
+            reason = f"skipped: checked on table {instead!r} instead"
         elif table not in tables:
             if not raw["meta"].get("optional"):
                 raise PoseopsError(
