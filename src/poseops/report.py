@@ -252,8 +252,23 @@ def _headline_table(headline: dict[str, dict[str, float]]) -> pd.DataFrame:
     return df.rename(columns={"rmse_px": "RMSE px (true)", "mean_px": "mean px (DLC 'rmse')"})
 
 
+MA_HEADLINE = {"mAP": "mAP (DLC, OKS)", "mAR": "mAR (DLC, OKS)",
+               "dlc_rmse_px": "DLC rmse px (after matching)", "n_animals": "animals labeled",
+               "n_matched_animals": "matched", "n_missed_animals": "missed",
+               "n_false_positives": "false positives", "identity_swaps": "identity swaps",
+               "identity_swap_rate": "swap rate", "swapped_keypoints": "swapped keypoints"}
+
+
+def _multianimal_table(headline: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Multi-animal headline (DLC's mAP/mAR/rmse after matching, identity counts) per split;
+    empty for single-animal projects."""
+    rows = [{"split": s, **{v: headline[s].get(k, np.nan) for k, v in MA_HEADLINE.items()}}
+            for s in S.SPLITS if "mAP" in (headline.get(s) or {})]
+    return pd.DataFrame(rows)
+
+
 def _stratum(stratified: pd.DataFrame, stratum_type: str) -> pd.DataFrame:
-    cols = [M.STRATUM, S.SPLIT, M.N, "rmse_px", "mean_px", "median_px", "p95_px",
+    cols = [M.STRATUM, S.SPLIT, M.N, "n_labeled", "rmse_px", "mean_px", "median_px", "p95_px",
             "mean_px_pcutoff", "median_likelihood"]
     st = stratified[stratified[M.STRATUM_TYPE] == stratum_type]
     return st[[c for c in cols if c in st.columns]].rename(columns={M.STRATUM: stratum_type})
@@ -302,8 +317,18 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
     if gap:
         parts.append(f"<p>Train–test gap: <b>{_fmt(gap.get('train_test_gap_pct'))} %</b> "
                      f"(true RMSE), {_fmt(gap.get('train_test_gap_mean_pct'))} % (mean).</p>")
+    ma = _multianimal_table(inp.headline)
+    if len(ma):
+        parts += ["<h3>Multi-animal</h3>",
+                  "<p class='note'>Predicted animals are matched to labeled ones as DeepLabCut's "
+                  "evaluate_network does (greedy OKS); pixel errors above are after matching. An "
+                  "identity swap is a matched animal with a keypoint nearer another labeled "
+                  "animal's same bodypart.</p>",
+                  table_html(ma, 10, "headline-multianimal")]
     for st_type, caption in [(S.BODYPART, "By bodypart"), (S.CONDITION, "By condition"),
-                             (S.ANIMAL, "By animal"), (S.SESSION, "By session")]:
+                             (S.ANIMAL, "By animal"), (S.SESSION, "By session"),
+                             (S.INDIVIDUAL, "By individual"),
+                             (S.ANIMALS_IN_FRAME, "By animals in frame")]:
         sub = _stratum(inp.stratified, st_type)
         if len(sub):
             parts += [f"<h3>{caption}</h3>", table_html(sub, max_rows, f"by-{st_type}")]

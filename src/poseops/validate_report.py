@@ -145,7 +145,9 @@ def run(params_file: str | None = None, fail_on_error: bool | None = None) -> An
     bodyparts = sorted(errors[S.BODYPART].astype(str).unique())
     pcfg = summary.get("pytorch_config")
     if pcfg and Path(pcfg).exists():
-        bodyparts = list(yaml.safe_load(Path(pcfg).read_text())["metadata"]["bodyparts"])
+        meta = yaml.safe_load(Path(pcfg).read_text())["metadata"]
+        # multi-animal: the unique bodyparts are evaluated too
+        bodyparts = list(meta["bodyparts"]) + list(meta.get("unique_bodyparts") or [])
     result = validate(params, summary["headline"], errors, conditions, bodyparts, allp)
     result.save(params.out)
     if summary.get("run_id"):
