@@ -652,6 +652,8 @@ def _pyfunc_class() -> type:
             cfg = yaml.safe_load(Path(context.artifacts["pytorch_config"]).read_text())
             self.bodyparts = list(cfg["metadata"]["bodyparts"])
             self.individuals = list(cfg["metadata"].get("individuals") or ["animal"])
+            # multi-animal projects: unique bodyparts come out under individual "single"
+            self.unique_bodyparts = list(cfg["metadata"].get("unique_bodyparts") or [])
             self._cfg = cfg
             self._snapshot = context.artifacts["snapshot"]
             self._runner = None
@@ -672,7 +674,8 @@ def _pyfunc_class() -> type:
             return self._runner
 
         def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads hints)
-            return predict_images(self._get_runner(), model_input, self.bodyparts, self.individuals)
+            return predict_images(self._get_runner(), model_input, self.bodyparts, self.individuals,
+                                  self.unique_bodyparts)
 
     return DLCPoseModel
 
@@ -731,9 +734,13 @@ def inference_by_size(runner: Any, images: list[Any]) -> list[Any]:
     return out
 
 
-def predict_images(runner: Any, model_input: Any, bodyparts: list[str], individuals: list[str]) -> Any:
+def predict_images(
+    runner: Any, model_input: Any, bodyparts: list[str], individuals: list[str],
+    unique_bodyparts: list[str] | None = None,
+) -> Any:
     """Run a DLC inference runner on images; tidy table image, individual, bodypart, x, y,
-    likelihood (one row per image x individual x bodypart)."""
+    likelihood (one row per image x individual x bodypart; a multi-animal model's
+    ``unique_bodyparts`` follow under individual ``single``)."""
     import pandas as pd
 
     images, names = _as_image_list(model_input)
@@ -745,6 +752,10 @@ def predict_images(runner: Any, model_input: Any, bodyparts: list[str], individu
             for b, bp in enumerate(bodyparts):
                 x, y, s = (float(v) for v in pose[i, b, :3])
                 rows.append((name, ind, bp, x, y, s))
+        if unique_bodyparts and "unique_bodyparts" in out:
+            for b, bp in enumerate(unique_bodyparts):
+                x, y, s = (float(v) for v in out["unique_bodyparts"][0, b, :3])
+                rows.append((name, "single", bp, x, y, s))
     return pd.DataFrame(rows, columns=["image", "individual", "bodypart", "x", "y", "likelihood"])
 
 
