@@ -146,6 +146,22 @@ def test_three_animals_read_by_deeplabcut(ma3_project: Path, tmp_path: Path):
     assert S.SINGLE not in merged.columns.get_level_values("individuals")
 
 
+def test_ingest_reads_every_labeler(ma_project: Path):
+    """`poseops ingest` gives one row per (image, scorer, individual, bodypart) with the numbers
+    of the files (read here with plain pandas) and the group's metadata."""
+    from poseops.ingest import ingest_project
+
+    tidy = ingest_project(ma_project, metadata=ma_project.parent / "videos.csv")
+    assert not tidy.duplicated([S.IMAGE, S.SCORER, S.INDIVIDUAL, S.BODYPART]).any()
+    files = pd.concat([_labels(ma_project, s) for s in DemoParams().labelers], ignore_index=True)
+    both = tidy.merge(files, on=[S.IMAGE, S.SCORER, S.INDIVIDUAL, S.BODYPART],
+                      suffixes=("", "_file"), validate="one_to_one")
+    assert len(both) == len(tidy) == len(files)
+    np.testing.assert_array_equal(both[S.X], both["x_file"])
+    np.testing.assert_array_equal(both[S.Y], both["y_file"])
+    assert (both[S.ANIMAL] == both[S.VIDEO].str.split("-").str[0]).all()
+
+
 # --------------------------------------------------------------------------- labels vs truth
 def test_labels_within_noise_of_truth(ma_project: Path):
     p = DemoParams()
