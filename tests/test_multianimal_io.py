@@ -363,3 +363,51 @@ def test_four_level_header_in_single_animal_project(openfield: Path, ma_project:
     df.to_hdf(h5, key="df_with_missing", mode="w")
     msg = _ingest_error(openfield, tmp_path, capsys)
     assert str(h5) in msg and "row header" in msg and "single-animal project" in msg
+
+
+# --------------------------------------------------------------------------- init
+def test_init_fits_params_to_a_multianimal_project(ma_project: Path):
+    from poseops.init import fitted_params
+
+    rel = Path("data/raw/ma")
+    current = {"train": {"net_type": "rtmpose_s"}, "evaluate": {"reference_bodyparts": None}}
+    updates, notes = fitted_params(ma_project, rel, "dlc", current)
+    assert updates["evaluate"]["reference_bodyparts"] == ["snout", "tail"]
+    assert (updates["train"]["crop_width"], updates["train"]["crop_height"]) == (W, H)
+    # rtmpose_s is top-down: poseops trains bottom-up nets on multi-animal projects
+    assert updates["train"]["net_type"] == "cspnext_s"
+    assert any("individuals ['mouse1', 'mouse2', 'mouse3']" in n for n in notes)
+    # a bottom-up choice is kept
+    updates, _ = fitted_params(ma_project, rel, "dlc", {"train": {"net_type": "dekr_w18"}})
+    assert "net_type" not in updates.get("train", {})
+    # a unique bodypart (a floor marker) never serves as the body-length reference
+    cfg = yaml.safe_load((ma_project / "config.yaml").read_text())
+    cfg["multianimalbodyparts"], cfg["uniquebodyparts"] = ["ear", "tail"], ["snout"]
+    (ma_project / "config.yaml").write_text(yaml.safe_dump(cfg))
+    updates, _ = fitted_params(ma_project, rel, "dlc", {"evaluate": {"reference_bodyparts": ["x"]}})
+    assert updates["evaluate"]["reference_bodyparts"] is None
+
+
+def test_cli_init_then_ingest_multianimal(ma_project: Path, tmp_path: Path, repo_root: Path,
+                                          monkeypatch: pytest.MonkeyPatch):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = dict(os.environ, DVC_NO_ANALYTICS="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    for cmd in (["git", "init", "-q"], [str(Path(sys.executable).parent / "dvc"), "init", "-q"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    shutil.copy(repo_root / "params.yaml", repo / "params.yaml")
+    monkeypatch.chdir(repo)
+    assert main(["init", str(ma_project), "--name", "ma"]) == 0
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["project"]["path"] == "data/raw/ma"
+    assert params["evaluate"]["reference_bodyparts"] == ["snout", "tail"]
+    meta = pd.read_csv(repo / params["project"]["metadata"], dtype=str, keep_default_na=False)
+    assert sorted(meta[S.VIDEO]) == sorted(VIDEOS)
+    labels = ingest_project(repo / "data" / "raw" / "ma", None)
+    assert set(labels[S.INDIVIDUAL]) == {*ANIMALS, S.SINGLE} and len(labels) == len(_truth())

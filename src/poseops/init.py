@@ -22,7 +22,10 @@ Run from the repository root (a git + DVC repository). Steps:
    are fitted to it and reported (:func:`fitted_params`): the training crop from the real image
    sizes, the PCK reference bodyparts from its bodyparts (or null), the split mode from the
    number of labeled videos (one or two videos: temporal blocks within each video), the videos
-   ``poseops analyze`` runs on.
+   ``poseops analyze`` runs on. A multi-animal project (``multianimalproject: true``) is accepted:
+   its bodyparts are ``multianimalbodyparts`` + ``uniquebodyparts``, the reference pair comes
+   from the animals' bodyparts only, and a top-down ``train.net_type`` (which poseops cannot
+   train on such a project) is replaced by the bottom-up default.
 """
 
 from __future__ import annotations
@@ -203,9 +206,10 @@ def labeled_image_sizes(project: Path) -> Counter[tuple[int, int]]:
 
 
 def project_bodyparts(project: Path, fmt: str) -> list[str]:
-    """Bodyparts in project order: config.yaml (DLC) or the label CSV header (Lightning Pose)."""
+    """Bodyparts in project order: config.yaml (DLC; multi-animal: multianimalbodyparts then
+    uniquebodyparts) or the label CSV header (Lightning Pose)."""
     if fmt == "dlc":
-        return list(dlcio.read_config(project)["bodyparts"])
+        return dlcio.config_bodyparts(dlcio.read_config(project))
     from poseops.ingest import find_lightning_pose_files
 
     names: list[str] = []
@@ -257,8 +261,17 @@ def fitted_params(
         choose("train", "crop_width", crop[0], f"image sizes {shown}")
         choose("train", "crop_height", crop[1], f"crop {crop[0]}x{crop[1]} (DLC's 448 at most)")
     bodyparts = project_bodyparts(project, fmt)
+    body = bodyparts
+    if fmt == "dlc":
+        cfg = dlcio.read_config(project)
+        if dlcio.is_multianimal(cfg):
+            # a unique bodypart (e.g. a floor marker) is no part of an animal's body length
+            body = dlcio.config_multianimal_bodyparts(cfg)
+            notes.append(f"multi-animal project: individuals {dlcio.config_individuals(cfg)}, "
+                         f"unique bodyparts {dlcio.config_unique_bodyparts(cfg)}")
+            _fit_multianimal_net(current, choose)
     ev = current.get("evaluate") or {}
-    ref = reference_bodyparts(bodyparts, ev.get("reference_bodyparts"))
+    ref = reference_bodyparts(body, ev.get("reference_bodyparts"))
     choose("evaluate", "reference_bodyparts", ref,
            f"bodyparts {bodyparts}" + ("" if ref else ": no head/tail pair, no normalised errors"))
     videos = labeled_videos(project) or [project.name]
@@ -278,6 +291,18 @@ def fitted_params(
         choose("analyze", "videos", pick,
                "the project's unlabeled videos" if unlabeled else "the project's videos")
     return updates, notes
+
+
+def _fit_multianimal_net(current: dict[str, Any], choose: Any) -> None:
+    """Keep ``train.net_type`` when it trains on a multi-animal project (a bottom-up DLC 3 net),
+    else choose the default bottom-up one (poseops does not train top-down detectors)."""
+    from poseops.train import TrainParams, check_multianimal_net
+
+    net = (current.get("train") or {}).get("net_type") or TrainParams.net_type
+    try:
+        check_multianimal_net(net)
+    except PoseopsError as e:
+        choose("train", "net_type", TrainParams.net_type, f"multi-animal project: {e}")
 
 
 def metadata_path(root: Path, rel: Path, configured: str, videos: list[str]) -> Path:
