@@ -239,6 +239,9 @@ def _walk_bounds(p: DemoParams) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+MEET_OFFSET_PX = (3.0, 6.0)  # body centres' side offset when two animals cross (bodies ~12 px wide)
+
+
 def simulate_group(
     p: DemoParams, speed: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[int]]:
@@ -253,9 +256,11 @@ def simulate_group(
     for k in range(1, p.animals_per_video):
         t_c = int(rng.integers(n // 4, max(n // 4 + 1, (3 * n) // 4)))
         partner = int(rng.integers(k))
-        centre = tracks[partner][t_c, :2] + rng.normal(0, 1.0, 2)
-        # about head-on: they approach, pass over each other and part (apart most of the video)
-        theta = float(tracks[partner][t_c, 2] + math.pi + rng.normal(0, 0.5))
+        # about head-on, a few px to one side: they approach, pass over each other's flank and part
+        th_p = float(tracks[partner][t_c, 2])
+        side = rng.choice([-1.0, 1.0]) * rng.uniform(*MEET_OFFSET_PX)
+        centre = tracks[partner][t_c, :2] + side * np.array([-math.sin(th_p), math.cos(th_p)])
+        theta = float(th_p + math.pi + rng.normal(0, 0.4))
         fwd = simulate_track(p, speed, rng, start=(centre, theta), n=n - t_c)
         back = simulate_track(p, speed, rng, start=(centre, theta + math.pi), n=t_c + 1)
         back = back[::-1].copy()
@@ -383,10 +388,17 @@ def _draw_animal(img: np.ndarray, pose_t: np.ndarray, kps_t: np.ndarray, t: int,
 
 
 def body_mask(p: DemoParams, pose_t: np.ndarray, kps_t: np.ndarray) -> np.ndarray:
-    """Pixels covered by one animal's body (bool, height x width)."""
+    """Pixels at least HIDE_DEPTH_PX inside one animal's body (bool, height x width): a keypoint
+    there is hidden; one nearer the outline still shows enough to be labeled."""
+    import cv2
+
     m = np.zeros((p.height, p.width), np.uint8)
     _draw_animal(m, pose_t, kps_t, 0, mask=True)
-    return m > 0
+    k = 2 * HIDE_DEPTH_PX + 1
+    return cv2.erode(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
+
+
+HIDE_DEPTH_PX = 2
 
 
 def hidden_by_animals(p: DemoParams, poses: np.ndarray, kps: np.ndarray, marks: np.ndarray,
@@ -551,7 +563,7 @@ def generate_demo(
     n_hidden = 0
     i_lab = 0
     written: set[Path] = set()
-    for spec, ss in zip(specs, seqs, strict=True):
+    for i_video, (spec, ss) in enumerate(zip(specs, seqs, strict=True)):
         rng_motion, rng_img, rng_pick, rng_lab = (np.random.default_rng(s) for s in ss.spawn(4))
         if p.multi:
             poses, meets = simulate_group(p, spec.speed, rng_motion)
@@ -560,7 +572,9 @@ def generate_demo(
         kps = np.stack([keypoints(q) for q in poses])  # (animals, frames, bodyparts, 2)
         bg = background(p, rng_img)
         marks = draw_markers(p, bg, rng_img) if p.multi else np.zeros((0, 2))
-        depth = rng_img.permutation(len(poses)) if p.multi else np.arange(1)  # bottom to top
+        # depth order, bottom to top: rotated from video to video (each group's videos in turn),
+        # so every animal is the hidden one equally often (no animal mostly unlabeled)
+        depth = np.roll(np.arange(len(poses)), -i_video)
         # every keypoint of every frame in keypoint_layout order: (frames, keypoints, 2)
         n_fr = p.frames_per_video
         pts = np.concatenate(
