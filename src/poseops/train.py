@@ -49,17 +49,17 @@ class TrainParams:
     """params.yaml `train:` section."""
 
     net_type: str = "cspnext_s"
-    epochs: int = 20
+    epochs: int = 60
     batch_size: int = 8
     lr: float = 5e-4
     optimizer: str = "AdamW"  # any torch.optim class name
     scheduler: str | None = "default"  # default (the net's own) | none | LRListScheduler | torch name
     scheduler_params: dict[str, Any] | None = None  # runner.scheduler.params when scheduler is set
     # augmentation (DLC data.train)
-    rotation: float = 30.0  # degrees (affine)
-    scaling: list[float] = field(default_factory=lambda: [0.5, 1.25])  # affine scale range
+    rotation: float = 180.0  # degrees (affine); top view: any heading
+    scaling: list[float] = field(default_factory=lambda: [0.85, 1.15])  # affine scale range
     translation: float = 0.0  # affine translation, pixels
-    affine_p: float = 0.5  # probability of the affine transform
+    affine_p: float = 1.0  # probability of the affine transform
     hflip: float = 0.0  # horizontal-flip probability (0 = off; needs symmetric bodyparts)
     gaussian_noise: float = 12.75  # std of added pixel noise (0 = off)
     motion_blur: bool = True
