@@ -107,28 +107,7 @@ def compute_errors(
     S.require_columns(labels, [S.IMAGE, S.BODYPART, S.X, S.Y], "labels")
     S.require_columns(predictions, S.PREDICTION_COLUMNS, "predictions")
     S.require_columns(split, [S.IMAGE, S.SPLIT], "split")
-    split_images = pd.Index(split[S.IMAGE].unique())
-    pred_images = pd.Index(predictions[S.IMAGE].unique())
-    stray = pred_images.difference(split_images)
-    if len(stray):
-        raise PoseopsError(
-            f"predictions for {len(stray)} image(s) not in the split, e.g. {stray[0]!r}",
-            row=stray[0],
-        )
-    unlabeled = pred_images.difference(pd.Index(labels[S.IMAGE].unique()))
-    if len(unlabeled):
-        raise PoseopsError(
-            f"predictions for {len(unlabeled)} image(s) without labels, e.g. {unlabeled[0]!r}",
-            row=unlabeled[0],
-        )
-    has_label = labels[S.X].notna() & labels[S.Y].notna()
-    labeled_images = pd.Index(labels.loc[has_label, S.IMAGE].unique())
-    missing = labeled_images.intersection(split_images).difference(pred_images)
-    if len(missing):
-        raise PoseopsError(
-            f"no predictions for {len(missing)} labeled image(s) of the split, e.g. {missing[0]!r}",
-            row=missing[0],
-        )
+    _check_images(labels, predictions, split)
     pred = predictions[S.PREDICTION_COLUMNS].rename(columns={S.X: PRED_X, S.Y: PRED_Y})
     split_cols = [c for c in split.columns if c not in labels.columns or c == S.IMAGE]
     lab = labels.drop(columns=[S.LIKELIHOOD, S.SPLIT], errors="ignore")
