@@ -14,11 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from train_support import (
+    assert_history_equals_stats,
+    history,
+    tiny,
+    train_killed_after_first_snapshot,
+)
 
 from poseops import schema as S
 from poseops.errors import PoseopsError
-from poseops.tracking import learning_stats_as_mlflow, mlflow_key
-from poseops.train import TrainParams, prepare_dlc_project, train_model, training_frames
+from poseops.tracking import mlflow_key
+from poseops.train import prepare_dlc_project, train_model, training_frames
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,31 +39,6 @@ def _small_tables(small_demo_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, Pa
     labels = build_consensus(ingest_project(project, small_demo_root / "metadata" / "videos.csv"))
     split = make_split(labels, SplitParams(stratify_by=None, test_fraction=0.2, val_fraction=0.2))
     return labels, split, project
-
-
-def _tiny(**kw: object) -> TrainParams:
-    base = dict(
-        epochs=3, batch_size=8, pretrained=False, device="cpu", save_epochs=1,
-        experiment="t", registered_model="t-model", tracking_timeout_s=5.0,
-    )
-    base.update(kw)
-    return TrainParams(**base)  # type: ignore[arg-type]
-
-
-def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
-def _assert_history_equals_stats(client, run_id: str, stats: pd.DataFrame) -> None:
-    """One MLflow point per epoch for every learning_stats.csv column, same value."""
-    named = learning_stats_as_mlflow(stats)
-    steps = named["step"].astype(int).tolist()
-    assert steps == list(range(1, len(steps) + 1))
-    for col in named.columns.drop("step"):
-        hist = _history(client, run_id, col)
-        assert [s for s, _ in hist] == steps, col
-        expected = named[col].to_numpy(float)
-        np.testing.assert_allclose([v for _, v in hist], expected, rtol=1e-6, equal_nan=True)
 
 
 # ------------------------------------------------------------------------------ fast
@@ -100,7 +81,7 @@ def test_prepare_gives_dlc_train_and_val_frames_only(small_demo_root: Path, tmp_
     from deeplabcut.pose_estimation_pytorch.data import DLCLoader
 
     labels, split, project = _small_tables(small_demo_root)
-    ds = prepare_dlc_project(labels, split, project, tmp_path / "w", _tiny())
+    ds = prepare_dlc_project(labels, split, project, tmp_path / "w", tiny())
     loader = DLCLoader(config=str(ds.config_path), shuffle=ds.shuffle, trainset_index=ds.trainset_index)
     want = {s: sorted(split.loc[split[S.SPLIT] == s, S.IMAGE]) for s in S.SPLITS}
     # DLC's own view: images of its train / test datasets
@@ -148,7 +129,7 @@ def test_trained_demo_run_params_metrics_artifacts(trained_demo) -> None:
     # one point per epoch, equal to DLC's learning_stats.csv
     stats = pd.read_csv(res.pytorch_config_path.parent / "learning_stats.csv")
     assert len(stats) == trained_demo.params.epochs
-    _assert_history_equals_stats(client, res.run_id, stats)
+    assert_history_equals_stats(client, res.run_id, stats)
     # artifacts
     names = {f.path for d in ("train", "config", "snapshots") for f in client.list_artifacts(res.run_id, d)}
     assert {"train/learning_stats.csv", "train/train.txt", "config/pytorch_config.yaml"} <= names
@@ -219,56 +200,14 @@ def test_dlc_evaluate_network_runs_on_the_snapshot(trained_demo, tmp_path: Path)
 
 
 # ------------------------------------------------------------------------------ slow: resume
-_CHILD = """
-import sys, json, pandas as pd
-from pathlib import Path
-from poseops.train import TrainParams, train_model
-a = json.loads(sys.argv[1])
-train_model(TrainParams(**a["params"]), pd.read_parquet(a["labels"]), pd.read_csv(a["split"]),
-            Path(a["project"]), Path(a["workdir"]), tracking_uri=a["uri"])
-"""
-
-
-def _readable(path: Path) -> bool:
-    import torch
-
-    try:
-        torch.load(path, map_location="cpu", weights_only=False)
-        return True
-    except Exception:  # noqa: BLE001 - still being written
-        return False
-
-
 @pytest.mark.slow
 def test_resume_after_kill_continues_the_same_run(small_demo_root: Path, tmp_path: Path) -> None:
-    import dataclasses
 
     from mlflow import MlflowClient
 
     labels, split, project = _small_tables(small_demo_root)
-    labels.to_parquet(tmp_path / "labels.parquet")
-    split.to_csv(tmp_path / "split.csv", index=False)
-    params = _tiny(epochs=4)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    work = tmp_path / "train"
-    arg = {
-        "params": dataclasses.asdict(params), "labels": str(tmp_path / "labels.parquet"),
-        "split": str(tmp_path / "split.csv"), "project": str(project), "workdir": str(work),
-        "uri": uri,
-    }
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(arg)], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and child.poll() is None:  # kill once a snapshot is complete
-        snaps = list(work.glob("project/dlc-models-pytorch/*/*/train/snapshot-*.pt"))
-        if snaps and _readable(snaps[0]):
-            break
-        time.sleep(0.1)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    stats = pd.read_csv(next(work.glob("project/dlc-models-pytorch/*/*/train/learning_stats.csv")))
-    assert 1 <= stats["step"].max() < params.epochs, "the kill came too late to test a resume"
-    assert json.loads((work / "run.json").read_text())["status"] == "running"
+    params = tiny(epochs=4)
+    work, uri, stats = train_killed_after_first_snapshot(params, labels, split, project, tmp_path)
 
     killed_at = int(stats["step"].max())
     res = train_model(params, labels, split, project, work, tracking_uri=uri)
@@ -279,7 +218,7 @@ def test_resume_after_kill_continues_the_same_run(small_demo_root: Path, tmp_pat
     assert 1 <= resumed <= killed_at
     assert client.get_run(res.run_id).info.status == "FINISHED"
     assert res.learning_stats["step"].tolist() == [1, 2, 3, 4]
-    _assert_history_equals_stats(client, res.run_id, res.learning_stats)
+    assert_history_equals_stats(client, res.run_id, res.learning_stats)
 
 
 @pytest.mark.slow
@@ -289,7 +228,7 @@ def test_same_seed_same_learning_curve(small_demo_root: Path, tmp_path: Path) ->
     labels, split, project = _small_tables(small_demo_root)
 
     def curve(tag: str, seed: int) -> pd.DataFrame:
-        res = train_model(_tiny(epochs=1, seed=seed), labels, split, project, tmp_path / tag,
+        res = train_model(tiny(epochs=1, seed=seed), labels, split, project, tmp_path / tag,
                           tracking_uri=f"sqlite:///{tmp_path / tag}.db")
         return res.learning_stats
 
@@ -313,14 +252,14 @@ def test_pruning_callback_stops_training_and_marks_run(small_demo_root: Path, tm
         raise optuna.TrialPruned()
 
     with pytest.raises(optuna.TrialPruned):
-        train_model(_tiny(), labels, split, project, tmp_path / "w", epoch_callback=prune,
+        train_model(tiny(), labels, split, project, tmp_path / "w", epoch_callback=prune,
                     tracking_uri=uri, run_name="trial-0")
     assert [e for e, _ in seen] == [1]
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
     assert run.info.run_name == "trial-0"
-    assert [s for s, _ in _history(client, run.info.run_id, "val.total_loss")] == [1]
+    assert [s for s, _ in history(client, run.info.run_id, "val.total_loss")] == [1]
     assert json.loads((tmp_path / "w" / "run.json").read_text())["status"] == "pruned"
 
 
@@ -385,7 +324,7 @@ def test_server_killed_mid_run_loses_nothing(small_demo_root: Path, tmp_path: Pa
             _stop_server(server)
 
     try:
-        res = train_model(_tiny(), labels, split, project, tmp_path / "w",
+        res = train_model(tiny(), labels, split, project, tmp_path / "w",
                           epoch_callback=kill_server, tracking_uri=uri)
     finally:
         _stop_server(server)
@@ -399,7 +338,7 @@ def test_server_killed_mid_run_loses_nothing(small_demo_root: Path, tmp_path: Pa
         assert out.pending == 0 and out.run_id == res.run_id
         run = client.get_run(res.run_id)
         assert run.info.status == "FINISHED"
-        _assert_history_equals_stats(client, res.run_id, res.learning_stats)
+        assert_history_equals_stats(client, res.run_id, res.learning_stats)
         info = json.loads((tmp_path / "w" / "run.json").read_text())
         assert info["model_uri"] and info["tracking_pending"] == 0
         assert client.get_model_version("t-model", info["model_version"])

@@ -9,21 +9,16 @@ single-animal one (slow tests train 2-3 epochs of the cheapest bottom-up net, cs
 from __future__ import annotations
 
 import dataclasses
-import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from train_support import assert_history_equals_stats, tiny, train_killed_after_first_snapshot
 
 from poseops import schema as S
 from poseops.errors import PoseopsError
-from poseops.tracking import learning_stats_as_mlflow
 from poseops.train import TrainParams, prepare_dlc_project, train_model
 
 UNIQUE = ["marker"]
@@ -53,12 +48,7 @@ def ma(tmp_path_factory: pytest.TempPathFactory) -> MaTables:
 
 
 def _tiny(**kw: object) -> TrainParams:
-    base = dict(
-        epochs=2, batch_size=8, pretrained=False, device="cpu", save_epochs=1,
-        experiment="t", registered_model="t-model", tracking_timeout_s=5.0,
-    )
-    base.update(kw)
-    return TrainParams(**base)  # type: ignore[arg-type]
+    return tiny(**{"epochs": 2, **kw})
 
 
 def _rel(ds, d: dict) -> str:
@@ -161,21 +151,6 @@ def test_dekr_training_crop_is_padded_to_its_divisor(ma: MaTables, tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------ slow: train
-def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
-def _assert_history_equals_stats(client, run_id: str, stats: pd.DataFrame) -> None:
-    named = learning_stats_as_mlflow(stats)
-    steps = named["step"].astype(int).tolist()
-    assert steps == list(range(1, len(steps) + 1))
-    for col in named.columns.drop("step"):
-        hist = _history(client, run_id, col)
-        assert [s for s, _ in hist] == steps, col
-        np.testing.assert_allclose([v for _, v in hist], named[col].to_numpy(float), rtol=1e-6,
-                                   equal_nan=True)
-
-
 @pytest.mark.slow
 def test_train_multianimal_tracks_selects_on_val_and_serves_individuals(ma: MaTables, tmp_path: Path) -> None:
     import mlflow
@@ -194,7 +169,7 @@ def test_train_multianimal_tracks_selects_on_val_and_serves_individuals(ma: MaTa
     # DLC's multi-animal validation metrics, every epoch, the same in MLflow as on disk
     assert {"metrics/test.rmse", "metrics/test.mAP", "metrics/test.mAR"} <= set(stats.columns)
     assert stats["step"].tolist() == [1, 2]
-    _assert_history_equals_stats(client, res.run_id, stats)
+    assert_history_equals_stats(client, res.run_id, stats)
     # the snapshot chosen is the epoch with the lowest validation rmse (DLC's, after matching)
     rmse = stats.set_index("step")["metrics/test.rmse"]
     if rmse.notna().any():
@@ -217,53 +192,13 @@ def test_train_multianimal_tracks_selects_on_val_and_serves_individuals(ma: MaTa
                                np.array([w[2:] for w in want], float), rtol=1e-5, atol=1e-4)
 
 
-_CHILD = """
-import sys, json, pandas as pd
-from pathlib import Path
-from poseops.train import TrainParams, train_model
-a = json.loads(sys.argv[1])
-train_model(TrainParams(**a["params"]), pd.read_parquet(a["labels"]), pd.read_csv(a["split"]),
-            Path(a["project"]), Path(a["workdir"]), tracking_uri=a["uri"])
-"""
-
-
-def _readable(path: Path) -> bool:
-    import torch
-
-    try:
-        torch.load(path, map_location="cpu", weights_only=False)
-        return True
-    except Exception:  # noqa: BLE001 - still being written
-        return False
-
-
 @pytest.mark.slow
 def test_multianimal_resume_after_kill_continues_the_same_run(ma: MaTables, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    ma.labels.to_parquet(tmp_path / "labels.parquet")
-    ma.split.to_csv(tmp_path / "split.csv", index=False)
     params = _tiny(epochs=3)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    work = tmp_path / "train"
-    arg = {
-        "params": dataclasses.asdict(params), "labels": str(tmp_path / "labels.parquet"),
-        "split": str(tmp_path / "split.csv"), "project": str(ma.project), "workdir": str(work),
-        "uri": uri,
-    }
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(arg)], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and child.poll() is None:  # kill once a snapshot is complete
-        snaps = list(work.glob("project/dlc-models-pytorch/*/*/train/snapshot-*.pt"))
-        if snaps and _readable(snaps[0]):
-            break
-        time.sleep(0.1)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    stats = pd.read_csv(next(work.glob("project/dlc-models-pytorch/*/*/train/learning_stats.csv")))
-    assert 1 <= stats["step"].max() < params.epochs, "the kill came too late to test a resume"
-    assert json.loads((work / "run.json").read_text())["status"] == "running"
+    work, uri, stats = train_killed_after_first_snapshot(params, ma.labels, ma.split, ma.project,
+                                                          tmp_path, timeout_s=600)
 
     res = train_model(params, ma.labels, ma.split, ma.project, work, tracking_uri=uri)
     client = MlflowClient(tracking_uri=uri)
@@ -272,7 +207,7 @@ def test_multianimal_resume_after_kill_continues_the_same_run(ma: MaTables, tmp_
     assert 1 <= int(client.get_run(res.run_id).data.tags["resumed_from_epoch"]) <= int(stats["step"].max())
     assert client.get_run(res.run_id).info.status == "FINISHED"
     assert res.learning_stats["step"].tolist() == [1, 2, 3]
-    _assert_history_equals_stats(client, res.run_id, res.learning_stats)
+    assert_history_equals_stats(client, res.run_id, res.learning_stats)
     # the resumed run is still the multi-animal model (the dataset rebuilt from run.json)
     pcfg = yaml.safe_load(res.pytorch_config_path.read_text())
     assert pcfg["metadata"]["individuals"] == ["animal1", "animal2"]

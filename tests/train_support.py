@@ -1,0 +1,98 @@
+"""Helpers shared by the training tests (single- and multi-animal): tiny CPU params, the check
+that MLflow's history equals DLC's learning_stats.csv, and a training killed after its first
+complete snapshot (to test resume)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from poseops.tracking import learning_stats_as_mlflow
+from poseops.train import TrainParams
+
+
+def tiny(epochs: int = 3, **kw: object) -> TrainParams:
+    """Random init on the CPU, a snapshot every epoch, a short wait for MLflow."""
+    base = dict(
+        epochs=epochs, batch_size=8, pretrained=False, device="cpu", save_epochs=1,
+        experiment="t", registered_model="t-model", tracking_timeout_s=5.0,
+    )
+    base.update(kw)
+    return TrainParams(**base)  # type: ignore[arg-type]
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def assert_history_equals_stats(client, run_id: str, stats: pd.DataFrame) -> None:
+    """One MLflow point per epoch for every learning_stats.csv column, same value."""
+    named = learning_stats_as_mlflow(stats)
+    steps = named["step"].astype(int).tolist()
+    assert steps == list(range(1, len(steps) + 1))
+    for col in named.columns.drop("step"):
+        hist = history(client, run_id, col)
+        assert [s for s, _ in hist] == steps, col
+        expected = named[col].to_numpy(float)
+        np.testing.assert_allclose([v for _, v in hist], expected, rtol=1e-6, equal_nan=True)
+
+
+_CHILD = """
+import sys, json, pandas as pd
+from pathlib import Path
+from poseops.train import TrainParams, train_model
+a = json.loads(sys.argv[1])
+train_model(TrainParams(**a["params"]), pd.read_parquet(a["labels"]), pd.read_csv(a["split"]),
+            Path(a["project"]), Path(a["workdir"]), tracking_uri=a["uri"])
+"""
+
+
+def _readable(path: Path) -> bool:
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+        return True
+    except Exception:  # noqa: BLE001 - still being written
+        return False
+
+
+def train_killed_after_first_snapshot(
+    params: TrainParams, labels: pd.DataFrame, split: pd.DataFrame, project: Path, tmp_path: Path,
+    timeout_s: float = 300,
+) -> tuple[Path, str, pd.DataFrame]:
+    """Train in a child process and SIGKILL it once a snapshot is complete.
+
+    Returns (workdir, tracking uri, learning_stats.csv at the kill), after checking the kill came
+    before the last epoch and left run.json saying "running"."""
+    labels.to_parquet(tmp_path / "labels.parquet")
+    split.to_csv(tmp_path / "split.csv", index=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    work = tmp_path / "train"
+    arg = {
+        "params": dataclasses.asdict(params), "labels": str(tmp_path / "labels.parquet"),
+        "split": str(tmp_path / "split.csv"), "project": str(project), "workdir": str(work),
+        "uri": uri,
+    }
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(arg)], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and child.poll() is None:  # kill once a snapshot is complete
+        snaps = list(work.glob("project/dlc-models-pytorch/*/*/train/snapshot-*.pt"))
+        if snaps and _readable(snaps[0]):
+            break
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    stats = pd.read_csv(next(work.glob("project/dlc-models-pytorch/*/*/train/learning_stats.csv")))
+    assert 1 <= stats["step"].max() < params.epochs, "the kill came too late to test a resume"
+    assert json.loads((work / "run.json").read_text())["status"] == "running"
+    return work, uri, stats
