@@ -176,12 +176,15 @@ def worst_mean(x: np.ndarray, q: float) -> float:
 # ---------------------------------------------------------------- tables (pure)
 def paired_errors(base: pd.DataFrame, cand: pd.DataFrame, split: str = S.TEST) -> pd.DataFrame:
     """Join two errors tables on (image, bodypart) within ``split``; both test sets must be equal.
+    Multi-animal tables (an ``individual`` column: the labeled animal a prediction was matched
+    to) join on (image, individual, bodypart).
 
     Returns one row per (image, bodypart) with both errors finite: image, bodypart, video,
     metadata columns (from the baseline), error_baseline, error_candidate, likelihood_baseline,
     likelihood_candidate, diff (candidate - baseline).
     """
-    cols = [S.IMAGE, S.BODYPART, S.ERROR_PX, S.LIKELIHOOD]
+    keys = S.keypoint_keys(base)
+    cols = [*keys, S.ERROR_PX, S.LIKELIHOOD]
     for name, t in ((BASE, base), (CAND, cand)):
         S.require_columns(t, cols, f"{name} errors")
     b = base[base[S.SPLIT] == split] if S.SPLIT in base.columns else base
@@ -199,21 +202,29 @@ def paired_errors(base: pd.DataFrame, cand: pd.DataFrame, split: str = S.TEST) -
     skip = {S.ERROR_PX, S.LIKELIHOOD, "pred_x", "pred_y", S.X, S.Y, S.LABELED, S.SPLIT}
     meta = [m for m in dict.fromkeys([S.VIDEO, *S.metadata_columns(b)])
             if m in b.columns and m not in skip]
-    left = b[[S.IMAGE, S.BODYPART, *meta, S.ERROR_PX, S.LIKELIHOOD]].rename(
+    if S.INDIVIDUAL in keys:
+        # multi-animal: only a frame's properties (constant per image) are frame metadata;
+        # per-animal columns (oks, assembly, swapped...) would split a frame in per_frame
+        if S.ANIMALS_IN_FRAME in b.columns:
+            meta.append(S.ANIMALS_IN_FRAME)
+        per_image = b.groupby(S.IMAGE)[meta].nunique(dropna=False).max()
+        meta = [m for m in meta if per_image.get(m, 0) <= 1]
+    left = b[[*keys, *meta, S.ERROR_PX, S.LIKELIHOOD]].rename(
         columns={S.ERROR_PX: f"error_{BASE}", S.LIKELIHOOD: f"likelihood_{BASE}"})
-    right = c[[S.IMAGE, S.BODYPART, S.ERROR_PX, S.LIKELIHOOD]].rename(
+    right = c[[*keys, S.ERROR_PX, S.LIKELIHOOD]].rename(
         columns={S.ERROR_PX: f"error_{CAND}", S.LIKELIHOOD: f"likelihood_{CAND}"})
-    p = left.merge(right, on=[S.IMAGE, S.BODYPART], how="inner", validate="one_to_one")
+    p = left.merge(right, on=keys, how="inner", validate="one_to_one")
     p = p[np.isfinite(p[f"error_{BASE}"]) & np.isfinite(p[f"error_{CAND}"])].copy()
     p["diff"] = p[f"error_{CAND}"] - p[f"error_{BASE}"]
     return p.reset_index(drop=True)
 
 
 def per_frame(paired: pd.DataFrame) -> pd.DataFrame:
-    """Mean error over bodyparts per image (both models on the same keypoints): image,
-    <metadata>, error_baseline, error_candidate, diff, n_bodyparts."""
+    """Mean error over bodyparts per image (both models on the same keypoints; multi-animal:
+    over every animal's keypoints): image, <metadata>, error_baseline, error_candidate, diff,
+    n_bodyparts (keypoints)."""
     keys = [c for c in paired.columns if c not in
-            {S.BODYPART, f"error_{BASE}", f"error_{CAND}", f"likelihood_{BASE}",
+            {S.BODYPART, S.INDIVIDUAL, f"error_{BASE}", f"error_{CAND}", f"likelihood_{BASE}",
              f"likelihood_{CAND}", "diff"}]
     g = paired.groupby(keys, dropna=False)
     out = g.agg(**{f"error_{BASE}": (f"error_{BASE}", "mean"),
@@ -305,6 +316,9 @@ def compare_tables(base: pd.DataFrame, cand: pd.DataFrame, params: CompareParams
     bp = before_after(paired, S.BODYPART, **ba)
     cond = (before_after(paired, S.CONDITION, **ba)
             if S.CONDITION in paired.columns else pd.DataFrame())
+    # multi-animal: per labeled animal (unique bodyparts under 'single') and per animals in frame
+    extra = {k: before_after(paired, k, **ba) for k in (S.INDIVIDUAL, S.ANIMALS_IN_FRAME)
+             if k in paired.columns}
     summary = {
         "split": params.split, "unit": unit, "n_units": n_units, "n_frames": len(frames),
         "n_keypoints": len(paired),
@@ -324,7 +338,7 @@ def compare_tables(base: pd.DataFrame, cand: pd.DataFrame, params: CompareParams
         "bodyparts_unchanged": bp.loc[bp["status"] == "unchanged", "stratum"].tolist(),
     }
     return {"summary": summary, "per_frame": frames, "per_unit": units, "bodypart": bp,
-            "condition": cond, "pcutoff": pcutoff_table(paired, params.pcutoffs)}
+            "condition": cond, "pcutoff": pcutoff_table(paired, params.pcutoffs), **extra}
 
 
 # ---------------------------------------------------------------- edges
@@ -387,7 +401,8 @@ def write_outputs(result: dict, out: str | Path) -> dict[str, Path]:
 
     out = Path(out)
     paths = {k: write_csv(result[k], out / f"{k}.csv")
-             for k in ("per_frame", "per_unit", "bodypart", "condition", "pcutoff")}
+             for k in ("per_frame", "per_unit", "bodypart", "condition", "pcutoff",
+                       S.INDIVIDUAL, S.ANIMALS_IN_FRAME) if k in result}
     paths["summary"] = write_json(result["summary"], out / "summary.json")
     return paths
 

@@ -66,7 +66,7 @@ def check_relabeled(
     scorers = set(wide.columns.get_level_values("scorer"))
     if scorers != {scorer}:
         raise PoseopsError(f"scorer {sorted(scorers)} is not the config scorer {scorer!r}", file=path)
-    long = wide_to_long(wide)
+    long = wide_to_long(wide)  # multi-animal (4 levels): with an individual column
     have = set(long[S.IMAGE])
     for img in images:
         if img not in have:
@@ -120,9 +120,12 @@ def _tags(root: Path) -> list[str]:
 def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Read and check everything merge needs; touches nothing. Returns (config, manifest,
     relabeled tidy labels of the manifest frames)."""
-    from poseops.dlcio import read_collected_data
+    from poseops.dlcio import config_bodyparts, is_multianimal, read_collected_data
 
     cfg = R.read_config(project)
+    # multi-animal: DLC's 4-level file, checked against the config's individuals and
+    # multi-animal / unique bodyparts by dlcio (single-animal files keep merge's own checks)
+    ma_cfg = cfg if is_multianimal(cfg) else None
     mpath = Path(params.manifest)
     if not mpath.is_file():
         raise PoseopsError("outliers manifest not found (run `poseops outliers` first)", file=mpath)
@@ -140,8 +143,8 @@ def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd
         for img in images:
             if not (project / img).is_file():
                 raise PoseopsError("image of a manifest frame is missing", file=project / img)
-        long = check_relabeled(read_collected_data(h5), h5, cfg["scorer"], list(cfg["bodyparts"]),
-                               images, params.require_labeled)
+        long = check_relabeled(read_collected_data(h5, ma_cfg), h5, cfg["scorer"],
+                               config_bodyparts(cfg), images, params.require_labeled)
         parts.append(long[long[S.IMAGE].isin(images)])
     return cfg, manifest, pd.concat(parts, ignore_index=True)
 

@@ -51,8 +51,12 @@ def frame_scores(preds: pd.DataFrame) -> pd.DataFrame:
     since the previous frame of the same video (``jump_px``; NaN for a video's first frame or a
     gap in frame numbers).
 
-    preds: one row per (video, frame, bodypart) with x, y, likelihood.
+    preds: one row per (video, frame, bodypart) with x, y, likelihood. Multi-animal predictions
+    (``poseops analyze`` on a maDLC model: an ``assembly`` column, untracked animals) are scored
+    over every animal of the frame (:func:`frame_scores_multianimal`).
     """
+    if S.ASSEMBLY in preds.columns:
+        return frame_scores_multianimal(preds)
     S.require_columns(preds, [S.VIDEO, S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD], "predictions")
     p = preds.sort_values([S.VIDEO, S.BODYPART, S.FRAME])
     g = p.groupby([S.VIDEO, S.BODYPART], sort=False)
@@ -65,6 +69,35 @@ def frame_scores(preds: pd.DataFrame) -> pd.DataFrame:
         jump_px=("_jump", "max"),
     )
     return out.reset_index()
+
+
+def frame_scores_multianimal(preds: pd.DataFrame) -> pd.DataFrame:
+    """:func:`frame_scores` for untracked multi-animal predictions (one row per (video, frame,
+    assembly, bodypart); assembly -1 = unique bodyparts). Likelihoods over all predicted
+    keypoints of the frame (every animal; NaN = empty assembly slot, left out). Assemblies
+    carry no identity between frames, so ``jump_px`` is, per keypoint, the distance to the
+    nearest same-bodypart prediction of the previous frame (any animal), maxed over the frame:
+    a keypoint with no counterpart nearby jumped, whichever animal it belongs to."""
+    S.require_columns(preds, [S.VIDEO, S.FRAME, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD],
+                      "predictions")
+    ok = preds[S.X].notna() & preds[S.Y].notna() & (preds[S.LIKELIHOOD] >= 0)
+    out = preds.assign(_lik=preds[S.LIKELIHOOD].where(ok)).groupby([S.VIDEO, S.FRAME]).agg(
+        mean_likelihood=("_lik", "mean"), min_likelihood=("_lik", "min"))
+    jumps: dict[tuple, float] = {}
+    p = preds[ok]
+    for (video, _bp), part in p.groupby([S.VIDEO, S.BODYPART], sort=False):
+        by_frame = {int(f): g[[S.X, S.Y]].to_numpy(float) for f, g in part.groupby(S.FRAME)}
+        for f, xy in by_frame.items():
+            prev = by_frame.get(f - 1)
+            if prev is None:
+                continue
+            d = np.hypot(xy[:, None, 0] - prev[None, :, 0], xy[:, None, 1] - prev[None, :, 1])
+            key = (video, f)
+            jumps[key] = max(jumps.get(key, -np.inf), float(d.min(axis=1).max()))
+    out = out.reset_index()
+    out["jump_px"] = [jumps.get((v, int(f)), np.nan)
+                      for v, f in zip(out[S.VIDEO], out[S.FRAME], strict=True)]
+    return out
 
 
 def candidate_frames(
@@ -122,6 +155,35 @@ def machinelabels_frame(
     return pd.DataFrame(data, index=index, columns=cols)
 
 
+def machinelabels_frame_multianimal(
+    preds: pd.DataFrame, video: str, frames: list[int], width: int, scorer: str,
+    individuals: list[str], bodyparts: list[str], unique_bodyparts: list[str],
+) -> pd.DataFrame:
+    """DLC's multi-animal machinelabels table (columns scorer, individuals, bodyparts, coords):
+    untracked assembly k as the k-th config individual (a starting point the annotator
+    corrects in the GUI; identities are not tracked), the unique bodyparts (assembly -1) under
+    ``single``; empty slots NaN."""
+    p = preds[(preds[S.VIDEO] == video) & preds[S.FRAME].isin(frames)]
+    p = p[p[S.LIKELIHOOD] >= 0]  # DLC: score < 0 is "not predicted"
+    names = {k: ind for k, ind in enumerate(individuals)} | {-1: S.SINGLE}
+    p = p.assign(_ind=p[S.ASSEMBLY].astype(int).map(names)).dropna(subset=["_ind"])
+    tuples = [(scorer, i, b, c) for i in individuals for b in bodyparts
+              for c in (S.X, S.Y, S.LIKELIHOOD)]
+    tuples += [(scorer, S.SINGLE, b, c) for b in unique_bodyparts
+               for c in (S.X, S.Y, S.LIKELIHOOD)]
+    cols = pd.MultiIndex.from_tuples(tuples, names=["scorer", "individuals", "bodyparts", "coords"])
+    wide = p.pivot_table(index=S.FRAME, columns=["_ind", S.BODYPART],
+                         values=[S.X, S.Y, S.LIKELIHOOD], dropna=False)
+    data = np.full((len(frames), len(cols)), np.nan)
+    for j, (_, ind, bp, coord) in enumerate(cols):
+        if (coord, ind, bp) in wide.columns:
+            data[:, j] = wide[(coord, ind, bp)].reindex(frames).to_numpy()
+    index = pd.MultiIndex.from_tuples(
+        [("labeled-data", video, R.frame_image_name(f, width)) for f in frames]
+    )
+    return pd.DataFrame(data, index=index, columns=cols)
+
+
 # ---------------------------------------------------------------- edges
 def write_machinelabels(df: pd.DataFrame, folder: Path, iteration: int) -> Path:
     """Write/extend ``machinelabels-iter<N>.h5`` (+ machinelabels.csv) as DLC does (atomic)."""
@@ -143,6 +205,12 @@ def run(
     params: OutliersParams, project: str | Path, metadata: str | Path, videos_dir: str | Path | None = None
 ) -> pd.DataFrame:
     """Score frames, pick outliers, write frames + machinelabels + manifest. Returns the manifest."""
+    from poseops.dlcio import (
+        config_individuals,
+        config_multianimal_bodyparts,
+        config_unique_bodyparts,
+        is_multianimal,
+    )
     from poseops.fileio import write_csv
 
     project = Path(project)
@@ -183,7 +251,13 @@ def run(
         frames = part[S.FRAME].astype(int).tolist()
         if params.write_frames:
             R.write_frame_pngs(paths[v], frames, folder, width)
-            ml = machinelabels_frame(preds, str(v), frames, width, _scorer(preds), cfg["bodyparts"])
+            if is_multianimal(cfg):
+                ml = machinelabels_frame_multianimal(
+                    preds, str(v), frames, width, _scorer(preds), config_individuals(cfg),
+                    config_multianimal_bodyparts(cfg), config_unique_bodyparts(cfg))
+            else:
+                ml = machinelabels_frame(preds, str(v), frames, width, _scorer(preds),
+                                         cfg["bodyparts"])
             write_machinelabels(ml, folder, iteration)
         images += [(v, f, R.image_path(str(v), f, width)) for f in frames]
     img = pd.DataFrame(images, columns=[S.VIDEO, S.FRAME, S.IMAGE])
