@@ -213,10 +213,11 @@ def _animal(cx: float, cy: float) -> np.ndarray:
     return np.array([[cx + 15, cy - 6], [cx, cy], [cx - 15, cy + 8]], float)
 
 
-def _ma_errors(noise: float, seed: int, reverse: bool) -> tuple[pd.DataFrame, dict]:
-    """An errors table from metrics.compute_errors on 3 videos x 4 images x 2 animals + a unique
+def _ma_tables(noise: float, seed: int, reverse: bool,
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Labels, predictions and split (all test) of 3 videos x 4 images x 2 animals + a unique
     bodypart, predictions = truth + known offsets; ``reverse`` lists the assemblies backwards.
-    Returns (errors, {(image, individual, bodypart): the offset's length})."""
+    Returns (labels, predictions, split, {(image, individual, bodypart): the offset's length})."""
     rng = np.random.default_rng(seed)
     lab, pred, dist = [], [], {}
     for v in range(3):
@@ -241,6 +242,12 @@ def _ma_errors(noise: float, seed: int, reverse: bool) -> tuple[pd.DataFrame, di
     labels[S.LABELED] = True
     preds = pd.DataFrame(pred, columns=M.MA_PREDICTION_COLUMNS)
     split = pd.DataFrame({S.IMAGE: labels[S.IMAGE].unique(), S.SPLIT: S.TEST})
+    return labels, preds, split, dist
+
+
+def _ma_errors(noise: float, seed: int, reverse: bool) -> tuple[pd.DataFrame, dict]:
+    """(metrics.compute_errors of :func:`_ma_tables`, the offsets' lengths)."""
+    labels, preds, split, dist = _ma_tables(noise, seed, reverse)
     return M.compute_errors(labels, preds, split), dist
 
 
@@ -275,3 +282,66 @@ def test_compare_refuses_a_single_animal_against_a_multianimal_table():
     with pytest.raises(PoseopsError, match="individual"):
         C.compare_tables(base, single, C.CompareParams())
 
+
+
+# ------------------------------------------------------------------------ sweep
+def test_sweep_promoted_test_error_is_evaluates_on_multianimal_labels(tmp_path):
+    """The promoted trial's test numbers on a multi-animal project equal poseops evaluate's
+    headline on the same predictions (matching to the labeled animals, DLC's mAP/mAR), and
+    the pixel error is the known offsets' mean on the test images."""
+    from poseops.evaluate import EvaluateParams, evaluate_tables
+    from poseops.sweep import split_test_metrics
+
+    labels, preds, split, dist = _ma_tables(3.0, 2, reverse=True)
+    split.loc[split[S.IMAGE].str.contains("/v0/"), S.SPLIT] = S.TRAIN  # test = v1, v2
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("individuals: [a1, a2]\npcutoff: 0.6\nmultianimalproject: true\n")
+    got = split_test_metrics(labels, preds, split, cfg)
+    ev = evaluate_tables(labels, preds, split, None,
+                         EvaluateParams(reference_bodyparts=["nose", "tail"], bias_factors=[]),
+                         0.6, ["a1", "a2"])
+    head = ev.headline[S.TEST]
+    assert got["test.mean_px"] == pytest.approx(head["mean_px"])
+    assert got["test.rmse_px"] == pytest.approx(head["rmse_px"])
+    assert got["test.mAP"] == pytest.approx(head["mAP"]) and got["test.mAR"] == pytest.approx(
+        head["mAR"])
+    test_d = [d for k, d in dist.items() if "/v0/" not in k[0]]
+    assert got["test.mean_px"] == pytest.approx(np.mean(test_d))
+    assert got["test.rmse_px"] == pytest.approx(np.sqrt(np.mean(np.square(test_d))))
+
+
+# ------------------------------------------------------------------------ analyze
+def test_analyze_reads_dlcs_untracked_multianimal_output(tmp_path):
+    """The 4-level frame DLC's analyze_videos writes for a multi-animal model (its own
+    create_df_from_prediction) read back per assembly: values equal the runner's arrays,
+    unique bodyparts at assembly -1; the likelihood summary leaves empty slots (score -1) out."""
+    from deeplabcut.pose_estimation_pytorch.apis.videos import create_df_from_prediction
+
+    from poseops import analyze as A
+
+    rng = np.random.default_rng(3)
+    n, n_asm = 6, 3
+    arr = rng.uniform(0, 100, (n, n_asm, len(BPS), 3))
+    arr[..., 2] = rng.uniform(0, 1, (n, n_asm, len(BPS)))
+    arr[:, 2] = -1.0  # the third slot never filled (as the runner pads)
+    uni = rng.uniform(0, 1, (n, 1, 1, 3))
+    model_cfg = {"metadata": {"bodyparts": BPS, "unique_bodyparts": ["corner"],
+                              "individuals": ["a1", "a2", "a3"]}}
+    df = create_df_from_prediction(
+        [{"bodyparts": arr[f], "unique_bodyparts": uni[f, 0]} for f in range(n)],
+        "DLC_ma", True, model_cfg, tmp_path, "v")
+    back = pd.read_hdf(tmp_path / "v.h5", "df_with_missing")
+    assert back.columns.nlevels == 4 and back.equals(df)
+    p = A.predictions_from_dlc(back, "v")
+    assert len(p) == n * (n_asm * len(BPS) + 1)
+    for (f, a, j) in [(0, 0, 0), (3, 1, 2), (5, 2, 1)]:
+        row = p[(p.frame == f) & (p[S.ASSEMBLY] == a) & (p.bodypart == BPS[j])].iloc[0]
+        assert (row.x, row.y, row.likelihood) == tuple(arr[f, a, j])
+    u = p[(p.frame == 4) & (p[S.ASSEMBLY] == -1)].iloc[0]
+    assert u.bodypart == "corner" and (u.x, u.y, u.likelihood) == tuple(uni[4, 0, 0])
+    s = A.likelihood_summary(p, pcutoff=0.5).set_index("frame")
+    lik = np.concatenate([arr[2, :2, :, 2].ravel(), uni[2, 0, :, 2]])
+    assert s.loc[2, "mean_likelihood"] == pytest.approx(lik.mean())
+    assert s.loc[2, "min_likelihood"] == pytest.approx(lik.min())
+    assert s.loc[2, "n_bodyparts"] == len(lik)
+    assert s.loc[2, "n_below_pcutoff"] == int((lik < 0.5).sum())

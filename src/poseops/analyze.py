@@ -1,7 +1,8 @@
 """`poseops analyze VIDEO...`: run the current model on new videos (DeepLabCut's video analysis).
 
 Uses the working DLC project that ``poseops train`` built (``<train.workdir>/run.json``: config
-path and shuffle) and ``deeplabcut.analyze_videos``. Writes DLC's own ``<video><DLCscorer>.h5`` per
+path and shuffle) and ``deeplabcut.analyze_videos``. Multi-animal models give untracked
+per-frame assemblies (no tracklets / stitching): an ``assembly`` column instead of identities. Writes DLC's own ``<video><DLCscorer>.h5`` per
 video, a tidy predictions table (video, frame, bodypart, x, y, likelihood, scorer, video_path) and
 a per-frame likelihood summary; logged to MLflow when a run is active (or ``log_mlflow``).
 """
@@ -45,8 +46,11 @@ class AnalyzeParams:
 def predictions_from_dlc(df: pd.DataFrame, video: str) -> pd.DataFrame:
     """DLC's analysis frame (index = frame, columns scorer/bodyparts/coords x,y,likelihood) ->
     tidy predictions: video, frame, bodypart, x, y, likelihood, scorer."""
+    if df.columns.nlevels == 4:
+        return predictions_from_dlc_multianimal(df, video)
     if df.columns.nlevels != 3:
-        raise PoseopsError(f"expected single-animal DLC predictions (3 column levels) for {video}")
+        raise PoseopsError(f"expected DLC predictions with 3 (single-animal) or 4 (multi-animal)"
+                           f" column levels for {video}, got {df.columns.nlevels}")
     scorer = str(df.columns.get_level_values(0)[0])
     long = df.droplevel(0, axis=1).stack(level=0, future_stack=True)
     long.index.names = [S.FRAME, S.BODYPART]
@@ -57,8 +61,33 @@ def predictions_from_dlc(df: pd.DataFrame, video: str) -> pd.DataFrame:
     return out
 
 
+def predictions_from_dlc_multianimal(df: pd.DataFrame, video: str) -> pd.DataFrame:
+    """DLC's untracked multi-animal analysis frame (``analyze_videos(auto_track=False,
+    save_as_df=True)``: columns scorer/individuals/bodyparts/coords, the k-th "individual" is
+    the k-th assembly of the frame, not an identity; unique bodyparts under ``single``) ->
+    tidy predictions: video, frame, assembly (-1 = unique bodyparts), bodypart, x, y,
+    likelihood, scorer (an empty assembly slot keeps DLC's score < 0)."""
+    scorer = str(df.columns.get_level_values(0)[0])
+    inds = list(dict.fromkeys(df.columns.get_level_values(1)))
+    slot = {ind: k for k, ind in enumerate(i for i in inds if i != S.SINGLE)} | {S.SINGLE: -1}
+    long = df.droplevel(0, axis=1).stack(level=[0, 1], future_stack=True)
+    long.index.names = [S.FRAME, "_ind", S.BODYPART]
+    out = long.reset_index()
+    out = out[out[[S.X, S.Y, S.LIKELIHOOD]].notna().any(axis=1)]  # column pairs DLC never fills
+    out.insert(0, S.VIDEO, video)
+    out[S.ASSEMBLY] = out.pop("_ind").map(slot).astype(int)
+    out[S.SCORER] = scorer
+    out[S.FRAME] = out[S.FRAME].astype(int)
+    cols = [S.VIDEO, S.FRAME, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD, S.SCORER]
+    return out[cols].sort_values([S.FRAME, S.ASSEMBLY], kind="stable").reset_index(drop=True)
+
+
 def likelihood_summary(preds: pd.DataFrame, pcutoff: float) -> pd.DataFrame:
-    """Per (video, frame): mean and min likelihood over bodyparts, bodyparts below pcutoff."""
+    """Per (video, frame): mean and min likelihood over bodyparts, bodyparts below pcutoff.
+    Multi-animal predictions: over the predicted keypoints of every animal (empty assembly
+    slots, score < 0, left out)."""
+    if S.ASSEMBLY in preds.columns:
+        preds = preds[preds[S.LIKELIHOOD] >= 0]
     g = preds.assign(_low=preds[S.LIKELIHOOD] < pcutoff).groupby([S.VIDEO, S.FRAME])
     out = g.agg(mean_likelihood=(S.LIKELIHOOD, "mean"), min_likelihood=(S.LIKELIHOOD, "min"),
                 n_below_pcutoff=("_low", "sum"), n_bodyparts=(S.BODYPART, "size"))
@@ -104,13 +133,19 @@ def run(params: AnalyzeParams, videos: list[str | Path]) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     import deeplabcut
 
+    from poseops.dlcio import is_multianimal
+
+    # multi-animal: DLC's per-frame assemblies, untracked (auto_track=False: no tracklets or
+    # stitching; save_as_df writes them as DLC's 4-level <video><scorer>.h5 next to its
+    # _full.pickle / _assemblies.pickle). Identities across frames are not claimed.
+    ma = {"auto_track": False, "save_as_df": True} if is_multianimal(cfg) else {}
     parts = []
     for p in paths:
         log.info("analyze: %s (shuffle %d, %s)", p.name, shuffle, params.device)
         scorer = deeplabcut.analyze_videos(
             str(cfg_path), [str(p)], shuffle=shuffle, device=params.device,
             destfolder=str(out.resolve()), snapshot_index=params.snapshot_index,
-            batch_size=params.batch_size, overwrite=True, save_as_csv=True,
+            batch_size=params.batch_size, overwrite=True, save_as_csv=True, **ma,
         )
         h5 = out / f"{p.stem}{scorer}.h5"
         if not h5.is_file():

@@ -705,18 +705,18 @@ def make_objective(
 
 def info_test_metrics(result: Any, inputs: TrainInputs, device: str) -> dict[str, float]:
     """Test error of a finished trial's selected snapshot: ``test.mean_px`` (DLC's "rmse": mean
-    distance) and ``test.rmse_px``. Only for the promoted trial, after the choice
-    (:func:`report_promoted_test`); never on a trial run."""
-    import numpy as np
-
+    distance) and ``test.rmse_px``; multi-animal projects also ``test.mAP`` and ``test.mAR``
+    (DLC's, after matching predictions to labeled animals as ``poseops evaluate`` does). Only
+    for the promoted trial, after the choice (:func:`report_promoted_test`); never on a trial
+    run."""
     images = (getattr(result, "images", None) or {}).get("test") or []
     snapshot = getattr(result, "snapshot", None)
     if not images or snapshot is None:
         return {}
-    from poseops import schema as S
+    from poseops import metrics as M
     from poseops.evaluate import predict
-    from poseops.metrics import compute_errors
 
+    multi = M.is_multianimal(inputs.labels)
     try:
         preds = predict(
             result.pytorch_config_path,
@@ -724,15 +724,41 @@ def info_test_metrics(result: Any, inputs: TrainInputs, device: str) -> dict[str
             Path(result.config_path).parent,
             list(images),
             device=device,
+            multi_animal=multi,
         )
-        split = inputs.split[inputs.split[S.SPLIT] == S.TEST]
-        err = compute_errors(inputs.labels, preds, split)[S.ERROR_PX].dropna().to_numpy()
+        return split_test_metrics(inputs.labels, preds, inputs.split, Path(result.config_path))
     except Exception as e:  # noqa: BLE001 - information only: never fail a trial for it
         log.warning("test error not logged: %s", e)
         return {}
+
+
+def split_test_metrics(labels: Any, preds: Any, split: Any, config_path: Path | None = None,
+                 ) -> dict[str, float]:
+    """``test.mean_px`` / ``test.rmse_px`` of the predictions of the split's test images (the
+    evaluate stage's errors table). Multi-animal labels: the assemblies are matched to the
+    labeled animals first (evaluate's matching, config order of the individuals from
+    ``config_path``) and DLC's own ``test.mAP`` / ``test.mAR`` are added."""
+    import numpy as np
+
+    from poseops import metrics as M
+    from poseops import schema as S
+    from poseops.evaluate import _config_individuals, _config_pcutoff
+
+    test = split[split[S.SPLIT] == S.TEST]
+    preds = preds[preds[S.IMAGE].isin(test[S.IMAGE])]
+    out: dict[str, float] = {}
+    if M.is_multianimal(labels):
+        individuals = _config_individuals(config_path) if config_path else None
+        preds = M.match_predictions(labels, preds, individuals)
+        images = sorted(set(test[S.IMAGE]) & set(preds[S.IMAGE]))
+        pcutoff = _config_pcutoff(config_path) if config_path else 0.6
+        dlc = M.dlc_multianimal_metrics(labels, preds, images, pcutoff, individuals)
+        out.update({f"test.{k}": dlc[k] for k in ("mAP", "mAR") if np.isfinite(dlc[k])})
+    err = M.compute_errors(labels, preds, test)[S.ERROR_PX].dropna().to_numpy()
     if not len(err):
-        return {}
-    return {"test.mean_px": float(err.mean()), "test.rmse_px": float(np.sqrt((err**2).mean()))}
+        return out
+    return {"test.mean_px": float(err.mean()), "test.rmse_px": float(np.sqrt((err**2).mean())),
+            **out}
 
 
 def nan_penalty(labels: Any) -> float:
