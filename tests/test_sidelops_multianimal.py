@@ -345,3 +345,97 @@ def test_analyze_reads_dlcs_untracked_multianimal_output(tmp_path):
     assert s.loc[2, "min_likelihood"] == pytest.approx(lik.min())
     assert s.loc[2, "n_bodyparts"] == len(lik)
     assert s.loc[2, "n_below_pcutoff"] == int((lik < 0.5).sum())
+
+
+# ------------------------------------------------------------------------ extract
+def test_extract_on_multianimal_demo_picks_unlabeled_frames(ma_src, tmp_path):
+    """extract needs no bodyparts: on the multi-animal demo it picks condition-balanced frames
+    that are not labeled yet and writes them as DLC names them."""
+    import shutil
+
+    from poseops import _refine as R
+    from poseops import extract as E
+
+    proj = tmp_path / "proj"
+    shutil.copytree(ma_src[0], proj)
+    before = {(v.name, f) for v in (proj / "labeled-data").iterdir()
+              for f in R.labeled_frames(proj, v.name)}
+    man = E.run(E.ExtractParams(n_frames=6, manifest=str(tmp_path / "m.csv"),
+                                coverage=str(tmp_path / "c.csv")), proj, ma_src[1])
+    assert len(man) == 6 and man["condition"].value_counts().tolist() == [2, 2, 2]
+    assert before and not set(zip(man.video, man.frame, strict=True)) & before
+    assert all((proj / img).is_file() for img in man.image)
+
+
+# ------------------------------------------------------------------------ slow: real DLC
+@pytest.mark.slow
+def test_trained_multianimal_model_through_analyze_outliers_and_sweep_test(ma_src, tmp_path,
+                                                                           monkeypatch):
+    """A 2-epoch multi-animal model (cspnext_s + PAF, CPU): ``poseops analyze`` on the unlabeled
+    video writes DLC's 4-level per-assembly h5 and a tidy table equal to it; ``outliers`` picks
+    frames from it; the sweep's promoted-trial test error equals ``evaluate_tables`` on the
+    same snapshot's predictions."""
+    from poseops import analyze as A
+    from poseops.consensus import build_consensus
+    from poseops.evaluate import EvaluateParams, evaluate_tables, predict
+    from poseops.ingest import ingest_project
+    from poseops.split import SplitParams, make_split
+    from poseops.sweep import TrainInputs, info_test_metrics
+    from poseops.train import TrainParams, train_model
+
+    project, meta = ma_src
+    labels = build_consensus(ingest_project(project, meta))
+    split = make_split(labels, SplitParams(stratify_by=None, test_fraction=0.2, val_fraction=0.2))
+    params = TrainParams(epochs=2, batch_size=8, pretrained=False, device="cpu", save_epochs=1,
+                         experiment="t", registered_model="t-model", tracking_timeout_s=5.0)
+    res = train_model(params, labels, split, project, tmp_path / "train",
+                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # analyze (untracked assemblies) on the video nobody labeled
+    ap = A.AnalyzeParams(config=str(res.config_path), shuffle=res.shuffle,
+                         out=str(tmp_path / "analyze"))
+    preds = A.run(ap, [project / "videos" / "g1-s4.mp4"])
+    (h5,) = (tmp_path / "analyze").glob("g1-s4DLC*.h5")
+    dlc = pd.read_hdf(h5, "df_with_missing")
+    assert list(dlc.columns.names) == ["scorer", "individuals", "bodyparts", "coords"]
+    assert len(dlc) == 30 and set(preds.frame) == set(range(30))
+    inds = list(dict.fromkeys(dlc.columns.get_level_values(1)))
+    for _, r in preds.sample(20, random_state=0).iterrows():
+        ind = S.SINGLE if r[S.ASSEMBLY] < 0 else inds[int(r[S.ASSEMBLY])]
+        col = (dlc.columns[0][0], ind, r.bodypart)
+        assert dlc.loc[r.frame, (*col, "x")] == pytest.approx(r.x, nan_ok=True)
+        assert dlc.loc[r.frame, (*col, "likelihood")] == pytest.approx(r.likelihood, nan_ok=True)
+    # outliers on those predictions: DLC's 4-level machinelabels for the picked frames
+    proj = tmp_path / "proj"
+    import shutil
+
+    shutil.copytree(project, proj)
+    man = O.run(O.OutliersParams(predictions=str(tmp_path / "analyze" / "predictions.parquet"),
+                                 n_frames=3, manifest=str(tmp_path / "out" / "manifest.csv")),
+                proj, meta, project / "videos")
+    assert 1 <= len(man) <= 3
+    ml = pd.read_hdf(proj / "labeled-data" / "g1-s4" / "machinelabels-iter0.h5",
+                     "df_with_missing")
+    assert ml.columns.nlevels == 4 and len(ml) == len(man)
+    # the sweep's promoted test error = evaluate's, on the same snapshot
+    got = info_test_metrics(res, TrainInputs(labels, split, project), "cpu")
+    p = predict(res.pytorch_config_path, res.snapshot, res.config_path.parent,
+                list(res.images[S.TEST]), device="cpu", multi_animal=True)
+    ev = evaluate_tables(labels, p, split[split[S.SPLIT] == S.TEST], None,
+                         EvaluateParams(bias_factors=[]), 0.6,
+                         dlcio.config_individuals(dlcio.read_config(project)))
+    head = ev.headline[S.TEST]
+    if np.isfinite(head["mean_px"]):
+        assert got["test.mean_px"] == pytest.approx(head["mean_px"])
+    assert got.get("test.mAP", np.nan) == pytest.approx(head["mAP"], nan_ok=True)
+
+
+def test_sweep_refuses_a_higher_is_better_metric():
+    """DLC's multi-animal mAP/mAR rise with quality; the study minimizes: refused in one line
+    (an error metric such as val.rmse passes)."""
+    from poseops.sweep import SweepParams, check_metric
+
+    for bad in ("val.mAP", "val.mAR"):
+        with pytest.raises(PoseopsError, match="higher-is-better") as e:
+            check_metric(SweepParams(metric=bad))
+        assert "\n" not in str(e.value)
+    check_metric(SweepParams(metric="val.rmse"))

@@ -27,7 +27,8 @@ _IMG_RE = re.compile(r"^img(\d+)\.png$")
 
 # ---------------------------------------------------------------- DLC project bits
 def read_config(config: str | Path) -> dict:
-    """config.yaml of a single-animal DLC project (a folder or the yaml path) as a dict."""
+    """config.yaml of a DLC project (a folder or the yaml path; single- or multi-animal: use
+    dlcio.config_bodyparts etc., never cfg["bodyparts"]) as a dict."""
     from poseops.dlcio import read_config as _read
 
     return _read(Path(config))

@@ -338,6 +338,16 @@ def check_enqueue(p: SweepParams) -> None:
             )
 
 
+def check_metric(p: SweepParams) -> None:
+    """The study minimizes ``sweep.metric``: a higher-is-better one (DLC's multi-animal mAP /
+    mAR) would pick the worst trial."""
+    name = p.metric.lower().rsplit(".", 1)[-1]
+    if name.startswith(("map", "mar")):
+        raise PoseopsError(
+            f"sweep.metric {p.metric!r} is higher-is-better; the sweep minimizes an error: use "
+            "val.rmse (multi-animal projects: DLC's rmse after matching animals)")
+
+
 def check_augmentation_keys(p: SweepParams, train_fields: set[str]) -> None:
     unknown = [k for k in p.augmentation if k not in train_fields]
     if unknown:
@@ -878,6 +888,7 @@ def run_worker(
     base_dict = dataclasses.asdict(train_base)
     check_augmentation_keys(p, set(base_dict))
     check_enqueue(p)
+    check_metric(p)
     fingerprint = space_hash(p, base_dict, table_digest(inputs.labels, inputs.split))
     name = study_name_for(p, fingerprint)
     train_base, experiment = trial_train_base(p, train_base)
