@@ -276,6 +276,19 @@ def test_compare_pairs_multianimal_errors_per_individual():
     assert list(res[S.ANIMALS_IN_FRAME]["stratum"]) == [2]
 
 
+def test_compare_run_writes_the_per_individual_table(tmp_path):
+    base, db = _ma_errors(4.0, 0, reverse=False)
+    cand, _ = _ma_errors(1.0, 1, reverse=True)
+    base.to_parquet(tmp_path / "b.parquet")
+    cand.to_parquet(tmp_path / "c.parquet")
+    C.run(C.CompareParams(out=str(tmp_path / "cmp"), log_mlflow=False, n_boot=100),
+          str(tmp_path / "b.parquet"), str(tmp_path / "c.parquet"))
+    ind = pd.read_csv(tmp_path / "cmp" / f"{S.INDIVIDUAL}.csv").set_index("stratum")
+    assert ind.loc["a2", "n"] == sum(k[1] == "a2" for k in db)
+    assert ind.loc["a2", "mean_baseline"] == pytest.approx(
+        np.mean([d for k, d in db.items() if k[1] == "a2"]))
+
+
 def test_compare_refuses_a_single_animal_against_a_multianimal_table():
     base, _ = _ma_errors(4.0, 0, reverse=False)
     single = base.drop(columns=[S.INDIVIDUAL]).drop_duplicates([S.IMAGE, S.BODYPART])
