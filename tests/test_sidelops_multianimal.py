@@ -452,3 +452,58 @@ def test_sweep_refuses_a_higher_is_better_metric():
             check_metric(SweepParams(metric=bad))
         assert "\n" not in str(e.value)
     check_metric(SweepParams(metric="val.rmse"))
+
+
+@pytest.mark.slow
+def test_real_sweep_and_promote_on_a_multianimal_project(ma_src, tmp_path, mlflow_uri,
+                                                         monkeypatch):
+    """`poseops sweep` on the multi-animal demo (2 trials x 2 epochs, CPU): trials are
+    multi-animal trainings scored by DLC's per-epoch validation rmse (after matching); `--promote`
+    logs the promoted trial's test numbers, DLC's multi-animal mAP among them, on that trial's
+    run only."""
+    import json
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from poseops import cli
+    from poseops.consensus import build_consensus
+    from poseops.ingest import ingest_project
+    from poseops.split import SplitParams, make_split
+
+    project, meta = ma_src
+    labels = build_consensus(ingest_project(project, meta))
+    split = make_split(labels, SplitParams(stratify_by=None, test_fraction=0.2, val_fraction=0.2))
+    labels.to_parquet(tmp_path / "consensus.parquet", index=False)
+    split.to_csv(tmp_path / "split.csv", index=False)
+    params = {
+        "project": {"path": str(project)},
+        "consensus": {"out": str(tmp_path / "consensus.parquet")},
+        "split": {"out": str(tmp_path / "split.csv")},
+        "train": {"epochs": 50, "batch_size": 8, "pretrained": False, "device": "cpu",
+                  "save_epochs": 1, "experiment": "sweep-ma", "workdir": str(tmp_path / "train")},
+        "sweep": {"storage": f"sqlite:///{tmp_path / 'optuna.db'}", "n_trials": 2, "epochs": 2,
+                  "lr": [1e-4, 1e-2], "batch_size": [8], "pruner": "none",
+                  "enqueue": [{"lr": 1e-3}], "out": str(tmp_path / "sweep")},
+    }
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sweep", "--params", str(pfile)]) == 0
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("sweep-ma")
+    children = client.search_runs([exp.experiment_id], "tags.`poseops.sweep.role` != 'parent'")
+    children = [r for r in children if "poseops.sweep.trial" in r.data.tags]
+    assert len(children) == 2
+    for run in children:
+        assert run.data.tags.get("multianimal") == "True"
+        assert len(client.get_metric_history(run.info.run_id, "val.rmse")) == 2
+    assert cli.main(["sweep", "--promote", "--params", str(pfile)]) == 0
+    promoted = json.loads((tmp_path / "sweep" / "promoted_test.json").read_text())
+    assert "test.mAP" in promoted["metrics"]
+    for run in children:
+        m = client.get_run(run.info.run_id).data.metrics
+        is_best = run.info.run_id == promoted["run_id"]
+        assert ("test.mAP" in m) == is_best
+        if is_best:
+            assert m["test.mAP"] == pytest.approx(promoted["metrics"]["test.mAP"])
