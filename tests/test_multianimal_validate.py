@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from test_validate import _params_file
 
 from poseops import cli
 from poseops import schema as S
@@ -199,17 +200,7 @@ def test_cli_validate_multianimal_project(tmp_path: Path, proj, capsys) -> None:
     project, labels = proj
     labels_path = tmp_path / "labels.parquet"
     labels.to_parquet(labels_path)
-    params = {
-        "project": {"path": str(project), "format": "dlc", "metadata": "none.csv"},
-        "validate": {
-            "suite": str(Path(__file__).parents[1] / "expectations" / "dataset.json"),
-            "input": str(labels_path),
-            "out": str(tmp_path / "out" / "dataset.json"),
-            "docs": str(tmp_path / "out" / "dataset-docs"),
-        },
-    }
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    path = _params_file(tmp_path, project, labels_path)
     assert cli.main(["validate", "--params", str(path)]) == 0
     out = json.loads((tmp_path / "out" / "dataset.json").read_text())
     ran = {r["name"] for r in out["results"] if r["success"] is not None}
