@@ -167,7 +167,10 @@ def test_our_metrics_equal_deeplabcut_evaluation_of_the_same_snapshot(ma) -> Non
         assert metrics[s]["n_matched_animals"] > 0, (s, metrics[s])
     assert metrics[S.VAL]["mAP"] > 0 or metrics[S.TEST]["mAP"] > 0, metrics
 
-    # 1. evaluate_network's results file (rounded to 2 decimals); DLC "test" = our val frames
+    # 1. evaluate_network's results file (rounded to 2 decimals); DLC "test" = our val frames.
+    # For PAF models (DLCRNetHead) evaluate_network first prunes the PAF graph on the training
+    # frames (prune_paf_graph.benchmark_paf_graphs, written into pytorch_config.yaml
+    # edges_to_keep): the pipeline's numbers equal DLC's only if training/evaluation do too
     deeplabcut.evaluate_network(run["config_path"], shuffles=[run["shuffle"]],
                                 trainingsetindex=run["trainset_index"], device="cpu",
                                 snapshots_to_evaluate=[snapshot.stem])
