@@ -1201,6 +1201,7 @@ def _finalize(
     chosen = (best or last) if params.snapshot == "best" else (last or best)
     if chosen is None:
         raise PoseopsError("training produced no snapshot", file=train_dir)
+    prune_paf_graph(ds, chosen)
     stats = read_learning_stats(train_dir)
     epoch = next(s.epochs for s in list_snapshots(train_dir, "snapshot") if s.path == chosen)
     metrics = _metrics_at(stats, epoch)
@@ -1243,6 +1244,28 @@ def _finalize(
         workdir=workdir,
         tracking_pending=len(outbox.pending),
     )
+
+
+def prune_paf_graph(ds: DlcDataset, snapshot: Path) -> list[int] | None:
+    """Multi-animal models with a part-affinity-field head (DLCRNetHead): keep the PAF edges that
+    assemble best, as DLC's ``evaluate_network`` does before it evaluates (its
+    ``benchmark_paf_graphs``: candidate graphs from the train frames, ranked by mAP on DLC's "test"
+    frames = our validation frames, never our test set). The choice is written to
+    pytorch_config.yaml (``edges_to_keep``), so evaluate, the MLflow model and DLC's own tools
+    assemble animals with the same graph. Returns the kept edges (None: not a PAF model)."""
+    if not ds.multianimal:
+        return None
+    loader = _loader(ds.config_path)
+    if loader.model_cfg["model"]["heads"]["bodypart"]["type"] != "DLCRNetHead":
+        return None
+    from deeplabcut.pose_estimation_pytorch.apis import prune_paf_graph as dlc_prune
+
+    with _quiet_stdout():
+        results = dlc_prune.benchmark_paf_graphs(loader=loader, snapshot_path=snapshot)
+    edges = [int(e) for e in results[0]["edges_to_keep"]] if results else None
+    log.info("PAF graph: %s edge(s) kept (DLC's benchmark_paf_graphs on %s)",
+             len(edges) if edges is not None else "all", snapshot.name)
+    return edges
 
 
 def _metrics_at(stats: pd.DataFrame, epoch: int) -> dict[str, float]:
