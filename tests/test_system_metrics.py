@@ -74,14 +74,15 @@ def test_a_real_training_run_logs_system_metrics(small_demo_root, tmp_path, monk
     """train_model (1 epoch of the small demo, CPU) with a short sampling interval: the MLflow
     run carries CPU and memory system metrics under this server's node id."""
     from mlflow.tracking import MlflowClient
-    from test_train import _small_tables, _tiny
+    from test_train import _small_tables
+    from train_support import tiny
 
     from poseops.train import train_model
 
     monkeypatch.setenv("POSEOPS_NODE_ID", "bench-node")
     labels, split, project = _small_tables(small_demo_root)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params = _tiny(epochs=1, system_metrics_interval_s=0.5)
+    params = tiny(epochs=1, system_metrics_interval_s=0.5)
     res = train_model(params, labels, split, project, tmp_path / "train", tracking_uri=uri)
     run = MlflowClient(uri).get_run(res.run_id)
     assert run.info.status == "FINISHED"
