@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from poseops import metrics as M
-from poseops import schema as S
+from poseops.core import schema as S
+from poseops.evaluate import metrics as M
 
 BODYPARTS = ["snout", "leftear", "rightear", "shoulder", "spine1", "spine2", "spine3", "tailbase"]
 CONDITIONS = ["vehicle", "low_dose", "high_dose"]

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from poseops import consensus as C
-from poseops import schema as S
+from poseops.core import schema as S
+from poseops.data import consensus as C
 
 BODYPARTS = ["snout", "leftear", "rightear", "shoulder", "spine1", "spine2", "spine3", "tailbase"]
 LABELERS = ["alice", "bob", "carol", "dave"]

@@ -35,10 +35,10 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 def make_project(root: Path, width: int, height: int, small: bool):
     """Demo project at width x height: consensus labels, split, DLC project."""
-    from poseops.consensus import build_consensus
-    from poseops.demo import DemoParams, generate_demo
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, make_split
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
+    from poseops.demo.project import DemoParams, generate_demo
 
     p = DemoParams.small(width=width, height=height) if small else DemoParams(width=width,
                                                                              height=height)
@@ -64,7 +64,12 @@ def measure(labels, split, project: Path, workdir: Path, *, batch: int, device: 
     from deeplabcut.pose_estimation_pytorch.task import Task
     from torch.utils.data import DataLoader
 
-    from poseops.train import TrainParams, _loader, prepare_dlc_project, resolve_dataloader_workers
+    from poseops.train.trainer import (
+        TrainParams,
+        _loader,
+        prepare_dlc_project,
+        resolve_dataloader_workers,
+    )
 
     w = int(workers) if workers.isdigit() else workers
     params = TrainParams(net_type=net_type, batch_size=batch, epochs=1, device=device,

@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from poseops.demo import DemoParams, generate_demo
-from poseops.ingest import ingest_project
+from poseops.data.ingest import ingest_project
+from poseops.demo.project import DemoParams, generate_demo
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:

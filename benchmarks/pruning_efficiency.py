@@ -42,12 +42,12 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 def prepare_demo(root: Path, size: str, val_fraction: float):
     """Demo project -> consensus labels + grouped split (the pipeline's own functions, params.yaml
     ``split:`` as the pipeline uses it, with ``val_fraction``)."""
-    from poseops.consensus import build_consensus
-    from poseops.demo import DemoParams, generate_demo
-    from poseops.ingest import ingest_project
-    from poseops.params import section
-    from poseops.split import SplitParams, make_split
-    from poseops.sweep import TrainInputs
+    from poseops.config.loader import section
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
+    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.sweep.study import TrainInputs
 
     demo = DemoParams.small() if size == "small" else DemoParams()
     project = root / "raw" / "demo"
@@ -64,7 +64,7 @@ def prepare_demo(root: Path, size: str, val_fraction: float):
 
 def sweep(inputs, train_base, p, label: str) -> tuple[list[dict], float]:
     """Run one study to the end; rows: number, params, state, epochs_trained, value, curve."""
-    from poseops.sweep import run_worker
+    from poseops.sweep.study import run_worker
 
     t0 = time.monotonic()
     report = run_worker(p, train_base, inputs)
@@ -91,7 +91,7 @@ def replay(rows: list[dict], p) -> tuple[int, float]:
     """Offline: feed the unpruned curves, in order, through the pruner (no training)."""
     import optuna
 
-    from poseops.sweep import build_pruner
+    from poseops.sweep.study import build_pruner
 
     study = optuna.create_study(direction="minimize", pruner=build_pruner(p))
     epochs, best = 0, float("inf")
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("poseops.sweep").setLevel(logging.INFO)
+    logging.getLogger("poseops.sweep.study").setLevel(logging.INFO)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per replayed study otherwise
@@ -196,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         a.val_fraction = saved.get("val_fraction", a.val_fraction)
         a.replay_only = not a.train_pruned
 
-    from poseops.params import section
-    from poseops.split import SplitParams
-    from poseops.sweep import SweepParams
-    from poseops.train import TrainParams
+    from poseops.config.loader import section
+    from poseops.data.split import SplitParams
+    from poseops.sweep.study import SweepParams
+    from poseops.train.trainer import TrainParams
 
     if a.val_fraction is None:  # recorded with saved curves: params.yaml may change later
         a.val_fraction = section("split", SplitParams).val_fraction

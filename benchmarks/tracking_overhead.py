@@ -25,10 +25,10 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 def _tables(root: Path, small: bool):
-    from poseops.consensus import build_consensus
-    from poseops.demo import DemoParams, generate_demo
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, make_split
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
+    from poseops.demo.project import DemoParams, generate_demo
 
     p = DemoParams.small() if small else DemoParams()
     project = generate_demo(root / "demo", p, metadata=root / "videos.csv")
@@ -43,7 +43,7 @@ def plain_dlc(params, labels, split, project: Path, workdir: Path) -> tuple[floa
     from deeplabcut.pose_estimation_pytorch.apis.training import train
     from deeplabcut.pose_estimation_pytorch.task import Task
 
-    from poseops.train import _loader, _offline_init, prepare_dlc_project
+    from poseops.train.trainer import _loader, _offline_init, prepare_dlc_project
 
     ds = prepare_dlc_project(labels, split, project, workdir, params)
     loader = _loader(ds.config_path)
@@ -65,7 +65,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from poseops.train import TrainParams, train_model
+    from poseops.train.trainer import TrainParams, train_model
 
     params = TrainParams(epochs=args.epochs, pretrained=False, device=args.device, save_epochs=5,
                          crop_width=160, crop_height=120, registered_model="bench",

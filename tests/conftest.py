@@ -81,13 +81,13 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     _reset_mlflow_globals()
 
 
-# --- demo project (helper A: poseops.demo) -------------------------------------------------
+# --- demo project (helper A: poseops.demo.project) -------------------------------------------------
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the default demo (params.yaml `demo` defaults), generated once per
     test session: ``raw/demo`` (the DLC project) and ``metadata/videos.csv``. Read-only by
     convention: use ``demo_copy`` to write."""
-    from poseops.demo import DemoParams, generate_demo
+    from poseops.demo.project import DemoParams, generate_demo
 
     root = tmp_path_factory.mktemp("demo")
     generate_demo(root / "raw" / "demo", DemoParams(), metadata=root / "metadata" / "videos.csv")
@@ -130,7 +130,7 @@ def demo_copy(demo_project: Path, tmp_path: Path) -> Path:
 def small_demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``DemoParams.small()`` (2 animals x 3 sessions, 30-frame videos, 6 labeled frames each),
     once per session: ``raw/demo`` and ``metadata/videos.csv`` inside."""
-    from poseops.demo import DemoParams, generate_demo
+    from poseops.demo.project import DemoParams, generate_demo
 
     root = tmp_path_factory.mktemp("small_demo")
     generate_demo(root / "raw" / "demo", DemoParams.small(), metadata=root / "metadata" / "videos.csv")
@@ -143,13 +143,13 @@ def demo_src(small_demo_root: Path) -> tuple[Path, Path]:
     return small_demo_root / "raw" / "demo", small_demo_root / "metadata" / "videos.csv"
 
 
-# --- trained demo model (helper D: poseops.train) ------------------------------------------
+# --- trained demo model (helper D: poseops.train.trainer) ------------------------------------------
 @dataclass
 class TrainedDemo:
     """One real DLC training of the default demo, shared by the tests of later stages."""
 
-    result: Any  # poseops.train.TrainResult (run_id, snapshots, config_path, images per split...)
-    params: Any  # poseops.train.TrainParams used
+    result: Any  # poseops.train.trainer.TrainResult (run_id, snapshots, config_path, images per split...)
+    params: Any  # poseops.train.trainer.TrainParams used
     labels: Any  # consensus table (pd.DataFrame) the model was trained on
     split: Any  # split table (pd.DataFrame: image, video, group, split, ...)
     project: Path  # the source demo DLC project (read-only)
@@ -162,10 +162,10 @@ def trained_demo(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> T
     """Train cspnext_s on the default demo once per session (2 epochs, crop = image size, random
     init, CPU), tracked in a private SQLite MLflow store. Treat as read-only; pass
     ``tracking_uri`` explicitly (MlflowClient(tracking_uri=...)) or monkeypatch the env var."""
-    from poseops.consensus import build_consensus
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, make_split
-    from poseops.train import TrainParams, train_model
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
+    from poseops.train.trainer import TrainParams, train_model
 
     root = tmp_path_factory.mktemp("trained_demo")
     project = demo_root / "raw" / "demo"

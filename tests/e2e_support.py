@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from poseops import dlcio
+from poseops.dlc import files as dlcio
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

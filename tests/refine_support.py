@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from poseops import dlcio
+from poseops.dlc import files as dlcio
 
 BIN = Path(sys.executable).parent
 

@@ -1,4 +1,4 @@
-"""TEST DOUBLE for ``poseops.train.train_model`` used only by the sweep orchestration tests.
+"""TEST DOUBLE for ``poseops.train.trainer.train_model`` used only by the sweep orchestration tests.
 
 Real DeepLabCut training is far too slow to time a SIGKILL in the middle of a trial, so the
 distributed tests run the product's worker (``poseops sweep --train-fn sweep_doubles:sleepy_train``)
@@ -48,7 +48,7 @@ def sleepy_train(
     """Stand-in for train_model: ``params.epochs`` sleeps of SWEEP_DOUBLE_EPOCH_SECONDS each."""
     from mlflow.tracking import MlflowClient
 
-    from poseops.tracking import tracking_uri
+    from poseops.tracking.runs import tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri())
     parent = client.get_run(mlflow_parent_run_id) if mlflow_parent_run_id else None

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import analyze as A
-from poseops.errors import PoseopsError
+from poseops.core.errors import PoseopsError
+from poseops.refine import analyze as A
 
 
 def _dlc_frame(n=5, bps=("snout", "tailbase"), scorer="DLC_Cspnext_demoJan1shuffle1_2"):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from poseops.errors import PoseopsError
-from poseops.params import from_dict, section, update_params
+from poseops.config.loader import from_dict, section, update_params
+from poseops.core.errors import PoseopsError
 
 VERBS = [
     "demo", "init", "ingest", "consensus", "validate", "composition", "split", "train",

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from poseops import compare as C
-from poseops.errors import PoseopsError
+from poseops.core.errors import PoseopsError
+from poseops.refine import compare as C
 
 
 def _errors(seed: int, shift: dict[str, float], n_images: int = 40, n_videos: int = 8

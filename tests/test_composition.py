@@ -1,4 +1,4 @@
-"""poseops.composition: every metric checked against an independent numpy / hand computation."""
+"""poseops.data.composition: every metric checked against an independent numpy / hand computation."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from poseops import cli
-from poseops import composition as C
-from poseops import split as SP
+from poseops.data import composition as C
+from poseops.data import split as SP
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 CONDITIONS = ["vehicle", "low_dose", "high_dose"]
@@ -242,7 +242,7 @@ def test_cli_writes_metrics_and_table(tmp_path: Path, labels: pd.DataFrame) -> N
 
 
 def test_demo_composition(demo_project: Path, demo_metadata: Path) -> None:
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
 
     labels = ingest_project(demo_project, demo_metadata)
     meta = pd.read_csv(demo_metadata)
@@ -315,7 +315,7 @@ def test_temporal_blocks_composition(tmp_path: Path) -> None:
     assert t[("blocks", "all", "all", "test")] == sp["blocks"]["test"]
     assert t.index.is_unique
     # the HTML report's split line
-    from poseops.report import split_summary_html
+    from poseops.report.html import split_summary_html
 
     line = split_summary_html(json.loads(json.dumps(m)))
     assert "temporal-blocks (blocks of 10 frames, gap 3)" in line
@@ -359,7 +359,7 @@ def test_frame_level_groups_are_reported_as_leakage(
     assert sp["min_frame_distance_between_splits"] == brute_min_distance(split)
     t = C.composition_table(m).set_index(["metric", "stratum_type", "stratum", "split"])["value"]
     assert t[("frame_level_groups", "all", "all", "all")] == 1
-    from poseops.report import split_summary_html
+    from poseops.report.html import split_summary_html
 
     assert "Leakage" in split_summary_html(m)
     by_video = SP.make_split(labels, SP.SplitParams(val_fraction=0))

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import consensus as C
-from poseops import schema as S
-from poseops.errors import PoseopsError
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.data import consensus as C
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 
@@ -528,7 +528,7 @@ def test_ge_expectations_on_icc_and_removed_share(tmp_path: Path, repo_root: Pat
     naming the culprit, on a sloppy labeler / unreliable bodypart."""
     import dataclasses
 
-    from poseops import gx
+    from poseops.quality import gx
 
     suite = json.loads((repo_root / "expectations" / "dataset.json").read_text())
     mine = [e for e in suite["expectations"] if e["meta"]["table"] in ("labeler_icc", "labeler_qc")]
@@ -566,7 +566,7 @@ def test_empty_labels_is_an_error():
 def test_single_scorer_project_passes_through(openfield: Path, tmp_path: Path):
     """The real openfield project (one scorer, Pranav): consensus = his labels, QC tables empty
     or NaN, every output still written."""
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
 
     labels = ingest_project(openfield)
     res = C.analyse(labels)

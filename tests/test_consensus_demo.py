@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import consensus as C
-from poseops import schema as S
+from poseops.core import schema as S
+from poseops.data import consensus as C
 
 
 @pytest.fixture(scope="module")
 def demo_labels(demo_project: Path, demo_metadata: Path) -> pd.DataFrame:
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
 
     return ingest_project(demo_project, demo_metadata)
 
@@ -86,7 +86,7 @@ def test_consensus_written_in_dlc_format_reads_back(
 ):
     import yaml
 
-    from poseops import dlcio
+    from poseops.dlc import files as dlcio
 
     cfg = yaml.safe_load((demo_copy / "config.yaml").read_text())
     cons = demo_result.consensus

@@ -1,6 +1,6 @@
 """Multi-animal consensus: labelers' individuals matched by position (identity swaps detected and
 reported) before the per-(image, individual, bodypart) medians. Hand-built label tables; every
-expected number is computed here from the labels, independently of poseops.consensus."""
+expected number is computed here from the labels, independently of poseops.data.consensus."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import consensus as C
-from poseops import schema as S
+from poseops.core import schema as S
+from poseops.data import consensus as C
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 ANIMALS = ["animal1", "animal2", "animal3"]
@@ -435,7 +435,7 @@ def test_multianimal_consensus_written_as_dlc_4_level_collected_data(tmp_path) -
             ("alice", S.SINGLE, "corner", "x"),
             ("alice", S.SINGLE, "corner", "y"),
         ]
-    from poseops import dlcio
+    from poseops.dlc import files as dlcio
 
     back = pd.concat([dlcio.wide_to_long(pd.read_hdf(p)) for p in paths], ignore_index=True)
     keys = [S.IMAGE, S.INDIVIDUAL, S.BODYPART]
@@ -452,8 +452,8 @@ def test_multianimal_consensus_written_as_dlc_4_level_collected_data(tmp_path) -
 def test_demo_swaps_found_exactly_and_consensus_matches_ground_truth(tmp_path, animals) -> None:
     """The demo's swap labeler swaps two animals on known frames (label_swaps.csv): consensus
     finds exactly those (image, labeler, pair) and, re-matched, lands on the true animals."""
-    from poseops import demo
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
+    from poseops.demo import project as demo
 
     project = tmp_path / "proj"
     demo.generate_demo(

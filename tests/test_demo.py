@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import dlcio
-from poseops import schema as S
 from poseops.cli import main
-from poseops.demo import BODYPARTS, DemoParams, generate_demo
+from poseops.core import schema as S
+from poseops.demo.project import BODYPARTS, DemoParams, generate_demo
+from poseops.dlc import files as dlcio
 
 
 def _labels(project: Path, scorer: str) -> pd.DataFrame:

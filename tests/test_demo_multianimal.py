@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import schema as S
 from poseops.cli import main
-from poseops.demo import BODYPARTS, DemoParams, generate_demo
-from poseops.errors import PoseopsError
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.demo.project import BODYPARTS, DemoParams, generate_demo
 
 MARKER = "marker"
 
@@ -149,7 +149,7 @@ def test_three_animals_read_by_deeplabcut(ma3_project: Path, tmp_path: Path):
 def test_ingest_reads_every_labeler(ma_project: Path):
     """`poseops ingest` gives one row per (image, scorer, individual, bodypart) with the numbers
     of the files (read here with plain pandas) and the group's metadata."""
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
 
     tidy = ingest_project(ma_project, metadata=ma_project.parent / "videos.csv")
     assert not tidy.duplicated([S.IMAGE, S.SCORER, S.INDIVIDUAL, S.BODYPART]).any()

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import diagnose as D
-from poseops.errors import PoseopsError
+from poseops.core.errors import PoseopsError
+from poseops.evaluate import diagnose as D
 
 EPOCHS = np.arange(1, 61)
 
@@ -164,7 +164,7 @@ def test_gap_threshold_is_validate_reports():
     """Same defaults as validate_report (and params.yaml); evaluate reads them from there."""
     import yaml
 
-    from poseops.validate_report import ValidateReportParams
+    from poseops.quality.report_checks import ValidateReportParams
 
     th, vr = D.Thresholds(), ValidateReportParams()
     assert th.max_gap_pct == vr.max_gap_pct and th.max_train_rmse_px == vr.max_test_rmse_px

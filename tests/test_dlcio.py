@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import dlcio
-from poseops import schema as S
-from poseops.errors import PoseopsError
-from poseops.ingest import ingest_project
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.data.ingest import ingest_project
+from poseops.dlc import files as dlcio
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 

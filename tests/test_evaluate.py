@@ -15,10 +15,16 @@ import pytest
 from test_diagnose import overfitting
 from test_metrics import synthetic_tables
 
-from poseops import diagnose as D
-from poseops import schema as S
-from poseops.errors import PoseopsError
-from poseops.evaluate import EvaluateParams, evaluate_tables, plot_tables, predict, write_outputs
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.evaluate import diagnose as D
+from poseops.evaluate.evaluation import (
+    EvaluateParams,
+    evaluate_tables,
+    plot_tables,
+    predict,
+    write_outputs,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -227,7 +233,7 @@ def test_stage_logs_to_mlflow_and_registry(trained_demo, tmp_path, monkeypatch):
     """The stage on the trained demo: outputs, MLflow table/metrics/tag, test error on the model."""
     from mlflow import MlflowClient
 
-    import poseops.evaluate as E
+    import poseops.evaluate.evaluation as E
 
     db = tmp_path / "mlflow.db"  # a copy: the session fixture stays untouched
     src_db = Path(trained_demo.tracking_uri.removeprefix("sqlite:///"))

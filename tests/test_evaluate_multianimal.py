@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from test_metrics_multianimal import random_project
 
-from poseops import metrics as M
-from poseops import schema as S
-from poseops.evaluate import EvaluateParams, evaluate_tables, write_outputs
+from poseops.core import schema as S
+from poseops.evaluate import metrics as M
+from poseops.evaluate.evaluation import EvaluateParams, evaluate_tables, write_outputs
 
 
 def _params(tmp_path: Path) -> EvaluateParams:
@@ -146,7 +146,7 @@ def test_multianimal_metrics_equal_dlc_evaluate_network(tmp_path):
     from deeplabcut.pose_estimation_pytorch.task import Task
     from deeplabcut.utils import auxiliaryfunctions
 
-    from poseops.evaluate import predict
+    from poseops.evaluate.evaluation import predict
 
     root = tmp_path / "proj"
     config, labels, split = _make_project(root)
@@ -214,8 +214,8 @@ def test_multianimal_metrics_equal_dlc_evaluate_network(tmp_path):
 
 
 def test_report_and_report_validation_show_multianimal_metrics(tmp_path):
-    from poseops.report import ReportInputs, _fmt, build_html
-    from poseops.validate_report import report_tables
+    from poseops.quality.report_checks import report_tables
+    from poseops.report.html import ReportInputs, _fmt, build_html
 
     labels, preds, names = random_project(5)
     images = sorted(preds[S.IMAGE].unique())

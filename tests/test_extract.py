@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import _refine as R
-from poseops import extract as E
-from poseops.errors import PoseopsError
+from poseops.core.errors import PoseopsError
+from poseops.refine import common as R
+from poseops.refine import frames as E
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""poseops.gx: suite loading (loud on dropped expectations), parameter placeholders, routing of
+"""poseops.quality.gx: suite loading (loud on dropped expectations), parameter placeholders, routing of
 expectations to tables, tidy results, failure messages, results JSON and Data Docs."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import gx as pgx
-from poseops.errors import PoseopsError
+from poseops.core.errors import PoseopsError
+from poseops.quality import gx as pgx
 
 
 def _write_suite(path: Path, expectations: list[dict]) -> Path:
@@ -103,7 +103,7 @@ def test_repo_suites_load_every_expectation(repo_root: Path) -> None:
 
 def test_dataset_suite_params_are_in_params_yaml(repo_root: Path) -> None:
     """Every threshold the dataset suite needs is set in the repository's params.yaml."""
-    from poseops.params import load_params
+    from poseops.config.loader import load_params
 
     spec = json.loads((repo_root / "expectations" / "dataset.json").read_text())
     needed = _placeholder_params(spec, {})
@@ -204,7 +204,7 @@ def test_failure_message_names_expectation_observed_value_and_example(tmp_path: 
 def test_fail_on_error_false_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     suite = _write_suite(tmp_path / "s.json", [X_INSIDE])
     res = pgx.validate_tables(suite, {"labels": _labels()})
-    with caplog.at_level(logging.WARNING, logger="poseops.gx"):
+    with caplog.at_level(logging.WARNING, logger="poseops.quality.gx"):
         res.check(fail_on_error=False)
     assert "x_inside_image" in caplog.text and "fail_on_error is off" in caplog.text
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from poseops import schema as S
 from poseops.cli import main
-from poseops.ingest import ingest_project
+from poseops.core import schema as S
+from poseops.data.ingest import ingest_project
 
 
 def test_openfield_counts_sizes_values(openfield: Path):
@@ -131,7 +131,7 @@ def test_cli_writes_parquet(demo_copy: Path, tmp_path: Path, monkeypatch: pytest
 def test_cli_reads_params_yaml(demo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                repo_root: Path):
     """Without arguments, paths come from params.yaml (project.path, project.metadata, ingest.out)."""
-    from poseops.params import update_params
+    from poseops.config.loader import update_params
 
     monkeypatch.chdir(tmp_path)
     shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")

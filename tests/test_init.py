@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from poseops import schema as S
 from poseops.cli import main
-from poseops.init import init_project
+from poseops.commands.init import init_project
+from poseops.core import schema as S
 
 BIN = Path(sys.executable).parent
 ENV = dict(
@@ -65,10 +65,16 @@ def repo(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     sh("git", "init", "-q", cwd=r)
     dvc("init", "-q", cwd=r)
     shutil.copy(repo_root / "params.yaml", r / "params.yaml")
-    (r / "dvc.yaml").write_text("stages:\n" + _stage_block(repo_root / "dvc.yaml", "ingest"))
-    for f in ("ingest.py", "dlcio.py"):  # the stage's code deps, at the same relative paths
-        (r / "src" / "poseops").mkdir(parents=True, exist_ok=True)
-        shutil.copy(repo_root / "src" / "poseops" / f, r / "src" / "poseops" / f)
+    block = _stage_block(repo_root / "dvc.yaml", "ingest")
+    (r / "dvc.yaml").write_text("stages:\n" + block)
+    deps = yaml.safe_load("stages:\n" + block)["stages"]["ingest"]["deps"]
+    for dep in (d for d in deps if d.startswith("src/")):  # the stage's code, same relative paths
+        src, dst = repo_root / dep, r / dep
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
     sh("git", "add", "-A", cwd=r)
     sh("git", "commit", "-q", "-m", "start", cwd=r)
     monkeypatch.chdir(r)
@@ -180,7 +186,7 @@ def test_init_fits_params_to_the_project_not_the_demo(repo: Path, openfield_raw:
     demo_meta.parent.mkdir(parents=True)
     demo_meta.write_text("video,animal,session,condition,dose,camera\nm1-s1,m1,s1,vehicle,0,top\n")
     before = demo_meta.read_text()
-    with caplog.at_level(logging.INFO, logger="poseops.init"):
+    with caplog.at_level(logging.INFO, logger="poseops.commands.init"):
         assert main(["init", str(openfield_raw), "--name", "of"]) == 0
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["project"]["metadata"] == "data/metadata/of.csv"
@@ -201,7 +207,7 @@ def test_init_fits_params_to_the_project_not_the_demo(repo: Path, openfield_raw:
 def test_reference_bodyparts_and_crop_choices() -> None:
     from collections import Counter
 
-    from poseops.init import reference_bodyparts, training_crop
+    from poseops.commands.init import reference_bodyparts, training_crop
 
     assert reference_bodyparts(["Nose", "ear", "tail_base"], ["snout", "tailbase"]) == [
         "Nose", "tail_base"]
@@ -219,7 +225,7 @@ def test_init_lightning_pose_folder(repo: Path, tmp_path: Path, caplog):
     from e2e_support import lightning_pose_variant
 
     lp = lightning_pose_variant(tmp_path / "lp", scale=0.25)
-    with caplog.at_level(logging.INFO, logger="poseops.init"):
+    with caplog.at_level(logging.INFO, logger="poseops.commands.init"):
         assert main(["init", str(lp), "--format", "lightning-pose"]) == 0
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["project"] == {"path": "data/raw/lp", "format": "lightning-pose",

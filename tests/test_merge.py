@@ -11,11 +11,11 @@ import pytest
 import yaml
 from refine_support import digest, git_identity, make_repo, relabel_from_truth, sh
 
-from poseops import dlcio
-from poseops import merge as M
-from poseops import outliers as O
-from poseops.errors import PoseopsError
-from poseops.split import honour_fixed_split
+from poseops.core.errors import PoseopsError
+from poseops.data.split import honour_fixed_split
+from poseops.dlc import files as dlcio
+from poseops.refine import merge as M
+from poseops.refine import outliers as O
 
 
 @pytest.fixture

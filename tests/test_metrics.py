@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from poseops import metrics as M
-from poseops import schema as S
-from poseops.errors import PoseopsError
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.evaluate import metrics as M
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 CONDITIONS = ["vehicle", "low_dose", "high_dose"]

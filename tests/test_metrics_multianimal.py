@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import metrics as M
-from poseops import schema as S
+from poseops.core import schema as S
+from poseops.evaluate import metrics as M
 
 W, H = 200, 150
 BPS = ["nose", "body", "tail"]

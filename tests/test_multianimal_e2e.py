@@ -21,8 +21,8 @@ import pytest
 import yaml
 from e2e_support import STAGES, clone_repo, sh, user_env
 
-from poseops import schema as S
-from poseops.params import update_params
+from poseops.config.loader import update_params
+from poseops.core import schema as S
 
 EPOCHS = 60
 KEYS = [S.IMAGE, S.INDIVIDUAL, S.BODYPART]

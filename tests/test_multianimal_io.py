@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from poseops import dlcio
-from poseops import schema as S
 from poseops.cli import main
-from poseops.errors import PoseopsError
-from poseops.ingest import ingest_project
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.data.ingest import ingest_project
+from poseops.dlc import files as dlcio
 
 SCORER = "Ann"
 ANIMALS = ["mouse1", "mouse2", "mouse3"]
@@ -367,7 +367,7 @@ def test_four_level_header_in_single_animal_project(openfield: Path, ma_project:
 
 # --------------------------------------------------------------------------- init
 def test_init_fits_params_to_a_multianimal_project(ma_project: Path):
-    from poseops.init import fitted_params
+    from poseops.commands.init import fitted_params
 
     rel = Path("data/raw/ma")
     current = {"train": {"net_type": "rtmpose_s"}, "evaluate": {"reference_bodyparts": None}}

@@ -15,9 +15,9 @@ from PIL import Image
 from test_validate import _params_file
 
 from poseops import cli
-from poseops import schema as S
-from poseops import validate as V
-from poseops.gx import validate_tables
+from poseops.core import schema as S
+from poseops.quality import dataset as V
+from poseops.quality.gx import validate_tables
 
 ANIMALS = ["mouse1", "mouse2", "mouse3"]
 BODYPARTS = ["snout", "ear", "tail"]

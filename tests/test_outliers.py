@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poseops import outliers as O
+from poseops.refine import outliers as O
 
 BPS = ["snout", "leftear", "rightear", "tailbase"]
 LOW_ONE = {("a", 10), ("b", 33)}  # one bodypart at likelihood 0.1

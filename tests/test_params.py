@@ -14,19 +14,24 @@ from typing import Any
 import pytest
 import yaml
 
-from poseops.errors import PoseopsError
-from poseops.params import from_dict, load_params, load_yaml, section
+from poseops.config.loader import from_dict, load_params, load_yaml, section
+from poseops.core.errors import PoseopsError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "params.yaml"
 SRC = REPO / "src" / "poseops"
 
 
+def _module_name(path: Path) -> str:
+    """``src/poseops/data/split.py`` -> ``data.split``."""
+    return ".".join(path.relative_to(SRC).with_suffix("").parts)
+
+
 def _readers() -> dict[str, tuple[str, str]]:
     """section name -> (module, dataclass name), from every ``section("name", Cls, ...)`` call in
     src/poseops (a module-level string constant as the name counts too: sweep's SECTION)."""
     found: dict[str, tuple[str, str]] = {}
-    for path in sorted(SRC.glob("*.py")):
+    for path in sorted(SRC.rglob("*.py")):
         tree = ast.parse(path.read_text())
         consts = {
             t.id: n.value.value
@@ -47,7 +52,7 @@ def _readers() -> dict[str, tuple[str, str]]:
                 else consts.get(getattr(first, "id", ""))
             )
             if isinstance(name, str):
-                found.setdefault(name, (path.stem, node.args[1].id))
+                found.setdefault(name, (_module_name(path), node.args[1].id))
     return found
 
 
@@ -57,8 +62,8 @@ def _cls(module: str, name: str) -> type:
     mod = importlib.import_module(f"poseops.{module}")
     if hasattr(mod, name):
         return getattr(mod, name)
-    for path in sorted(SRC.glob("*.py")):
-        other = importlib.import_module(f"poseops.{path.stem}")
+    for path in sorted(SRC.rglob("*.py")):
+        other = importlib.import_module(f"poseops.{_module_name(path)}")
         cls = getattr(other, name, None)
         if isinstance(cls, type) and cls.__module__ == other.__name__:
             return cls
@@ -160,7 +165,7 @@ def test_yaml_12_floats_are_numbers_for_every_reader(tmp_path: Path):
 
 
 def test_train_lr_in_scientific_notation(tmp_path: Path):
-    from poseops.train import TrainParams
+    from poseops.train.trainer import TrainParams
 
     p = _write(tmp_path, "train:\n  lr: 1e-3\n  epochs: 5.0\n  tracking_timeout_s: 30\n")
     tp = section("train", TrainParams, p)
@@ -177,7 +182,7 @@ def test_train_lr_in_scientific_notation(tmp_path: Path):
 def test_sweep_lr_bounds_in_scientific_notation_end_to_end(tmp_path: Path):
     import optuna
 
-    from poseops.sweep import SweepParams, suggest
+    from poseops.sweep.study import SweepParams, suggest
 
     p = _write(tmp_path, "sweep:\n  lr: [1e-4, 1e-2]\n  batch_size: [8]\n  epochs: 3\n"
                          "  augmentation: {hflip: [0, 5e-1]}\n"
@@ -204,8 +209,8 @@ def _error(fn, *args, **kwargs) -> str:
 
 
 def test_wrong_type_is_one_line_naming_file_section_and_key(tmp_path: Path):
-    from poseops.sweep import SweepParams
-    from poseops.train import TrainParams
+    from poseops.sweep.study import SweepParams
+    from poseops.train.trainer import TrainParams
 
     p = _write(tmp_path, "train:\n  lr: fast\nsweep:\n  lr: [1e-4, fast]\n")
     assert _error(section, "train", TrainParams, p) == f"{p} [train] lr: expected a number, got 'fast'"
@@ -232,8 +237,8 @@ def test_wrong_type_through_the_cli_is_one_line_exit_2(tmp_path: Path, capsys):
 
 
 def test_unknown_key_names_the_closest_valid_key(tmp_path: Path):
-    from poseops.split import SplitParams
-    from poseops.train import TrainParams
+    from poseops.data.split import SplitParams
+    from poseops.train.trainer import TrainParams
 
     p = _write(tmp_path, "train:\n  learning_rate: 1e-3\nsplit:\n  val_fracton: 0.2\n")
     assert _error(section, "train", TrainParams, p) == f"{p} [train] unknown key 'learning_rate'; did you mean 'lr'?"
@@ -250,8 +255,8 @@ def test_train_overrides_are_typed_and_checked(tmp_path, repo_root) -> None:
     """`poseops train -P lr=1e-3` (and MLproject parameters) go through the same checks."""
     import shutil
 
-    from poseops.errors import PoseopsError
-    from poseops.train import _parse_value, run
+    from poseops.core.errors import PoseopsError
+    from poseops.train.trainer import _parse_value, run
 
     assert _parse_value("1e-3") == pytest.approx(0.001) and isinstance(_parse_value("1e-3"), float)
     params = shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from e2e_support import BIN, STAGES, clone_repo, sh, user_env
 
-from poseops.params import update_params
+from poseops.config.loader import update_params
 
 
 @pytest.fixture(scope="module")

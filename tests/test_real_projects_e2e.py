@@ -30,7 +30,7 @@ from e2e_support import (
     user_env,
 )
 
-from poseops.params import update_params
+from poseops.config.loader import update_params
 
 
 def strict_json(path: Path) -> dict:

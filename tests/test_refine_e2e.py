@@ -35,9 +35,9 @@ stages:
 
 
 def _labels_and_split(project: Path, meta: Path, fixed: Path | None):
-    from poseops.consensus import build_consensus
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, honour_fixed_split, make_split
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, honour_fixed_split, make_split
 
     labels = build_consensus(ingest_project(project, meta))
     split = make_split(labels, SplitParams())
@@ -48,8 +48,8 @@ def _labels_and_split(project: Path, meta: Path, fixed: Path | None):
 
 
 def _test_errors(tr, labels, split) -> pd.DataFrame:
-    from poseops.evaluate import predict
-    from poseops.metrics import compute_errors
+    from poseops.evaluate.evaluation import predict
+    from poseops.evaluate.metrics import compute_errors
 
     images = sorted(split["image"])  # compute_errors wants every split image predicted
     preds = predict(tr.pytorch_config_path, tr.snapshot, tr.config_path.parent, images,
@@ -66,9 +66,9 @@ def _n_images_after_repro(repo: Path, tag: str) -> int:
 
 @pytest.mark.slow
 def test_refinement_loop_end_to_end(tmp_path, monkeypatch, mlflow_uri):
-    from poseops import analyze, compare, merge, outliers
-    from poseops.demo import DemoParams, generate_demo
-    from poseops.train import TrainParams, train_model
+    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.refine import analyze, compare, merge, outliers
+    from poseops.train.trainer import TrainParams, train_model
 
     git_identity(monkeypatch)
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")

@@ -15,10 +15,10 @@ import pytest
 from test_diagnose import overfitting
 from test_metrics import synthetic_tables
 
-from poseops import diagnose as D
-from poseops import metrics as M
-from poseops import schema as S
-from poseops.report import ReportInputs, build_html, example_frames
+from poseops.core import schema as S
+from poseops.evaluate import diagnose as D
+from poseops.evaluate import metrics as M
+from poseops.report.html import ReportInputs, build_html, example_frames
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -142,7 +142,7 @@ def test_no_prediction_above_pcutoff_is_said_not_shown_as_nan(inputs, tmp_path):
     """A headline read back from summary.json (null where no prediction passed pcutoff)."""
     import json
 
-    from poseops.fileio import write_json
+    from poseops.core.fileio import write_json
 
     headline = {s: dict(d) for s, d in inputs.headline.items()}
     headline["test"]["mean_px_pcutoff"] = float("nan")  # what metrics computes then

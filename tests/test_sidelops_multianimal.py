@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 from refine_support import git_identity, make_repo, sh
 
-from poseops import compare as C
-from poseops import dlcio
-from poseops import merge as MG
-from poseops import metrics as M
-from poseops import outliers as O
-from poseops import schema as S
-from poseops.errors import PoseopsError
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.dlc import files as dlcio
+from poseops.evaluate import metrics as M
+from poseops.refine import compare as C
+from poseops.refine import merge as MG
+from poseops.refine import outliers as O
 
 UNIQUE = ["marker"]
 BPS = ["nose", "body", "tail"]
@@ -33,7 +33,7 @@ BPS = ["nose", "body", "tail"]
 def ma_src(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The small multi-animal demo (2 animals per video, unique floor marker; read-only):
     project folder and metadata CSV."""
-    from poseops.demo import DemoParams, generate_demo
+    from poseops.demo.project import DemoParams, generate_demo
 
     root = tmp_path_factory.mktemp("ma_side")
     project = root / "raw" / "demo"
@@ -302,8 +302,8 @@ def test_sweep_promoted_test_error_is_evaluates_on_multianimal_labels(tmp_path):
     """The promoted trial's test numbers on a multi-animal project equal poseops evaluate's
     headline on the same predictions (matching to the labeled animals, DLC's mAP/mAR), and
     the pixel error is the known offsets' mean on the test images."""
-    from poseops.evaluate import EvaluateParams, evaluate_tables
-    from poseops.sweep import split_test_metrics
+    from poseops.evaluate.evaluation import EvaluateParams, evaluate_tables
+    from poseops.sweep.study import split_test_metrics
 
     labels, preds, split, dist = _ma_tables(3.0, 2, reverse=True)
     split.loc[split[S.IMAGE].str.contains("/v0/"), S.SPLIT] = S.TRAIN  # test = v1, v2
@@ -330,7 +330,7 @@ def test_analyze_reads_dlcs_untracked_multianimal_output(tmp_path):
     unique bodyparts at assembly -1; the likelihood summary leaves empty slots (score -1) out."""
     from deeplabcut.pose_estimation_pytorch.apis.videos import create_df_from_prediction
 
-    from poseops import analyze as A
+    from poseops.refine import analyze as A
 
     rng = np.random.default_rng(3)
     n, n_asm = 6, 3
@@ -366,8 +366,8 @@ def test_extract_on_multianimal_demo_picks_unlabeled_frames(ma_src, tmp_path):
     that are not labeled yet and writes them as DLC names them."""
     import shutil
 
-    from poseops import _refine as R
-    from poseops import extract as E
+    from poseops.refine import common as R
+    from poseops.refine import frames as E
 
     proj = tmp_path / "proj"
     shutil.copytree(ma_src[0], proj)
@@ -388,13 +388,13 @@ def test_trained_multianimal_model_through_analyze_outliers_and_sweep_test(ma_sr
     video writes DLC's 4-level per-assembly h5 and a tidy table equal to it; ``outliers`` picks
     frames from it; the sweep's promoted-trial test error equals ``evaluate_tables`` on the
     same snapshot's predictions."""
-    from poseops import analyze as A
-    from poseops.consensus import build_consensus
-    from poseops.evaluate import EvaluateParams, evaluate_tables, predict
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, make_split
-    from poseops.sweep import TrainInputs, info_test_metrics
-    from poseops.train import TrainParams, train_model
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
+    from poseops.evaluate.evaluation import EvaluateParams, evaluate_tables, predict
+    from poseops.refine import analyze as A
+    from poseops.sweep.study import TrainInputs, info_test_metrics
+    from poseops.train.trainer import TrainParams, train_model
 
     project, meta = ma_src
     labels = build_consensus(ingest_project(project, meta))
@@ -445,7 +445,7 @@ def test_trained_multianimal_model_through_analyze_outliers_and_sweep_test(ma_sr
 def test_sweep_refuses_a_higher_is_better_metric():
     """DLC's multi-animal mAP/mAR rise with quality; the study minimizes: refused in one line
     (an error metric such as val.rmse passes)."""
-    from poseops.sweep import SweepParams, check_metric
+    from poseops.sweep.study import SweepParams, check_metric
 
     for bad in ("val.mAP", "val.mAR"):
         with pytest.raises(PoseopsError, match="higher-is-better") as e:
@@ -467,9 +467,9 @@ def test_real_sweep_and_promote_on_a_multianimal_project(ma_src, tmp_path, mlflo
     from mlflow.tracking import MlflowClient
 
     from poseops import cli
-    from poseops.consensus import build_consensus
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, make_split
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
 
     project, meta = ma_src
     labels = build_consensus(ingest_project(project, meta))

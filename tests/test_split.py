@@ -1,4 +1,4 @@
-"""poseops.split: grouped + stratified without leakage, validation carved from train, seeded,
+"""poseops.data.split: grouped + stratified without leakage, validation carved from train, seeded,
 leave-one-out by any metadata column, impossible requests refused with an explanation."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from poseops import cli
-from poseops import split as SP
-from poseops.errors import PoseopsError
+from poseops.core.errors import PoseopsError
+from poseops.data import split as SP
 
 CONDITIONS = ["vehicle", "low_dose", "high_dose"]
 
@@ -230,7 +230,7 @@ def test_cli_refusal_leaves_no_output(tmp_path: Path, capsys) -> None:
 
 
 def test_demo_split(demo_project: Path, demo_metadata: Path) -> None:
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
 
     labels = ingest_project(demo_project, demo_metadata)
     split = SP.make_split(labels, params())
@@ -251,8 +251,8 @@ def test_demo_params_select_models_on_every_condition(
     """The shipped params.yaml on the demo: the validation set (what DLC's best snapshot and the
     sweep choose on) holds every condition, as the guide's split protocol asks, and whole videos;
     training keeps every condition and most frames."""
-    from poseops.ingest import ingest_project
-    from poseops.params import section
+    from poseops.config.loader import section
+    from poseops.data.ingest import ingest_project
 
     labels = ingest_project(demo_project, demo_metadata)
     split = SP.make_split(labels, section("split", SP.SplitParams, repo_root / "params.yaml"))
@@ -264,7 +264,7 @@ def test_demo_params_select_models_on_every_condition(
 
 
 def test_openfield_single_video_is_refused_with_advice(openfield: Path) -> None:
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
 
     labels = ingest_project(openfield, None)
     assert labels["video"].nunique() == 1
@@ -404,8 +404,8 @@ def test_temporal_blocks_openfield_single_video(openfield: Path, repo_root: Path
     frames of different splits within gap_frames."""
     from dataclasses import replace
 
-    from poseops.ingest import ingest_project
-    from poseops.params import section
+    from poseops.config.loader import section
+    from poseops.data.ingest import ingest_project
 
     labels = ingest_project(openfield, None)
     assert labels["video"].nunique() == 1 and labels["image"].nunique() == 116
@@ -473,7 +473,7 @@ def test_temporal_blocks_needs_frame_numbers() -> None:
 
 def test_group_by_image_warns_that_it_leaks(caplog: pytest.LogCaptureFixture) -> None:
     labels = make_labels(animals=4, frames=8)
-    with caplog.at_level("WARNING", logger="poseops.split"):
+    with caplog.at_level("WARNING", logger="poseops.data.split"):
         split = SP.make_split(labels, params(group_by=["image"]))
     loud = [r for r in caplog.records if r.levelname == "WARNING" and "image" in r.getMessage()]
     assert len(loud) == 1, caplog.text
@@ -482,7 +482,7 @@ def test_group_by_image_warns_that_it_leaks(caplog: pytest.LogCaptureFixture) ->
     assert "optimistic" in msg and "temporal-blocks" in msg
     assert SP.frame_level_groups(split)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="poseops.split"):
+    with caplog.at_level("WARNING", logger="poseops.data.split"):
         by_video = SP.make_split(labels, params())
     assert "optimistic" not in caplog.text and not SP.frame_level_groups(by_video)
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from poseops import cli
-from poseops import composition as CO
-from poseops import schema as S
-from poseops import split as SP
+from poseops.core import schema as S
+from poseops.data import composition as CO
+from poseops.data import split as SP
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 ANIMALS = ["animal1", "animal2", "animal3"]

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from poseops import cli
-from poseops import schema as S
-from poseops.errors import PoseopsError
-from poseops.sweep import (
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.sweep.study import (
     SweepParams,
     build_pruner,
     no_improvement,
@@ -256,10 +256,10 @@ def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypat
     (no prediction matched to a label), which would make every trial look equally bad."""
     from mlflow.tracking import MlflowClient
 
-    from poseops import sweep as SW
-    from poseops.consensus import build_consensus
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, make_split
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
+    from poseops.sweep import study as SW
 
     project = small_demo_root / "raw" / "demo"
     labels = build_consensus(ingest_project(project, small_demo_root / "metadata" / "videos.csv"))
@@ -376,7 +376,7 @@ def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypat
 
 
 def _inputs(tmp_path):
-    from poseops.sweep import TrainInputs
+    from poseops.sweep.study import TrainInputs
 
     labels = pd.DataFrame({S.IMAGE: ["a.png", "b.png"], S.WIDTH: [160, 160], S.HEIGHT: [120, 120]})
     split = pd.DataFrame({S.IMAGE: ["a.png", "b.png"], S.SPLIT: [S.TRAIN, S.VAL]})
@@ -388,8 +388,8 @@ def test_nan_validation_error_counts_as_the_worst_error(tmp_path, mlflow_uri):
     diagonal instead (160x120 -> 200 px), and the objective is the best finite epoch."""
     from mlflow.tracking import MlflowClient
 
-    from poseops.sweep import run_worker
-    from poseops.train import TrainParams
+    from poseops.sweep.study import run_worker
+    from poseops.train.trainer import TrainParams
 
     seen = []
 
@@ -426,8 +426,8 @@ def test_nan_validation_error_counts_as_the_worst_error(tmp_path, mlflow_uri):
 
 
 def test_a_worker_stops_when_its_trials_keep_failing(tmp_path, mlflow_uri):
-    from poseops.sweep import run_worker
-    from poseops.train import TrainParams
+    from poseops.sweep.study import run_worker
+    from poseops.train.trainer import TrainParams
 
     def broken(params, *args, **kw):
         raise RuntimeError("CUDA out of memory")
@@ -451,8 +451,8 @@ def test_a_worker_stops_when_its_trials_keep_failing(tmp_path, mlflow_uri):
 
 def test_a_journal_file_is_shared_storage_too(tmp_path, mlflow_uri):
     """A plain file path (e.g. on an NFS share) selects Optuna's journal storage."""
-    from poseops.sweep import open_storage, run_worker
-    from poseops.train import TrainParams
+    from poseops.sweep.study import open_storage, run_worker
+    from poseops.train.trainer import TrainParams
 
     def train(params, labels, split, source_project, workdir, *, epoch_callback, **kw):
         for epoch in range(1, params.epochs + 1):
@@ -484,8 +484,8 @@ def test_a_journal_file_is_shared_storage_too(tmp_path, mlflow_uri):
 def test_a_trial_that_reached_its_last_epoch_completes(tmp_path, mlflow_uri):
     """Pruning saves epochs still to come: a trial worse than the median only at its final
     epoch has nothing left to save, so it completes with its value (not 'pruned')."""
-    from poseops.sweep import run_worker
-    from poseops.train import TrainParams
+    from poseops.sweep.study import run_worker
+    from poseops.train.trainer import TrainParams
 
     curves = iter([[5.0, 4.0], [4.5, 4.5]])  # trial 1 is worse than trial 0 only at epoch 2
 
@@ -513,7 +513,7 @@ def test_trials_carry_no_test_error_and_promotion_reports_it_once(tmp_path, mlfl
     from mlflow.tracking import MlflowClient
     from sweep_doubles import EPOCH_SECONDS_ENV, sleepy_train
 
-    from poseops import sweep as SW
+    from poseops.sweep import study as SW
 
     monkeypatch.setenv(EPOCH_SECONDS_ENV, "0")
     monkeypatch.chdir(tmp_path)
@@ -528,7 +528,7 @@ def test_trials_carry_no_test_error_and_promotion_reports_it_once(tmp_path, mlfl
     }))
     p = SW.section("sweep", SW.SweepParams, pfile)
     assert p.log_test
-    from poseops.train import TrainParams
+    from poseops.train.trainer import TrainParams
 
     rep = SW.run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=sleepy_train)
     client = MlflowClient()
@@ -573,8 +573,8 @@ def test_promotion_without_the_best_trials_model_measures_nothing(tmp_path, mlfl
                                                                   monkeypatch):
     from sweep_doubles import EPOCH_SECONDS_ENV, sleepy_train
 
-    from poseops import sweep as SW
-    from poseops.train import TrainParams
+    from poseops.sweep import study as SW
+    from poseops.train.trainer import TrainParams
 
     monkeypatch.setenv(EPOCH_SECONDS_ENV, "0")
     p = SweepParams(storage=f"sqlite:///{tmp_path / 'o.db'}", n_trials=2, epochs=1,
@@ -591,7 +591,7 @@ def test_promotion_without_the_best_trials_model_measures_nothing(tmp_path, mlfl
                                         ("test_mean_px", True), ("val.rmse", False),
                                         ("final_val.rmse", False), ("latest_epoch", False)])
 def test_test_metric_names(name, test):
-    from poseops.sweep import is_test_metric
+    from poseops.sweep.study import is_test_metric
 
     assert is_test_metric(name) is test
 
@@ -603,8 +603,8 @@ def test_a_removed_trial_copy_keeps_its_unsent_mlflow_operations(tmp_path: Path)
 
     from mlflow import MlflowClient
 
-    from poseops.sweep import SweepParams, tidy_trial_dirs
-    from poseops.tracking import Outbox, sync
+    from poseops.sweep.study import SweepParams, tidy_trial_dirs
+    from poseops.tracking.runs import Outbox, sync
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,7 +21,7 @@ import yaml
 from pg import postgres_url  # noqa: F401  (fixture)
 from sweep_doubles import EPOCH_SECONDS_ENV, val_curve
 
-from poseops import schema as S
+from poseops.core import schema as S
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"

@@ -1,7 +1,7 @@
 """`poseops sweep --gpus`: one real worker process per device on this server, one shared study.
 
 The device list is mocked only at the CUDA query (``$POSEOPS_CUDA_DEVICES`` replaces
-``torch.cuda.device_count()`` in ``poseops.sweep_launch.cuda_device_ids``); the launcher and its
+``torch.cuda.device_count()`` in ``poseops.sweep.launch.cuda_device_ids``); the launcher and its
 workers are the product's CLI processes, and the training function is the labelled test double
 ``sweep_doubles.sleepy_train`` (workers train on ``--device cpu``).
 """
@@ -19,8 +19,8 @@ import pytest
 from sweep_doubles import EPOCH_SECONDS_ENV
 from test_sweep_distributed import init_tracking, make_workspace
 
-from poseops.errors import PoseopsError
-from poseops.sweep_launch import CUDA_DEVICES_ENV, parse_gpus
+from poseops.core.errors import PoseopsError
+from poseops.sweep.launch import CUDA_DEVICES_ENV, parse_gpus
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"

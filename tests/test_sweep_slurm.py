@@ -19,7 +19,7 @@ from sweep_doubles import EPOCH_SECONDS_ENV
 from test_sweep_distributed import init_tracking, load_study, make_workspace, running_trials
 
 from poseops import cli
-from poseops.errors import PoseopsError
+from poseops.core.errors import PoseopsError
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 def test_slurm_needs_a_shared_database(tmp_path):
-    from poseops.sweep_launch import check_slurm_storage
+    from poseops.sweep.launch import check_slurm_storage
 
     for url in ("sqlite:///x.db", str(tmp_path / "optuna.journal")):
         with pytest.raises(PoseopsError, match="PostgreSQL"):
@@ -41,8 +41,8 @@ def test_slurm_array_on_local_executor_retries_a_killed_worker(
     from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
     from optuna.trial import TrialState
 
-    from poseops import sweep
-    from poseops.sweep_launch import submit_slurm, wait_jobs
+    from poseops.sweep import study as sweep
+    from poseops.sweep.launch import submit_slurm, wait_jobs
 
     n_trials, epochs = 6, 6
     ws = make_workspace(tmp_path, {

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from poseops.errors import PoseopsError
-from poseops.tracking import Outbox, start_system_metrics, system_metrics_node_id
-from poseops.train import TrainParams, config_updates, resolve_dataloader_workers
+from poseops.core.errors import PoseopsError
+from poseops.tracking.runs import Outbox, start_system_metrics, system_metrics_node_id
+from poseops.train.trainer import TrainParams, config_updates, resolve_dataloader_workers
 
 
 def test_a_short_run_has_system_metrics_with_the_node_id(tmp_path, mlflow_uri, monkeypatch):
@@ -77,7 +77,7 @@ def test_a_real_training_run_logs_system_metrics(small_demo_root, tmp_path, monk
     from test_train import _small_tables
     from train_support import tiny
 
-    from poseops.train import train_model
+    from poseops.train.trainer import train_model
 
     monkeypatch.setenv("POSEOPS_NODE_ID", "bench-node")
     labels, split, project = _small_tables(small_demo_root)

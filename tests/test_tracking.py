@@ -1,4 +1,4 @@
-"""poseops.tracking: the MLflow outbox keeps every operation until a store acknowledges it."""
+"""poseops.tracking.runs: the MLflow outbox keeps every operation until a store acknowledges it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from poseops.errors import PoseopsError
-from poseops.tracking import Outbox, artifact_location, sync, tracking_uri
+from poseops.core.errors import PoseopsError
+from poseops.tracking.runs import Outbox, artifact_location, sync, tracking_uri
 
 
 def _dead_uri() -> str:
@@ -88,7 +88,7 @@ def test_json_outputs_are_strict_json_with_null_for_nan(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from poseops.fileio import write_json
+    from poseops.core.fileio import write_json
 
     obj = {"a": float("nan"), "b": np.float64("inf"), "c": [1.5, np.nan, {"d": -math.inf}],
            "e": np.array([np.nan, 2.0]), "f": np.int64(3), "g": "NaN"}
@@ -125,7 +125,7 @@ class _StackingRunner:
 def test_inference_batches_images_of_one_size_and_keeps_the_order() -> None:
     import numpy as np
 
-    from poseops.tracking import inference_by_size, predict_images
+    from poseops.tracking.runs import inference_by_size, predict_images
 
     sizes = [(48, 64), (30, 40), (48, 64), (30, 40), (30, 40)]  # (h, w) of two cameras
     images = [np.zeros((h, w, 3), np.uint8) for h, w in sizes]
@@ -180,7 +180,7 @@ def test_transient_and_permanent_errors_are_told_apart() -> None:
         TEMPORARILY_UNAVAILABLE,
     )
 
-    from poseops.tracking import is_permanent
+    from poseops.tracking.runs import is_permanent
 
     assert is_permanent(MlflowException("bad", INVALID_PARAMETER_VALUE))
     assert is_permanent(MlflowException("gone", RESOURCE_DOES_NOT_EXIST))
@@ -195,7 +195,7 @@ def test_a_replayed_create_run_finds_the_run_its_lost_answer_made(tmp_path: Path
     must adopt that run (client-side id tag), not make a second one."""
     from mlflow import MlflowClient
 
-    from poseops.tracking import ensure_experiment
+    from poseops.tracking.runs import ensure_experiment
 
     uri = _sqlite(tmp_path)
     box = Outbox(tmp_path / "t", _dead_uri())
@@ -273,7 +273,7 @@ def test_a_new_training_sets_unsent_operations_aside_for_sync(
     import pandas as pd
     from mlflow import MlflowClient
 
-    import poseops.train as T
+    import poseops.train.trainer as T
 
     work = tmp_path / "train"
     stats = work / "project" / "learning_stats.csv"

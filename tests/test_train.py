@@ -1,4 +1,4 @@
-"""poseops.train: real DeepLabCut 3 training on the demo, tracked in MLflow (slow tests train)."""
+"""poseops.train.trainer: real DeepLabCut 3 training on the demo, tracked in MLflow (slow tests train)."""
 
 from __future__ import annotations
 
@@ -21,19 +21,19 @@ from train_support import (
     train_killed_after_first_snapshot,
 )
 
-from poseops import schema as S
-from poseops.errors import PoseopsError
-from poseops.tracking import mlflow_key
-from poseops.train import prepare_dlc_project, train_model, training_frames
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.tracking.runs import mlflow_key
+from poseops.train.trainer import prepare_dlc_project, train_model, training_frames
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------ helpers
 def _small_tables(small_demo_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    from poseops.consensus import build_consensus
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, make_split
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
 
     project = small_demo_root / "raw" / "demo"
     labels = build_consensus(ingest_project(project, small_demo_root / "metadata" / "videos.csv"))
@@ -113,7 +113,7 @@ def test_prepare_gives_dlc_train_and_val_frames_only(small_demo_root: Path, tmp_
 def test_trained_demo_run_params_metrics_artifacts(trained_demo) -> None:
     from mlflow import MlflowClient
 
-    from poseops.train import flat_params
+    from poseops.train.trainer import flat_params
 
     res, uri = trained_demo.result, trained_demo.tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -305,7 +305,7 @@ def _stop_server(proc: subprocess.Popen) -> None:
 def test_server_killed_mid_run_loses_nothing(small_demo_root: Path, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from poseops.tracking import sync
+    from poseops.tracking.runs import sync
 
     labels, split, project = _small_tables(small_demo_root)
     port = _free_port()
@@ -479,7 +479,7 @@ def test_epochs_are_logged_only_once_a_resumable_state_covers_them(tmp_path: Pat
     """A resume restarts after the last resumable state; epochs after it must not be in MLflow
     yet, or the re-run would log them twice. A long interval makes every epoch wait for the
     next DLC snapshot (or the last epoch); a zero interval logs each epoch at once."""
-    from poseops.train import RESUME_FILE, _Session
+    from poseops.train.trainer import RESUME_FILE, _Session
 
     out = _Outbox()
     s = _Session(out, tmp_path, total_epochs=5, start_epoch=0, callback=None, best_metric=None,
@@ -504,7 +504,7 @@ def test_epochs_are_logged_only_once_a_resumable_state_covers_them(tmp_path: Pat
 def test_a_pruned_run_keeps_the_epochs_it_ran(tmp_path: Path) -> None:
     import optuna
 
-    from poseops.train import _Session
+    from poseops.train.trainer import _Session
 
     def prune(epoch: int, metrics: dict) -> None:
         if epoch == 2:
@@ -527,7 +527,7 @@ def test_run_tags_the_md5_of_the_files_it_read_not_a_stale_dvc_lock(
 
     import yaml
 
-    import poseops.train as T
+    import poseops.train.trainer as T
 
     (tmp_path / "data").mkdir()
     labels = pd.DataFrame({"image": ["a.png"], "x": [1.0]})
@@ -572,8 +572,8 @@ def test_an_epoch_in_the_journal_is_never_logged_again(tmp_path: Path) -> None:
 
     import torch
 
-    from poseops.tracking import Outbox
-    from poseops.train import RESUME_FILE, _Session
+    from poseops.tracking.runs import Outbox
+    from poseops.train.trainer import RESUME_FILE, _Session
 
     def fail(epoch: int, metrics: dict) -> None:
         if epoch == 2:
@@ -604,8 +604,8 @@ def test_a_resumed_session_does_not_log_a_journaled_epoch_twice(tmp_path: Path) 
     newer state was lost): epoch 2 is trained again, and must not reach MLflow twice."""
     import socket
 
-    from poseops.tracking import Outbox
-    from poseops.train import _Session
+    from poseops.tracking.runs import Outbox
+    from poseops.train.trainer import _Session
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -626,7 +626,7 @@ def test_a_corrupt_snapshot_is_set_aside_and_an_incompatible_one_stops_the_resum
 ) -> None:
     import torch
 
-    from poseops.train import latest_state
+    from poseops.train.trainer import latest_state
 
     torch.save({"model": {}, "metadata": {"epoch": 1}}, tmp_path / "snapshot-001.pt")
     torch.save({"model": {"w": torch.zeros(256)}, "metadata": {"epoch": 2}},

@@ -1,4 +1,4 @@
-"""poseops.train on a multi-animal (maDLC) project: DLC 3's multi-animal training path.
+"""poseops.train.trainer on a multi-animal (maDLC) project: DLC 3's multi-animal training path.
 
 The tiny multi-animal demo (2 animals per video, one unique floor marker) goes through ingest,
 consensus and split; training must build a maDLC working project DLC reads back exactly, keep
@@ -17,9 +17,9 @@ import pytest
 import yaml
 from train_support import assert_history_equals_stats, tiny, train_killed_after_first_snapshot
 
-from poseops import schema as S
-from poseops.errors import PoseopsError
-from poseops.train import TrainParams, prepare_dlc_project, train_model
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.train.trainer import TrainParams, prepare_dlc_project, train_model
 
 UNIQUE = ["marker"]
 
@@ -33,10 +33,10 @@ class MaTables:
 
 @pytest.fixture(scope="module")
 def ma(tmp_path_factory: pytest.TempPathFactory) -> MaTables:
-    from poseops.consensus import build_consensus
-    from poseops.demo import DemoParams, generate_demo
-    from poseops.ingest import ingest_project
-    from poseops.split import SplitParams, make_split
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import SplitParams, make_split
+    from poseops.demo.project import DemoParams, generate_demo
 
     root = tmp_path_factory.mktemp("ma_demo")
     project = root / "raw" / "demo"

@@ -1,4 +1,4 @@
-"""poseops.validate + expectations/dataset.json: each dataset rule catches its violation, names the
+"""poseops.quality.dataset + expectations/dataset.json: each dataset rule catches its violation, names the
 culprit, and the stage writes results JSON + Data Docs (or stops `poseops validate` with exit 2)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import yaml
 from PIL import Image
 
 from poseops import cli
-from poseops import validate as V
-from poseops.errors import PoseopsError
-from poseops.gx import validate_tables
+from poseops.core.errors import PoseopsError
+from poseops.quality import dataset as V
+from poseops.quality.gx import validate_tables
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 CONDITIONS = ["vehicle", "low_dose", "high_dose"]
@@ -304,14 +304,14 @@ def test_missing_input_names_file(tmp_path: Path, proj) -> None:
 
 
 def _repo_params(repo_root: Path, project: Path, labels: pd.DataFrame) -> dict:
-    from poseops.params import load_params
+    from poseops.config.loader import load_params
 
     params = load_params(repo_root / "params.yaml")
     return {**params, "config": {"bodyparts": V.config_bodyparts(project, labels)}}
 
 
 def test_openfield_needs_metadata(repo_root: Path, openfield: Path, tmp_path: Path) -> None:
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
 
     labels = ingest_project(openfield, None)
     suite = repo_root / "expectations" / "dataset.json"
@@ -355,7 +355,7 @@ def test_openfield_needs_metadata(repo_root: Path, openfield: Path, tmp_path: Pa
 def test_demo_passes_with_repo_thresholds(
     repo_root: Path, demo_project: Path, demo_metadata: Path
 ) -> None:
-    from poseops.ingest import ingest_project
+    from poseops.data.ingest import ingest_project
 
     labels = ingest_project(demo_project, demo_metadata)
     tables = V.dataset_tables(labels, demo_project)

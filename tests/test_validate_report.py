@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from test_metrics import BODYPARTS, CONDITIONS, synthetic_tables
 
-from poseops import metrics as M
-from poseops import schema as S
-from poseops.errors import PoseopsError
-from poseops.validate_report import ValidateReportParams, report_tables, validate
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.evaluate import metrics as M
+from poseops.quality.report_checks import ValidateReportParams, report_tables, validate
 
 
 @pytest.fixture(scope="module")

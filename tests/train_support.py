@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poseops.tracking import learning_stats_as_mlflow
-from poseops.train import TrainParams
+from poseops.tracking.runs import learning_stats_as_mlflow
+from poseops.train.trainer import TrainParams
 
 
 def tiny(epochs: int = 3, **kw: object) -> TrainParams:
@@ -48,7 +48,7 @@ def assert_history_equals_stats(client, run_id: str, stats: pd.DataFrame) -> Non
 _CHILD = """
 import sys, json, pandas as pd
 from pathlib import Path
-from poseops.train import TrainParams, train_model
+from poseops.train.trainer import TrainParams, train_model
 a = json.loads(sys.argv[1])
 train_model(TrainParams(**a["params"]), pd.read_parquet(a["labels"]), pd.read_csv(a["split"]),
             Path(a["project"]), Path(a["workdir"]), tracking_uri=a["uri"])

@@ -1,7 +1,8 @@
 """`poseops <verb>`: one sub-command per pipeline stage.
 
-Each stage module registers its own parser with ``register(subparsers)`` (modules keep heavy imports
-such as deeplabcut, mlflow and great_expectations inside functions, so the CLI starts fast).
+The verbs are the explicit table :data:`poseops.commands.COMMANDS` (verb -> module in
+``poseops.commands``); each command module registers its parser with ``register(subparsers)``.
+Heavy imports (deeplabcut, mlflow, great_expectations) stay inside functions: the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import argparse
 import importlib
 import logging
 import os
-import pkgutil
 import sys
 
 import poseops
-from poseops.errors import PoseopsError
+from poseops.commands import COMMANDS
+from poseops.core.errors import PoseopsError
 
 # Nothing may call home.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -23,12 +24,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 def stage_modules() -> list[str]:
-    names = []
-    for info in pkgutil.iter_modules(poseops.__path__):
-        if info.name.startswith("_") or info.name in {"cli"}:
-            continue
-        names.append(info.name)
-    return sorted(names)
+    """The command modules, in the table's order (``poseops.commands.<name>``)."""
+    return list(COMMANDS.values())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="<verb>")
     for name in stage_modules():
-        module = importlib.import_module(f"poseops.{name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+        module = importlib.import_module(f"poseops.commands.{name}")
+        module.register(sub)
     return parser
 
 

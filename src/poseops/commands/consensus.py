@@ -1,0 +1,5 @@
+"""`poseops consensus` (moving here from poseops.data.consensus)."""
+
+from poseops.data.consensus import register
+
+__all__ = ["register"]

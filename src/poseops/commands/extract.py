@@ -1,0 +1,5 @@
+"""`poseops extract` (moving here from poseops.refine.frames)."""
+
+from poseops.refine.frames import register
+
+__all__ = ["register"]

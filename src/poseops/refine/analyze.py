@@ -1,0 +1,202 @@
+"""`poseops analyze VIDEO...`: run the current model on new videos (DeepLabCut's video analysis).
+
+Uses the working DLC project that ``poseops train`` built (``<train.workdir>/run.json``: config
+path and shuffle) and ``deeplabcut.analyze_videos``. Multi-animal models give untracked
+per-frame assemblies (no tracklets / stitching): an ``assembly`` column instead of identities. Writes DLC's own ``<video><DLCscorer>.h5`` per
+video, a tidy predictions table (video, frame, bodypart, x, y, likelihood, scorer, video_path) and
+a per-frame likelihood summary; logged to MLflow when a run is active (or ``log_mlflow``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.refine import common as R
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = [S.VIDEO, S.FRAME, "mean_likelihood", "min_likelihood", "n_below_pcutoff",
+                   "n_bodyparts"]
+
+
+@dataclass
+class AnalyzeParams:
+    # default videos when the CLI gets none (the demo's unlabeled recording)
+    videos: list[str] = field(default_factory=lambda: ["data/raw/demo/videos/m1-s4.mp4"])
+    config: str | None = None  # working DLC config.yaml; None: from <train_workdir>/run.json
+    shuffle: int | None = None  # None: from run.json
+    train_workdir: str = "data/train"
+    snapshot_index: int | str | None = None  # None: the config's snapshotindex
+    device: str = "cpu"
+    batch_size: int = 8
+    pcutoff: float | None = None  # None: the DLC config's pcutoff
+    out: str = "data/refine/analyze"
+    log_mlflow: bool = False  # log even without an active run (a new 'analyze' run)
+
+
+# ---------------------------------------------------------------- pure
+def predictions_from_dlc(df: pd.DataFrame, video: str) -> pd.DataFrame:
+    """DLC's analysis frame (index = frame, columns scorer/bodyparts/coords x,y,likelihood) ->
+    tidy predictions: video, frame, bodypart, x, y, likelihood, scorer."""
+    if df.columns.nlevels == 4:
+        return predictions_from_dlc_multianimal(df, video)
+    if df.columns.nlevels != 3:
+        raise PoseopsError(f"expected DLC predictions with 3 (single-animal) or 4 (multi-animal)"
+                           f" column levels for {video}, got {df.columns.nlevels}")
+    scorer = str(df.columns.get_level_values(0)[0])
+    long = df.droplevel(0, axis=1).stack(level=0, future_stack=True)
+    long.index.names = [S.FRAME, S.BODYPART]
+    out = long.reset_index()[[S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD]]
+    out.insert(0, S.VIDEO, video)
+    out[S.SCORER] = scorer
+    out[S.FRAME] = out[S.FRAME].astype(int)
+    return out
+
+
+def predictions_from_dlc_multianimal(df: pd.DataFrame, video: str) -> pd.DataFrame:
+    """DLC's untracked multi-animal analysis frame (``analyze_videos(auto_track=False,
+    save_as_df=True)``: columns scorer/individuals/bodyparts/coords, the k-th "individual" is
+    the k-th assembly of the frame, not an identity; unique bodyparts under ``single``) ->
+    tidy predictions: video, frame, assembly (-1 = unique bodyparts), bodypart, x, y,
+    likelihood, scorer (an empty assembly slot keeps DLC's score < 0)."""
+    scorer = str(df.columns.get_level_values(0)[0])
+    inds = list(dict.fromkeys(df.columns.get_level_values(1)))
+    slot = {ind: k for k, ind in enumerate(i for i in inds if i != S.SINGLE)} | {S.SINGLE: -1}
+    long = df.droplevel(0, axis=1).stack(level=[0, 1], future_stack=True)
+    long.index.names = [S.FRAME, "_ind", S.BODYPART]
+    out = long.reset_index()
+    out = out[out[[S.X, S.Y, S.LIKELIHOOD]].notna().any(axis=1)]  # column pairs DLC never fills
+    out.insert(0, S.VIDEO, video)
+    out[S.ASSEMBLY] = out.pop("_ind").map(slot).astype(int)
+    out[S.SCORER] = scorer
+    out[S.FRAME] = out[S.FRAME].astype(int)
+    cols = [S.VIDEO, S.FRAME, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD, S.SCORER]
+    return out[cols].sort_values([S.FRAME, S.ASSEMBLY], kind="stable").reset_index(drop=True)
+
+
+def likelihood_summary(preds: pd.DataFrame, pcutoff: float) -> pd.DataFrame:
+    """Per (video, frame): mean and min likelihood over bodyparts, bodyparts below pcutoff.
+    Multi-animal predictions: over the predicted keypoints of every animal (empty assembly
+    slots, score < 0, left out)."""
+    if S.ASSEMBLY in preds.columns:
+        preds = preds[preds[S.LIKELIHOOD] >= 0]
+    g = preds.assign(_low=preds[S.LIKELIHOOD] < pcutoff).groupby([S.VIDEO, S.FRAME])
+    out = g.agg(mean_likelihood=(S.LIKELIHOOD, "mean"), min_likelihood=(S.LIKELIHOOD, "min"),
+                n_below_pcutoff=("_low", "sum"), n_bodyparts=(S.BODYPART, "size"))
+    return out.reset_index()[SUMMARY_COLUMNS]
+
+
+# ---------------------------------------------------------------- edges
+def resolve_model(params: AnalyzeParams) -> tuple[Path, int]:
+    """(config path, shuffle) of the model to use; PoseopsError if it is missing or untrained."""
+    config, shuffle = params.config, params.shuffle
+    run_json = Path(params.train_workdir) / "run.json"
+    if config is None or shuffle is None:
+        if not run_json.is_file():
+            raise PoseopsError("no trained model: run `poseops train` first (or set analyze.config"
+                               " and analyze.shuffle)", file=run_json)
+        info = json.loads(run_json.read_text())
+        config = config or info.get("config_path")
+        shuffle = shuffle if shuffle is not None else info.get("shuffle")
+    cfg_path = Path(str(config))
+    cfg = R.read_config(cfg_path)
+    it = int(cfg.get("iteration", 0))
+    models = cfg_path.parent / "dlc-models-pytorch" / f"iteration-{it}"
+    folders = sorted(models.glob(f"*shuffle{int(shuffle)}")) if models.is_dir() else []
+    snaps = [s for f in folders for s in (f / "train").glob("snapshot-*.pt")]
+    if not snaps:
+        raise PoseopsError(f"model missing: no snapshot-*.pt for shuffle {shuffle} (iteration {it})",
+                           file=models)
+    return cfg_path, int(shuffle)
+
+
+def run(params: AnalyzeParams, videos: list[str | Path]) -> pd.DataFrame:
+    """Analyze videos; write <out>/<video><scorer>.h5 (DLC), predictions.parquet, likelihood.csv.
+    Returns the tidy predictions."""
+    if not videos:
+        raise PoseopsError("no videos to analyze")
+    paths = [Path(v).resolve() for v in videos]
+    for p in paths:  # fail before loading the model: an undecodable video is named
+        R.probe_video(p)
+    cfg_path, shuffle = resolve_model(params)
+    cfg = R.read_config(cfg_path)
+    pcutoff = params.pcutoff if params.pcutoff is not None else float(cfg.get("pcutoff", 0.6))
+    out = Path(params.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import deeplabcut
+
+    from poseops.dlc.files import is_multianimal
+
+    # multi-animal: DLC's per-frame assemblies, untracked (auto_track=False: no tracklets or
+    # stitching; save_as_df writes them as DLC's 4-level <video><scorer>.h5 next to its
+    # _full.pickle / _assemblies.pickle). Identities across frames are not claimed.
+    ma = {"auto_track": False, "save_as_df": True} if is_multianimal(cfg) else {}
+    parts = []
+    for p in paths:
+        log.info("analyze: %s (shuffle %d, %s)", p.name, shuffle, params.device)
+        scorer = deeplabcut.analyze_videos(
+            str(cfg_path), [str(p)], shuffle=shuffle, device=params.device,
+            destfolder=str(out.resolve()), snapshot_index=params.snapshot_index,
+            batch_size=params.batch_size, overwrite=True, save_as_csv=True, **ma,
+        )
+        h5 = out / f"{p.stem}{scorer}.h5"
+        if not h5.is_file():
+            raise PoseopsError("DeepLabCut wrote no predictions for this video", file=p)
+        parts.append(predictions_from_dlc(pd.read_hdf(h5, "df_with_missing"), p.stem)
+                     .assign(video_path=str(p)))
+    preds = pd.concat(parts, ignore_index=True)
+    summary = likelihood_summary(preds, pcutoff)
+    from poseops.core.fileio import write_csv, write_parquet
+
+    write_parquet(preds, out / "predictions.parquet")
+    write_csv(summary, out / "likelihood.csv")
+    _log_mlflow(params, summary, pcutoff, out)
+    log.info("analyze: %d frames, mean likelihood %.3f -> %s", len(summary),
+             float(summary["mean_likelihood"].mean()), out)
+    return preds
+
+
+def _log_mlflow(params: AnalyzeParams, summary: pd.DataFrame, pcutoff: float, out: Path) -> None:
+    import mlflow
+
+    active = mlflow.active_run() is not None
+    if not (active or params.log_mlflow):
+        return
+    with mlflow.start_run(run_name="analyze", nested=active):
+        mlflow.set_tag("poseops.stage", "analyze")
+        mlflow.log_metrics({
+            "analyze.mean_likelihood": float(summary["mean_likelihood"].mean()),
+            "analyze.share_frames_below_pcutoff": float((summary["n_below_pcutoff"] > 0).mean()),
+            "analyze.n_frames": float(len(summary)),
+        })
+        mlflow.log_param("analyze.pcutoff", pcutoff)
+        mlflow.log_artifact(str(out / "likelihood.csv"), artifact_path="analyze")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="run the current model on videos (DLC video analysis)")
+    p.add_argument("videos", nargs="*", help="video files (default: params analyze.videos)")
+    p.add_argument("--config", help="working DLC config.yaml (default: from train run.json)")
+    p.add_argument("--shuffle", type=int)
+    p.add_argument("--device")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    from poseops.config.loader import section
+
+    params = section("analyze", AnalyzeParams)
+    for k in ("config", "shuffle", "device"):
+        if getattr(args, k) is not None:
+            setattr(params, k, getattr(args, k))
+    run(params, args.videos or params.videos)
+    return 0
+

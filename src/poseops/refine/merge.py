@@ -1,0 +1,255 @@
+"""`poseops merge`: relabeled outlier frames join the dataset as the next iteration.
+
+Validates everything first (nothing is touched when a relabeled file is wrong): each video of the
+outliers manifest has ``labeled-data/<video>/CollectedData_<scorer>.h5`` with the config's
+bodyparts and scorer, every manifest frame is in it with at least one labeled keypoint, and its
+image exists. Then, as DeepLabCut's ``merge_datasets`` does, config.yaml ``iteration`` goes up by
+one (new videos are added to ``video_sets``), the previous split is written to ``fixed_split``
+(the split stage keeps it: the test set stays fixed, new frames go to train/val only), and
+the dataset is versioned: ``dvc add <project>``, git commit, git tag ``iteration-<N>`` (the
+previous commit is tagged ``iteration-<N-1>`` if it has no tag yet), so
+``git checkout iteration-0 && dvc checkout && dvc repro`` rebuilds either iteration.
+If a DVC or git step fails, config.yaml and fixed_split are restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.refine import common as R
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MergeParams:
+    manifest: str = "data/refine/outliers/manifest.csv"  # frames picked for relabeling
+    # the previous iteration's split and where later splits find it: params split.out and
+    # split.fixed_split (one place, read by the CLI); the dataclass defaults mirror SplitParams
+    split: str = "data/processed/split.csv"
+    fixed_split: str = "data/processed/fixed_split.csv"
+    require_labeled: bool = True  # each relabeled frame needs >= 1 labeled keypoint
+    dvc: bool = True  # dvc add the project folder
+    git: bool = True  # git commit + tag (skipped outside a git repository)
+    tag_prefix: str = "iteration-"
+    report: str = "reports/merge.json"
+
+
+# ---------------------------------------------------------------- pure
+def check_relabeled(
+    wide: pd.DataFrame, path: Path, scorer: str, bodyparts: list[str], images: list[str],
+    require_labeled: bool,
+) -> pd.DataFrame:
+    """Check one relabeled CollectedData frame; returns its tidy long form (dlcio.wide_to_long).
+
+    Errors name the file and, where it applies, the bodypart or the image (row)."""
+    from poseops.dlc.files import wide_to_long
+
+    file_bps = list(dict.fromkeys(wide.columns.get_level_values("bodyparts")))
+    unknown = [b for b in file_bps if b not in bodyparts]
+    if unknown:
+        raise PoseopsError(f"bodypart not in config.yaml bodyparts {bodyparts}", file=path,
+                           bodypart=unknown[0])
+    missing = [b for b in bodyparts if b not in file_bps]
+    if missing:
+        raise PoseopsError("config bodypart missing from the relabeled file", file=path,
+                           bodypart=missing[0])
+    scorers = set(wide.columns.get_level_values("scorer"))
+    if scorers != {scorer}:
+        raise PoseopsError(f"scorer {sorted(scorers)} is not the config scorer {scorer!r}", file=path)
+    long = wide_to_long(wide)  # multi-animal (4 levels): with an individual column
+    have = set(long[S.IMAGE])
+    for img in images:
+        if img not in have:
+            raise PoseopsError("frame not relabeled yet (open it in DeepLabCut's labeling GUI and"
+                               " save)", file=path, row=img)
+    if require_labeled:
+        n_lab = long[long[S.IMAGE].isin(images)].groupby(S.IMAGE)[S.LABELED].sum()
+        empty = n_lab[n_lab == 0]
+        if len(empty):
+            raise PoseopsError("relabeled frame has no labeled keypoint", file=path,
+                               row=empty.index[0])
+    return long
+
+
+def fixed_split_table(split: pd.DataFrame) -> pd.DataFrame:
+    """The split later iterations keep (image, video, group, split): its test images are the
+    fixed test set, its train/val images stay where they were (comparable model selection)."""
+    S.require_columns(split, [S.IMAGE, S.SPLIT], "split")
+    cols = [c for c in (S.IMAGE, S.VIDEO, S.GROUP, S.SPLIT) if c in split.columns]
+    return split[cols].sort_values(S.IMAGE).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- edges
+def _sh(cmd: list[str], cwd: Path) -> str:
+    if cmd[0] == "dvc":  # the dvc beside this interpreter (a venv not on PATH)
+        exe = Path(sys.executable).parent / "dvc"
+        cmd = [str(exe) if exe.is_file() else "dvc", *cmd[1:]]
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise PoseopsError(f"`{' '.join(cmd)}` failed: {(r.stderr or r.stdout).strip()[-400:]}")
+    return r.stdout.strip()
+
+
+def _git_root(path: Path) -> Path | None:
+    r = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True,
+                       text=True)
+    return Path(r.stdout.strip()) if r.returncode == 0 else None
+
+
+def _dvc_root(path: Path) -> Path | None:
+    for p in [path, *path.parents]:
+        if (p / ".dvc").is_dir():
+            return p
+    return None
+
+
+def _tags(root: Path) -> list[str]:
+    return _sh(["git", "tag", "--list"], root).split()
+
+
+def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Read and check everything merge needs; touches nothing. Returns (config, manifest,
+    relabeled tidy labels of the manifest frames)."""
+    from poseops.dlc.files import config_bodyparts, is_multianimal, read_collected_data
+
+    cfg = R.read_config(project)
+    # multi-animal: DLC's 4-level file, checked against the config's individuals and
+    # multi-animal / unique bodyparts by dlcio (single-animal files keep merge's own checks)
+    ma_cfg = cfg if is_multianimal(cfg) else None
+    mpath = Path(params.manifest)
+    if not mpath.is_file():
+        raise PoseopsError("outliers manifest not found (run `poseops outliers` first)", file=mpath)
+    manifest = pd.read_csv(mpath)
+    S.require_columns(manifest, [S.IMAGE, S.VIDEO], str(mpath))
+    if manifest.empty:
+        raise PoseopsError("the manifest lists no frames: nothing to merge", file=mpath)
+    parts = []
+    for video, part in manifest.groupby(S.VIDEO, sort=True):
+        h5 = project / "labeled-data" / str(video) / f"CollectedData_{cfg['scorer']}.h5"
+        if not h5.is_file():
+            raise PoseopsError("relabeled file missing: label the extracted frames and save",
+                               file=h5)
+        images = part[S.IMAGE].tolist()
+        for img in images:
+            if not (project / img).is_file():
+                raise PoseopsError("image of a manifest frame is missing", file=project / img)
+        long = check_relabeled(read_collected_data(h5, ma_cfg), h5, cfg["scorer"],
+                               config_bodyparts(cfg), images, params.require_labeled)
+        parts.append(long[long[S.IMAGE].isin(images)])
+    return cfg, manifest, pd.concat(parts, ignore_index=True)
+
+
+def run(params: MergeParams, project: str | Path) -> dict:
+    """Validate, bump the iteration, write fixed_split, dvc add, commit and tag. Returns the
+    merge report (also written to ``params.report``)."""
+    from poseops.core.fileio import write_csv, write_json, write_text
+
+    project = Path(project).resolve()
+    cfg, manifest, relabeled = validate(project, params)
+    it_prev = int(cfg.get("iteration", 0))
+    it_new = it_prev + 1
+    git_root = _git_root(project) if params.git else None
+    tag_prev, tag_new = f"{params.tag_prefix}{it_prev}", f"{params.tag_prefix}{it_new}"
+    if git_root is not None and tag_new in _tags(git_root):
+        raise PoseopsError(f"git tag {tag_new} already exists: this iteration was merged before")
+    # video_sets: add the relabeled videos (DLC only reads labels of listed videos)
+    video_sets = dict(cfg.get("video_sets") or {})
+    listed = {Path(v).stem for v in video_sets}
+    for v in sorted(set(manifest[S.VIDEO]) - listed):
+        vp = R.find_video(str(v), cfg, project)
+        _, w, h = R.probe_video(vp)
+        video_sets[str(vp)] = {"crop": f"0, {w}, 0, {h}"}
+    split_path, fixed_path = Path(params.split), Path(params.fixed_split)
+    fixed = fixed_split_table(pd.read_csv(split_path)) if split_path.is_file() else None
+    if fixed is not None and fixed_path.is_file():  # a later iteration: the test set must hold
+        old = pd.read_csv(fixed_path)
+        if set(old.loc[old[S.SPLIT] == S.TEST, S.IMAGE]) != set(
+                fixed.loc[fixed[S.SPLIT] == S.TEST, S.IMAGE]):
+            raise PoseopsError("the current split's test set differs from the fixed one: re-run"
+                               " the split stage (it honours split.fixed_split) first",
+                               file=split_path)
+    report = {
+        "project": str(project), "iteration_before": it_prev, "iteration": it_new,
+        "frames_added": int(relabeled[S.IMAGE].nunique()),
+        "keypoints_added": int(relabeled[S.LABELED].sum()),
+        "videos": sorted(map(str, set(manifest[S.VIDEO]))),
+        "fixed_test_images": None if fixed is None else int((fixed[S.SPLIT] == S.TEST).sum()),
+        "tag": tag_new if git_root is not None else None,
+    }
+    # -- from here on things change; restore on failure
+    cfg_file = project / "config.yaml"
+    cfg_text = cfg_file.read_text()
+    fixed_text = fixed_path.read_text() if fixed_path.is_file() else None
+    try:
+        R.write_config_updates(cfg_file, {"iteration": it_new, "video_sets": video_sets})
+        if fixed is not None:
+            write_csv(fixed, fixed_path)
+        write_json(report, params.report)
+        _version(project, params, git_root, tag_prev, tag_new, report, fixed_path)
+    except BaseException:
+        write_text(cfg_text, cfg_file)
+        if fixed_text is not None:
+            write_text(fixed_text, fixed_path)
+        raise
+    log.info("merge: +%d frames -> iteration %d%s", report["frames_added"], it_new,
+             f" (git tag {tag_new})" if report["tag"] else "")
+    return report
+
+
+def _version(project: Path, params: MergeParams, git_root: Path | None, tag_prev: str,
+             tag_new: str, report: dict, fixed_path: Path) -> None:
+    dvc_root = _dvc_root(project) if params.dvc else None
+    to_add: list[Path] = []
+    if dvc_root is not None:
+        _sh(["dvc", "add", str(project)], dvc_root)
+        to_add.append(project.parent / f"{project.name}.dvc")
+        if (project.parent / ".gitignore").is_file():
+            to_add.append(project.parent / ".gitignore")
+    if git_root is None:
+        return
+    if tag_prev not in _tags(git_root):
+        _sh(["git", "tag", tag_prev], git_root)  # the state before this merge
+    for p in (fixed_path, Path(params.report)):
+        if p.is_file():
+            to_add.append(p.resolve())
+    if dvc_root is None:
+        to_add.append(project / "config.yaml")
+    _sh(["git", "add", "--", *[str(p) for p in to_add]], git_root)
+    msg = (f"merge: iteration {report['iteration']} (+{report['frames_added']} relabeled frames"
+           f" from {', '.join(report['videos'])})")
+    _sh(["git", "commit", "-m", msg, "--", *[str(p) for p in to_add]], git_root)
+    _sh(["git", "tag", tag_new], git_root)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge relabeled frames as the next iteration (DVC + git tag)")
+    p.add_argument("--project", help="DLC project folder (default: params project.path)")
+    p.add_argument("--manifest", help="outliers manifest (default: params merge.manifest)")
+    p.add_argument("--no-git", action="store_true", help="do not commit/tag")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    from poseops.config.loader import load_params, section
+    from poseops.data.split import SplitParams
+
+    params = section("merge", MergeParams)
+    sp = section("split", SplitParams)
+    params.split = sp.out
+    params.fixed_split = sp.fixed_split or params.fixed_split
+    if args.manifest:
+        params.manifest = args.manifest
+    if args.no_git:
+        params.git = False
+    run(params, args.project or (load_params().get("project") or {}).get("path"))
+    return 0

@@ -1,0 +1,298 @@
+"""`poseops outliers`: frames the model struggles with, picked for relabeling.
+
+Candidates (per video frame, from ``poseops analyze`` predictions):
+- ``low_likelihood``: any bodypart (or the mean over bodyparts) below ``p_bound``;
+- ``jump``: a bodypart moved more than ``epsilon`` px since the previous frame;
+- ``uncertain``: among the ``uncertain_fraction`` of frames with the lowest mean likelihood.
+Then diversity sampling within the candidates (k-means on appearance) with per-condition quotas.
+The picked frames go to ``labeled-data/<video>/`` with the model's predictions as starting labels,
+DLC's refine convention (``machinelabels-iter<N>.h5``, N = config iteration), plus a manifest
+saying why each frame was picked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.refine import common as R
+
+log = logging.getLogger(__name__)
+
+RULES = ("low_likelihood", "jump", "uncertain")
+FRAME_COLUMNS = [S.VIDEO, S.FRAME, "mean_likelihood", "min_likelihood", "jump_px", *RULES, "rule"]
+
+
+@dataclass
+class OutliersParams:
+    predictions: str = "data/refine/analyze/predictions.parquet"
+    p_bound: float = 0.6  # likelihood bound
+    likelihood_mode: str = "any"  # any | mean: which bodyparts must fall below p_bound
+    epsilon: float = 20.0  # px, jump between consecutive frames
+    uncertain_fraction: float = 0.05  # top fraction of least confident frames (per video)
+    n_frames: int = 20  # frames to pick in total (split across conditions)
+    balance_by: str | None = S.CONDITION
+    resize: list[int] = field(default_factory=lambda: [32, 24])
+    seed: int = 0
+    write_frames: bool = True
+    manifest: str = "data/refine/outliers/manifest.csv"
+
+
+# ---------------------------------------------------------------- pure
+def frame_scores(preds: pd.DataFrame) -> pd.DataFrame:
+    """Per (video, frame): mean/min likelihood over bodyparts and the largest bodypart displacement
+    since the previous frame of the same video (``jump_px``; NaN for a video's first frame or a
+    gap in frame numbers).
+
+    preds: one row per (video, frame, bodypart) with x, y, likelihood. Multi-animal predictions
+    (``poseops analyze`` on a maDLC model: an ``assembly`` column, untracked animals) are scored
+    over every animal of the frame (:func:`frame_scores_multianimal`).
+    """
+    if S.ASSEMBLY in preds.columns:
+        return frame_scores_multianimal(preds)
+    S.require_columns(preds, [S.VIDEO, S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD], "predictions")
+    p = preds.sort_values([S.VIDEO, S.BODYPART, S.FRAME])
+    g = p.groupby([S.VIDEO, S.BODYPART], sort=False)
+    step = np.hypot(g[S.X].diff(), g[S.Y].diff())
+    consecutive = g[S.FRAME].diff() == 1
+    p = p.assign(_jump=step.where(consecutive))
+    out = p.groupby([S.VIDEO, S.FRAME]).agg(
+        mean_likelihood=(S.LIKELIHOOD, "mean"),
+        min_likelihood=(S.LIKELIHOOD, "min"),
+        jump_px=("_jump", "max"),
+    )
+    return out.reset_index()
+
+
+def frame_scores_multianimal(preds: pd.DataFrame) -> pd.DataFrame:
+    """:func:`frame_scores` for untracked multi-animal predictions (one row per (video, frame,
+    assembly, bodypart); assembly -1 = unique bodyparts). Likelihoods over all predicted
+    keypoints of the frame (every animal; NaN = empty assembly slot, left out). Assemblies
+    carry no identity between frames, so ``jump_px`` is, per keypoint, the distance to the
+    nearest same-bodypart prediction of the previous frame (any animal), maxed over the frame:
+    a keypoint with no counterpart nearby jumped, whichever animal it belongs to."""
+    S.require_columns(preds, [S.VIDEO, S.FRAME, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD],
+                      "predictions")
+    ok = preds[S.X].notna() & preds[S.Y].notna() & (preds[S.LIKELIHOOD] >= 0)
+    out = preds.assign(_lik=preds[S.LIKELIHOOD].where(ok)).groupby([S.VIDEO, S.FRAME]).agg(
+        mean_likelihood=("_lik", "mean"), min_likelihood=("_lik", "min"))
+    jumps: dict[tuple, float] = {}
+    p = preds[ok]
+    for (video, _bp), part in p.groupby([S.VIDEO, S.BODYPART], sort=False):
+        by_frame = {int(f): g[[S.X, S.Y]].to_numpy(float) for f, g in part.groupby(S.FRAME)}
+        for f, xy in by_frame.items():
+            prev = by_frame.get(f - 1)
+            if prev is None:
+                continue
+            d = np.hypot(xy[:, None, 0] - prev[None, :, 0], xy[:, None, 1] - prev[None, :, 1])
+            key = (video, f)
+            jumps[key] = max(jumps.get(key, -np.inf), float(d.min(axis=1).max()))
+    out = out.reset_index()
+    out["jump_px"] = [jumps.get((v, int(f)), np.nan)
+                      for v, f in zip(out[S.VIDEO], out[S.FRAME], strict=True)]
+    return out
+
+
+def candidate_frames(
+    preds: pd.DataFrame,
+    p_bound: float,
+    epsilon: float,
+    uncertain_fraction: float,
+    likelihood_mode: str = "any",
+) -> pd.DataFrame:
+    """Every frame with its scores and rule flags (columns FRAME_COLUMNS); ``rule`` joins the rules
+    that fired with '+' ('' = not a candidate). ``uncertain`` marks the ceil(fraction * n) frames of
+    each video with the lowest mean likelihood."""
+    if likelihood_mode not in ("any", "mean"):
+        raise PoseopsError(f"outliers.likelihood_mode must be 'any' or 'mean', not {likelihood_mode!r}")
+    f = frame_scores(preds)
+    low_col = "min_likelihood" if likelihood_mode == "any" else "mean_likelihood"
+    f["low_likelihood"] = f[low_col] < p_bound
+    f["jump"] = f["jump_px"] > epsilon
+    rank = f.groupby(S.VIDEO)["mean_likelihood"].rank(method="first")
+    n_video = f.groupby(S.VIDEO)[S.FRAME].transform("size")
+    k = np.ceil(uncertain_fraction * n_video)
+    f["uncertain"] = rank <= k
+    flags = f[list(RULES)].to_numpy()
+    f["rule"] = ["+".join(r for r, on in zip(RULES, row, strict=True) if on) for row in flags]
+    return f[FRAME_COLUMNS]
+
+
+def select_outliers(
+    candidates: pd.DataFrame, features: np.ndarray, n_frames: int, seed: int, balance_by: str | None
+) -> pd.DataFrame:
+    """Diversity sampling (k-means on appearance) within candidate frames, per-``balance_by``
+    quotas. candidates and features (n, d) align row by row; returns picked rows + cluster, quota."""
+    if balance_by:
+        S.require_columns(candidates, [balance_by], "outlier candidates")
+    return R.balanced_select(candidates, features, n_frames, seed, balance_by)
+
+
+def machinelabels_frame(
+    preds: pd.DataFrame, video: str, frames: list[int], width: int, scorer: str, bodyparts: list[str]
+) -> pd.DataFrame:
+    """DLC's machinelabels table: index (labeled-data, video, imgNNNN.png), columns
+    (scorer, bodyparts, coords) with coords x, y, likelihood, bodyparts in config order."""
+    p = preds[(preds[S.VIDEO] == video) & preds[S.FRAME].isin(frames)]
+    wide = p.pivot_table(index=S.FRAME, columns=S.BODYPART, values=[S.X, S.Y, S.LIKELIHOOD])
+    cols = pd.MultiIndex.from_product(
+        [[scorer], bodyparts, [S.X, S.Y, S.LIKELIHOOD]], names=["scorer", "bodyparts", "coords"]
+    )
+    data = np.full((len(frames), len(cols)), np.nan)
+    for j, (_, bp, coord) in enumerate(cols):
+        if (coord, bp) in wide.columns:
+            data[:, j] = wide[(coord, bp)].reindex(frames).to_numpy()
+    index = pd.MultiIndex.from_tuples(
+        [("labeled-data", video, R.frame_image_name(f, width)) for f in frames]
+    )
+    return pd.DataFrame(data, index=index, columns=cols)
+
+
+def machinelabels_frame_multianimal(
+    preds: pd.DataFrame, video: str, frames: list[int], width: int, scorer: str,
+    individuals: list[str], bodyparts: list[str], unique_bodyparts: list[str],
+) -> pd.DataFrame:
+    """DLC's multi-animal machinelabels table (columns scorer, individuals, bodyparts, coords):
+    untracked assembly k as the k-th config individual (a starting point the annotator
+    corrects in the GUI; identities are not tracked), the unique bodyparts (assembly -1) under
+    ``single``; empty slots NaN."""
+    p = preds[(preds[S.VIDEO] == video) & preds[S.FRAME].isin(frames)]
+    p = p[p[S.LIKELIHOOD] >= 0]  # DLC: score < 0 is "not predicted"
+    names = {k: ind for k, ind in enumerate(individuals)} | {-1: S.SINGLE}
+    p = p.assign(_ind=p[S.ASSEMBLY].astype(int).map(names)).dropna(subset=["_ind"])
+    tuples = [(scorer, i, b, c) for i in individuals for b in bodyparts
+              for c in (S.X, S.Y, S.LIKELIHOOD)]
+    tuples += [(scorer, S.SINGLE, b, c) for b in unique_bodyparts
+               for c in (S.X, S.Y, S.LIKELIHOOD)]
+    cols = pd.MultiIndex.from_tuples(tuples, names=["scorer", "individuals", "bodyparts", "coords"])
+    wide = p.pivot_table(index=S.FRAME, columns=["_ind", S.BODYPART],
+                         values=[S.X, S.Y, S.LIKELIHOOD], dropna=False)
+    data = np.full((len(frames), len(cols)), np.nan)
+    for j, (_, ind, bp, coord) in enumerate(cols):
+        if (coord, ind, bp) in wide.columns:
+            data[:, j] = wide[(coord, ind, bp)].reindex(frames).to_numpy()
+    index = pd.MultiIndex.from_tuples(
+        [("labeled-data", video, R.frame_image_name(f, width)) for f in frames]
+    )
+    return pd.DataFrame(data, index=index, columns=cols)
+
+
+# ---------------------------------------------------------------- edges
+def write_machinelabels(df: pd.DataFrame, folder: Path, iteration: int) -> Path:
+    """Write/extend ``machinelabels-iter<N>.h5`` (+ machinelabels.csv) as DLC does (atomic)."""
+    from poseops.core.fileio import atomic_path, write_csv
+
+    target = folder / f"machinelabels-iter{iteration}.h5"
+    if target.is_file():
+        old = pd.read_hdf(target, "df_with_missing")
+        if old.columns.equals(df.columns):
+            df = pd.concat([old, df])
+            df = df[~df.index.duplicated(keep="last")].sort_index()
+    with atomic_path(target) as tmp:
+        df.to_hdf(tmp, key="df_with_missing", mode="w")
+    write_csv(df, folder / "machinelabels.csv", index=True)
+    return target
+
+
+def run(
+    params: OutliersParams, project: str | Path, metadata: str | Path, videos_dir: str | Path | None = None
+) -> pd.DataFrame:
+    """Score frames, pick outliers, write frames + machinelabels + manifest. Returns the manifest."""
+    from poseops.core.fileio import write_csv
+    from poseops.dlc.files import (
+        config_individuals,
+        config_multianimal_bodyparts,
+        config_unique_bodyparts,
+        is_multianimal,
+    )
+
+    project = Path(project)
+    cfg = R.read_config(project)
+    ppath = Path(params.predictions)
+    if not ppath.is_file():
+        raise PoseopsError("predictions not found (run `poseops analyze` first)", file=ppath)
+    preds = pd.read_parquet(ppath) if ppath.suffix == ".parquet" else pd.read_csv(ppath)
+    S.require_columns(preds, [S.VIDEO, S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD], str(ppath))
+    scores = candidate_frames(
+        preds, params.p_bound, params.epsilon, params.uncertain_fraction, params.likelihood_mode
+    )
+    cand = scores[scores["rule"] != ""]
+    done = {(v, f) for v in cand[S.VIDEO].unique() for f in R.labeled_frames(project, str(v))}
+    keep = [(v, f) not in done for v, f in zip(cand[S.VIDEO], cand[S.FRAME], strict=True)]
+    cand = cand[keep].reset_index(drop=True)  # frames already in labeled-data are not re-picked
+    log.info("outliers: %d candidate frames of %d", len(cand), len(scores))
+    meta = R.load_metadata(metadata)
+    need = [params.balance_by] if params.balance_by else []
+    cand = R.attach_metadata(cand, meta, need, metadata)
+    extra = [Path(videos_dir)] if videos_dir else []
+    if "video_path" in preds.columns:
+        extra += sorted({Path(v).parent for v in preds["video_path"].dropna().unique()})
+    paths = {v: R.find_video(v, cfg, project, extra) for v in cand[S.VIDEO].unique()}
+    feats = np.zeros((len(cand), params.resize[0] * params.resize[1]), np.float32)
+    for v, vp in paths.items():
+        rows = np.flatnonzero(cand[S.VIDEO].to_numpy() == v)
+        idx, f = R.video_features(vp, params.resize, frames=cand[S.FRAME].iloc[rows])
+        pos = pd.Series(np.arange(len(idx)), index=idx)
+        feats[rows] = f[pos.loc[cand[S.FRAME].iloc[rows]].to_numpy()]
+    chosen = select_outliers(cand, feats, params.n_frames, params.seed, params.balance_by)
+    iteration = int(cfg.get("iteration", 0))
+    images = []
+    for v, part in chosen.groupby(S.VIDEO, sort=True):
+        folder = project / "labeled-data" / str(v)
+        n, _, _ = R.probe_video(paths[v])
+        width = R.folder_name_width(folder) or R.dlc_name_width(n)
+        frames = part[S.FRAME].astype(int).tolist()
+        if params.write_frames:
+            R.write_frame_pngs(paths[v], frames, folder, width)
+            if is_multianimal(cfg):
+                ml = machinelabels_frame_multianimal(
+                    preds, str(v), frames, width, _scorer(preds), config_individuals(cfg),
+                    config_multianimal_bodyparts(cfg), config_unique_bodyparts(cfg))
+            else:
+                ml = machinelabels_frame(preds, str(v), frames, width, _scorer(preds),
+                                         cfg["bodyparts"])
+            write_machinelabels(ml, folder, iteration)
+        images += [(v, f, R.image_path(str(v), f, width)) for f in frames]
+    img = pd.DataFrame(images, columns=[S.VIDEO, S.FRAME, S.IMAGE])
+    manifest = chosen.merge(img, on=[S.VIDEO, S.FRAME]).assign(iteration=iteration)
+    first = [S.IMAGE, S.VIDEO, S.FRAME, "rule", "mean_likelihood", "min_likelihood", "jump_px",
+             R.CLUSTER, "quota", "iteration"]
+    manifest = manifest[first + [c for c in manifest.columns if c not in first]]
+    write_csv(manifest, params.manifest)
+    write_csv(scores, Path(params.manifest).with_name("frame_scores.csv"))
+    log.info("outliers: picked %d frames -> %s", len(manifest), params.manifest)
+    return manifest
+
+
+def _scorer(preds: pd.DataFrame) -> str:
+    if S.SCORER in preds.columns and preds[S.SCORER].notna().any():
+        return str(preds[S.SCORER].dropna().iloc[0])
+    return "machine"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("outliers", help="pick outlier frames for relabeling (DLC refine convention)")
+    p.add_argument("--project", help="DLC project folder (default: params project.path)")
+    p.add_argument("--metadata", help="per-video metadata CSV (default: params project.metadata)")
+    p.add_argument("--predictions", help="tidy predictions from `poseops analyze`")
+    p.add_argument("--videos-dir", help="where the analysed videos are, if not in the project")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    from poseops.config.loader import load_params, section
+
+    params = section("outliers", OutliersParams)
+    if args.predictions:
+        params.predictions = args.predictions
+    proj = load_params().get("project") or {}
+    run(params, args.project or proj.get("path"), args.metadata or proj.get("metadata"),
+        args.videos_dir)
+    return 0
