@@ -2,16 +2,20 @@
 rows (image x scorer x bodypart), and how it grows with N (target: linear; 1e6 rows < 30 s on
 2 cores), plus the speed-up of the vectorised aggregation over a per-group pandas loop.
 
-Run: .venv/bin/python benchmarks/consensus_scaling.py
+Run: .venv/bin/python benchmarks/consensus_scaling.py [--smoke]
+
+``--smoke``: 2e3..1e4 rows (checks the script runs; the targets are for 1e6 rows).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
 import pandas as pd
 
+from poseops.config.data import ConsensusParams
 from poseops.core import schema as S
 from poseops.data import consensus as C
 
@@ -52,7 +56,7 @@ def synthetic_labels(n_rows: int, seed: int = 0) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def naive_consensus(labels: pd.DataFrame, p: C.ConsensusParams) -> pd.DataFrame:
+def naive_consensus(labels: pd.DataFrame, p: ConsensusParams) -> pd.DataFrame:
     """The same rule, one (image, bodypart) group at a time (the reference for the speed-up)."""
     rows = []
     for (image, bp), g in labels.groupby([S.IMAGE, S.BODYPART]):
@@ -66,10 +70,13 @@ def naive_consensus(labels: pd.DataFrame, p: C.ConsensusParams) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[S.IMAGE, S.BODYPART, S.X, S.Y])
 
 
-def main() -> None:
-    p = C.ConsensusParams()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="2e3..1e4 rows")
+    args = ap.parse_args(argv)
+    p = ConsensusParams()
     base = None
-    for n in (50_000, 200_000, 1_000_000):
+    for n in (2_000, 5_000, 10_000) if args.smoke else (50_000, 200_000, 1_000_000):
         labels = synthetic_labels(n)
         t0 = time.perf_counter()
         cons = C.build_consensus(labels, p)
@@ -83,7 +90,7 @@ def main() -> None:
             f" ({per_row / base:4.2f}x the smallest size's time per row);"
             f" removed {res.summary['removed_share']:.3f}"
         )
-    small = synthetic_labels(20_000)
+    small = synthetic_labels(2_000 if args.smoke else 20_000)
     t0 = time.perf_counter()
     ref = naive_consensus(small, p)
     t1 = time.perf_counter()

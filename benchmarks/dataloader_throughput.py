@@ -17,6 +17,7 @@ batches:
 
     .venv/bin/python benchmarks/dataloader_throughput.py                  # CPU, 2 batches a row
     .venv/bin/python benchmarks/dataloader_throughput.py --device cuda --batches 50 --workers auto
+    .venv/bin/python benchmarks/dataloader_throughput.py --smoke    # one 160x120 row, 1 batch
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 def make_project(root: Path, width: int, height: int, small: bool):
     """Demo project at width x height: consensus labels, split, DLC project."""
+    from poseops.config.data import SplitParams
+    from poseops.config.demo import DemoParams
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
-    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.data.split import make_split
+    from poseops.demo.project import generate_demo
 
     p = DemoParams.small(width=width, height=height) if small else DemoParams(width=width,
                                                                              height=height)
@@ -64,12 +67,9 @@ def measure(labels, split, project: Path, workdir: Path, *, batch: int, device: 
     from deeplabcut.pose_estimation_pytorch.task import Task
     from torch.utils.data import DataLoader
 
-    from poseops.train.trainer import (
-        TrainParams,
-        _loader,
-        prepare_dlc_project,
-        resolve_dataloader_workers,
-    )
+    from poseops.config.train import TrainParams, resolve_dataloader_workers
+    from poseops.train.project import dlc_loader as _loader
+    from poseops.train.project import prepare_dlc_project
 
     w = int(workers) if workers.isdigit() else workers
     params = TrainParams(net_type=net_type, batch_size=batch, epochs=1, device=device,
@@ -147,7 +147,11 @@ def main() -> int:
     ap.add_argument("--sizes", default="160x120,640x480", help="WxH of the synthetic projects")
     ap.add_argument("--net-type", default="cspnext_s")
     ap.add_argument("--full", action="store_true", help="the full-size demo (more frames)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="checks the script runs: 160x120, batch 8, 1 timed batch, no warm-up")
     args = ap.parse_args()
+    if args.smoke:
+        args.sizes, args.batch_sizes, args.batches, args.warmup = "160x120", "8", 1, 0
     logging.basicConfig(level=logging.WARNING)
     if args.device.startswith("cuda"):
         import torch

@@ -13,6 +13,10 @@ and the trained pruned sweep agree exactly; the replay is the cheap way to compa
     .venv/bin/python benchmarks/pruning_efficiency.py [--trials 16] [--epochs 12]
         [--pruner sha|median|percentile|hyperband|patience] [--demo small|default] [--keep DIR]
         [--val-fraction F] [--save-curves FILE] [--from-curves FILE [--train-pruned]]
+    .venv/bin/python benchmarks/pruning_efficiency.py --smoke   # no training, seconds
+
+``--smoke`` checks the script runs: it replays closed-form synthetic curves (6 trials x 6 epochs,
+as if loaded with ``--from-curves``) through the pruners; its numbers say nothing about DLC.
 
 The demo is split with params.yaml ``split:`` (``--val-fraction`` overrides): how many frames the
 validation error is measured on decides how noisy each epoch's value is, and so how often a
@@ -42,12 +46,14 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 def prepare_demo(root: Path, size: str, val_fraction: float):
     """Demo project -> consensus labels + grouped split (the pipeline's own functions, params.yaml
     ``split:`` as the pipeline uses it, with ``val_fraction``)."""
+    from poseops.config.data import SplitParams
+    from poseops.config.demo import DemoParams
     from poseops.config.loader import section
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
-    from poseops.demo.project import DemoParams, generate_demo
-    from poseops.sweep.study import TrainInputs
+    from poseops.data.split import make_split
+    from poseops.demo.project import generate_demo
+    from poseops.sweep.space import TrainInputs
 
     demo = DemoParams.small() if size == "small" else DemoParams()
     project = root / "raw" / "demo"
@@ -64,7 +70,7 @@ def prepare_demo(root: Path, size: str, val_fraction: float):
 
 def sweep(inputs, train_base, p, label: str) -> tuple[list[dict], float]:
     """Run one study to the end; rows: number, params, state, epochs_trained, value, curve."""
-    from poseops.sweep.study import run_worker
+    from poseops.sweep.worker import run_worker
 
     t0 = time.monotonic()
     report = run_worker(p, train_base, inputs)
@@ -146,6 +152,23 @@ CANDIDATES: list[tuple[str, dict]] = [
 ]
 
 
+def synthetic_curves(trials: int = 6, epochs: int = 6) -> dict:
+    """A ``--save-curves`` document without training (for ``--smoke``): trial i has lr from 1e-4
+    to 1e-1 (log-spaced) and batch 4/8/16; its val error after epoch e is a floor that is lowest at
+    lr 3e-3 and batch 8, plus 10 * exp(-e / 2)."""
+    import math
+
+    rows = []
+    for i in range(trials):
+        lr = 10 ** (-4 + 3 * i / max(1, trials - 1))
+        batch = (4, 8, 16)[i % 3]
+        floor = 2.0 + 3.0 * (math.log10(lr) - math.log10(3e-3)) ** 2 + 0.1 * abs(batch - 8)
+        curve = [floor + 10.0 * math.exp(-e / 2.0) for e in range(1, epochs + 1)]
+        rows.append({"number": i, "params": {"lr": lr, "batch_size": batch}, "state": "COMPLETE",
+                     "epochs": epochs, "value": min(curve), "curve": curve})
+    return {"trials": rows, "demo": "synthetic", "val_fraction": None, "wall_s": 0.0}
+
+
 def best_value(rows: list[dict]) -> float:
     vals = [r["value"] for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
     return min(vals) if vals else float("nan")
@@ -182,13 +205,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train only the unpruned trials; judge the pruner on their curves (half the time)",
     )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="no training: replay synthetic curves (6 trials x 6 epochs, 5 orders)",
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("poseops.sweep.study").setLevel(logging.INFO)
+    logging.getLogger("poseops.sweep").setLevel(logging.INFO)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per replayed study otherwise
     saved = json.loads(Path(a.from_curves).read_text()) if a.from_curves else None
+    if a.smoke:
+        saved, a.orders, a.train_pruned = saved or synthetic_curves(), min(a.orders, 5), False
     if saved:  # the saved sweep fixes the trials and the epoch budget (hyperband's max_resource)
         a.trials = len(saved["trials"])
         a.epochs = max(len(r["curve"]) for r in saved["trials"])
@@ -196,10 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         a.val_fraction = saved.get("val_fraction", a.val_fraction)
         a.replay_only = not a.train_pruned
 
+    from poseops.config.data import SplitParams
     from poseops.config.loader import section
-    from poseops.data.split import SplitParams
-    from poseops.sweep.study import SweepParams
-    from poseops.train.trainer import TrainParams
+    from poseops.config.sweep import SweepParams
+    from poseops.config.train import TrainParams
 
     if a.val_fraction is None:  # recorded with saved curves: params.yaml may change later
         a.val_fraction = section("split", SplitParams).val_fraction

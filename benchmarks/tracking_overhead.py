@@ -7,6 +7,7 @@ train.resume_interval_s, the outbox sending from a background thread). Prints th
 (the in-loop overhead), plus B's fixed end-of-run cost (artifacts, pyfunc model, registry).
 
     .venv/bin/python benchmarks/tracking_overhead.py [--epochs 5] [--repeats 2] [--small]
+    .venv/bin/python benchmarks/tracking_overhead.py --smoke   # = --small --epochs 1 --repeats 1
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 def _tables(root: Path, small: bool):
+    from poseops.config.data import SplitParams
+    from poseops.config.demo import DemoParams
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
-    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.data.split import make_split
+    from poseops.demo.project import generate_demo
 
     p = DemoParams.small() if small else DemoParams()
     project = generate_demo(root / "demo", p, metadata=root / "videos.csv")
@@ -43,11 +46,13 @@ def plain_dlc(params, labels, split, project: Path, workdir: Path) -> tuple[floa
     from deeplabcut.pose_estimation_pytorch.apis.training import train
     from deeplabcut.pose_estimation_pytorch.task import Task
 
-    from poseops.train.trainer import _loader, _offline_init, prepare_dlc_project
+    from poseops.train.project import dlc_loader as _loader
+    from poseops.train.project import prepare_dlc_project
+    from poseops.train.session import offline_init as _offline_init
 
     ds = prepare_dlc_project(labels, split, project, workdir, params)
     loader = _loader(ds.config_path)
-    init = _offline_init(loader, ds.pytorch_config_path.parent / "init.pt")
+    init = _offline_init(loader, ds.pytorch_config_path.parent / "init.pt", params.seed)
     dlc_utils.fix_seeds(params.seed)
     t, c = time.perf_counter(), time.process_time()
     train(loader=loader, run_config=loader.model_cfg, task=Task(loader.model_cfg.get("method", "bu")),
@@ -62,10 +67,15 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--small", action="store_true", help="the small demo (36 frames)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--smoke", action="store_true",
+                    help="checks the script runs: --small --epochs 1 --repeats 1")
     args = ap.parse_args()
+    if args.smoke:
+        args.small, args.epochs, args.repeats = True, 1, 1
     logging.basicConfig(level=logging.WARNING)
 
-    from poseops.train.trainer import TrainParams, train_model
+    from poseops.config.train import TrainParams
+    from poseops.train.trainer import train_model
 
     params = TrainParams(epochs=args.epochs, pretrained=False, device=args.device, save_epochs=5,
                          crop_width=160, crop_height=120, registered_model="bench",

@@ -1,9 +1,15 @@
-"""Shared fixtures. Tests use ../shared/data (beside the repo) through a path relative to the repo."""
+"""Shared fixtures. Tests use ../shared/data (beside the repo) through a path relative to the repo.
+
+Helpers shared by several test modules live in the package ``tests/support`` (importable as
+``support``: pytest's ``prepend`` import mode puts this folder on ``sys.path``); test modules never
+import each other.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,13 +87,24 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     _reset_mlflow_globals()
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL of a fresh database on a real PostgreSQL server started for this test
+    (``support.pg``; fails, never skips, when the server binaries are missing)."""
+    from support.pg import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
 # --- demo project (helper A: poseops.demo.project) -------------------------------------------------
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding the default demo (params.yaml `demo` defaults), generated once per
     test session: ``raw/demo`` (the DLC project) and ``metadata/videos.csv``. Read-only by
     convention: use ``demo_copy`` to write."""
-    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.config.demo import DemoParams
+    from poseops.demo.project import generate_demo
 
     root = tmp_path_factory.mktemp("demo")
     generate_demo(root / "raw" / "demo", DemoParams(), metadata=root / "metadata" / "videos.csv")
@@ -130,7 +147,8 @@ def demo_copy(demo_project: Path, tmp_path: Path) -> Path:
 def small_demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``DemoParams.small()`` (2 animals x 3 sessions, 30-frame videos, 6 labeled frames each),
     once per session: ``raw/demo`` and ``metadata/videos.csv`` inside."""
-    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.config.demo import DemoParams
+    from poseops.demo.project import generate_demo
 
     root = tmp_path_factory.mktemp("small_demo")
     generate_demo(root / "raw" / "demo", DemoParams.small(), metadata=root / "metadata" / "videos.csv")
@@ -148,8 +166,8 @@ def demo_src(small_demo_root: Path) -> tuple[Path, Path]:
 class TrainedDemo:
     """One real DLC training of the default demo, shared by the tests of later stages."""
 
-    result: Any  # poseops.train.trainer.TrainResult (run_id, snapshots, config_path, images per split...)
-    params: Any  # poseops.train.trainer.TrainParams used
+    result: Any  # poseops.train.record.TrainResult (run_id, snapshots, config_path, images per split...)
+    params: Any  # poseops.config.train.TrainParams used
     labels: Any  # consensus table (pd.DataFrame) the model was trained on
     split: Any  # split table (pd.DataFrame: image, video, group, split, ...)
     project: Path  # the source demo DLC project (read-only)
@@ -162,10 +180,12 @@ def trained_demo(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> T
     """Train cspnext_s on the default demo once per session (2 epochs, crop = image size, random
     init, CPU), tracked in a private SQLite MLflow store. Treat as read-only; pass
     ``tracking_uri`` explicitly (MlflowClient(tracking_uri=...)) or monkeypatch the env var."""
+    from poseops.config.data import SplitParams
+    from poseops.config.train import TrainParams
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
-    from poseops.train.trainer import TrainParams, train_model
+    from poseops.data.split import make_split
+    from poseops.train.trainer import train_model
 
     root = tmp_path_factory.mktemp("trained_demo")
     project = demo_root / "raw" / "demo"

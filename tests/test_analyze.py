@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from poseops.config.refine import AnalyzeParams
 from poseops.core.errors import PoseopsError
+from poseops.dlc.inference import predictions_from_dlc
 from poseops.refine import analyze as A
 
 
@@ -23,7 +25,7 @@ def _dlc_frame(n=5, bps=("snout", "tailbase"), scorer="DLC_Cspnext_demoJan1shuff
 def test_predictions_from_dlc_round_trip(tmp_path):
     df, arr = _dlc_frame()
     df.to_hdf(tmp_path / "v.h5", key="df_with_missing", format="table", mode="w")
-    p = A.predictions_from_dlc(pd.read_hdf(tmp_path / "v.h5", "df_with_missing"), "v")
+    p = predictions_from_dlc(pd.read_hdf(tmp_path / "v.h5", "df_with_missing"), "v")
     assert len(p) == 10 and set(p.video) == {"v"}
     row = p[(p.frame == 3) & (p.bodypart == "tailbase")].iloc[0]
     assert (row.x, row.y, row.likelihood) == tuple(arr[3, 1])
@@ -36,17 +38,17 @@ def test_predictions_from_dlc_round_trip(tmp_path):
 
 def test_missing_model_is_a_clear_error(small_demo_root, tmp_path):
     project = small_demo_root / "raw" / "demo"
-    params = A.AnalyzeParams(config=str(project / "config.yaml"), shuffle=1, out=str(tmp_path))
+    params = AnalyzeParams(config=str(project / "config.yaml"), shuffle=1, out=str(tmp_path))
     with pytest.raises(PoseopsError, match="model missing.*shuffle 1"):
-        A.run(params, [project / "videos" / "m1-s4.mp4"])
-    params = A.AnalyzeParams(train_workdir=str(tmp_path / "nowhere"), out=str(tmp_path))
+        A.analyze_videos(params, [project / "videos" / "m1-s4.mp4"])
+    params = AnalyzeParams(train_workdir=str(tmp_path / "nowhere"), out=str(tmp_path))
     with pytest.raises(PoseopsError, match="run.json.*no trained model"):
-        A.run(params, [project / "videos" / "m1-s4.mp4"])
+        A.analyze_videos(params, [project / "videos" / "m1-s4.mp4"])
 
 
 def test_undecodable_video_is_named_before_the_model_loads(tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x01garbage" * 500)
-    params = A.AnalyzeParams(train_workdir=str(tmp_path / "nowhere"), out=str(tmp_path))
+    params = AnalyzeParams(train_workdir=str(tmp_path / "nowhere"), out=str(tmp_path))
     with pytest.raises(PoseopsError, match=r"broken\.mp4.*cannot be decoded"):
-        A.run(params, [bad])
+        A.analyze_videos(params, [bad])

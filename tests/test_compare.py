@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from poseops.config.refine import CompareParams
 from poseops.core.errors import PoseopsError
 from poseops.refine import compare as C
 
@@ -102,7 +103,7 @@ def _shifted(base: pd.DataFrame) -> pd.DataFrame:
 def test_compare_tables_numbers(tmp_path):
     base = _errors(0, {})
     cand = _shifted(base)
-    params = C.CompareParams(n_boot=500, log_mlflow=False, out=str(tmp_path / "cmp"))
+    params = CompareParams(n_boot=500, log_mlflow=False, out=str(tmp_path / "cmp"))
     res = C.compare_tables(base, cand, params)
     s = res["summary"]
     t = base[base.split == "test"]
@@ -152,7 +153,7 @@ def test_unit_image_keeps_the_per_frame_statistics(tmp_path):
     """``unit: image``: every frame its own unit, i.e. the old per-frame Wilcoxon and bootstrap."""
     base = _errors(0, {})
     cand = _shifted(base)
-    params = C.CompareParams(n_boot=300, seed=4, unit="image", log_mlflow=False)
+    params = CompareParams(n_boot=300, seed=4, unit="image", log_mlflow=False)
     s = C.compare_tables(base, cand, params)["summary"]
     t, tc = base[base.split == "test"], cand[cand.split == "test"]
     d = (tc.groupby("image").error_px.mean() - t.groupby("image").error_px.mean()).to_numpy()
@@ -183,8 +184,8 @@ def test_frames_of_a_video_are_not_independent_samples():
     the difference looks overwhelmingly significant; per video it is not (n = 6)."""
     offsets = np.array([-1.0, -0.8, 0.5, -0.6, 0.4, -0.9])
     base, cand = _clustered(6, 30, offsets)
-    video = C.compare_tables(base, cand, C.CompareParams(n_boot=2000, log_mlflow=False))
-    frame = C.compare_tables(base, cand, C.CompareParams(n_boot=2000, unit="image",
+    video = C.compare_tables(base, cand, CompareParams(n_boot=2000, log_mlflow=False))
+    frame = C.compare_tables(base, cand, CompareParams(n_boot=2000, unit="image",
                                                          log_mlflow=False))
     sv, sf = video["summary"], frame["summary"]
     assert sf["wilcoxon"]["n"] == 180 and sf["wilcoxon"]["p_value"] < 1e-6
@@ -201,7 +202,7 @@ def test_frames_of_a_video_are_not_independent_samples():
 
 def test_too_few_videos_give_no_p_value_and_say_why():
     base, cand = _clustered(3, 20, np.array([-1.0, -1.2, -0.9]))
-    s = C.compare_tables(base, cand, C.CompareParams(n_boot=200, log_mlflow=False))["summary"]
+    s = C.compare_tables(base, cand, CompareParams(n_boot=200, log_mlflow=False))["summary"]
     assert s["n_units"] == 3
     assert np.isnan(s["wilcoxon"]["p_value"]) and "need >= 5" in s["wilcoxon"]["reason"]
     assert np.isnan(s["ci_low_px"]) and np.isnan(s["ci_high_px"]) and "3 video" in s["ci_reason"]
@@ -235,8 +236,8 @@ def test_run_writes_reports_from_files(tmp_path):
     base.to_parquet(tmp_path / "b.parquet")
     cand.to_csv(tmp_path / "c.csv", index=False)
     out = tmp_path / "reports" / "compare"
-    params = C.CompareParams(n_boot=200, log_mlflow=False, out=str(out))
-    C.run(params, str(tmp_path / "b.parquet"), str(tmp_path / "c.csv"))
+    params = CompareParams(n_boot=200, log_mlflow=False, out=str(out))
+    C.compare_models(params, str(tmp_path / "b.parquet"), str(tmp_path / "c.csv"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_frames"] == 40
     for name in ("per_frame", "per_unit", "bodypart", "condition", "pcutoff"):
@@ -249,8 +250,8 @@ def test_compare_logs_to_mlflow(tmp_path, mlflow_uri):
     base, cand = _errors(0, {}), _errors(1, {})
     base.to_parquet(tmp_path / "b.parquet")
     cand.to_parquet(tmp_path / "c.parquet")
-    params = C.CompareParams(n_boot=100, out=str(tmp_path / "cmp"))
-    res = C.run(params, str(tmp_path / "b.parquet"), str(tmp_path / "c.parquet"))
+    params = CompareParams(n_boot=100, out=str(tmp_path / "cmp"))
+    res = C.compare_models(params, str(tmp_path / "b.parquet"), str(tmp_path / "c.parquet"))
     run = mlflow.get_run(res["summary"]["mlflow_run_id"])
     assert run.data.metrics["rmse_change_pct"] == pytest.approx(res["summary"]["rmse_change_pct"])
     assert "wilcoxon_p_value" in run.data.metrics
@@ -264,7 +265,7 @@ def test_different_test_sets_are_refused():
 
 
 def test_unknown_reference_is_a_clear_error(tmp_path):
-    params = C.CompareParams(errors_pattern=str(tmp_path / "it-{n}.parquet"), log_mlflow=False)
+    params = CompareParams(errors_pattern=str(tmp_path / "it-{n}.parquet"), log_mlflow=False)
     with pytest.raises(PoseopsError, match="neither an errors file"):
         C.resolve_errors("not-a-file", params)
 
@@ -284,13 +285,13 @@ def test_iterations_and_run_ids_resolve_through_mlflow(tmp_path, mlflow_uri):
             mlflow.set_tag("dlc_iteration", str(it))
             mlflow.log_artifact(str(f), artifact_path="eval")
         run_ids.append(r.info.run_id)
-    params = C.CompareParams(n_boot=100, log_mlflow=False, out=str(tmp_path / "cmp"),
+    params = CompareParams(n_boot=100, log_mlflow=False, out=str(tmp_path / "cmp"),
                              errors_pattern=str(tmp_path / "none-{n}.parquet"))
-    by_iter = C.run(params, "0", "1")["summary"]
-    by_id = C.run(params, *run_ids)["summary"]
+    by_iter = C.compare_models(params, "0", "1")["summary"]
+    by_id = C.compare_models(params, *run_ids)["summary"]
     direct = C.compare_tables(_errors(0, {}), _errors(1, {"snout": -1}), params)["summary"]
     assert by_iter["sources"]["baseline"]["run_id"] == run_ids[0]
     assert by_iter["rmse_change_pct"] == pytest.approx(direct["rmse_change_pct"])
     assert by_id["median_diff_px"] == pytest.approx(direct["median_diff_px"])
     with pytest.raises(PoseopsError, match="no errors for iteration 7"):
-        C.run(params, "0", "7")
+        C.compare_models(params, "0", "7")

@@ -9,9 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from poseops.commands import consensus as CC
+from poseops.config.data import ConsensusParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.data import consensus as C
+from poseops.data import labelers as LQ
+from poseops.data import robust as RB
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 
@@ -132,7 +136,7 @@ def test_two_labelers_both_kept_mean_and_disagreement_flag():
             (IMG2, "b", "snout", 12.0, 10.0),
         ]
     )
-    p = C.ConsensusParams(two_labeler_disagreement_px=5.0)
+    p = ConsensusParams(two_labeler_disagreement_px=5.0)
     cons = C.build_consensus(labels, p)
     far, near = point(cons, IMG), point(cons, IMG2)
     assert (far[C.N_LABELERS], far[C.N_REMOVED]) == (2, 0)
@@ -150,7 +154,7 @@ def test_identical_labels_mad_zero_remove_nothing_unless_far():
         + [(IMG2, s, "snout", 40.0, 40.0) for s in "abc"]
         + [(IMG2, "d", "snout", 50.0, 40.0)]  # 10 px off identical labels
     )
-    cons = C.build_consensus(labels, C.ConsensusParams(min_scale_px=2.0))
+    cons = C.build_consensus(labels, ConsensusParams(min_scale_px=2.0))
     a, b = point(cons, IMG), point(cons, IMG2)
     assert (a[C.N_REMOVED], a[C.N_LABELERS], a[S.X]) == (0, 4, 40.0)
     assert (b[C.N_REMOVED], b[C.N_LABELERS], b[S.X], b[C.ILA_PX]) == (1, 3, 40.0, 0.0)
@@ -178,7 +182,7 @@ def test_labeler_who_skipped_a_bodypart_is_ignored_for_it():
     assert point(cons, IMG, "tailbase")[C.N_LABELERS] == 3
     empty = point(cons, IMG2)
     assert empty[C.N_LABELERS] == 0 and np.isnan(empty[S.X]) and not empty[S.LABELED]
-    qc = C.labeler_qc(C.label_cube(labels), C.ConsensusParams()).set_index([S.SCORER, S.BODYPART])
+    qc = LQ.labeler_qc(RB.label_cube(labels), ConsensusParams()).set_index([S.SCORER, S.BODYPART])
     assert qc.loc[("c", "snout"), "n"] == 0 and qc.loc[("c", "tailbase"), "n"] == 1
 
 
@@ -217,7 +221,7 @@ def test_frame_ila_and_sample_weight():
             (IMG, "b", "tailbase", 51.0, 50.0),  # 1 px
         ]
     )
-    cons = C.build_consensus(labels, C.ConsensusParams(weight_scale_px=3.0))
+    cons = C.build_consensus(labels, ConsensusParams(weight_scale_px=3.0))
     assert cons[C.FRAME_ILA_PX].tolist() == [3.0, 3.0]
     np.testing.assert_allclose(cons[C.SAMPLE_WEIGHT], 1 / (1 + (3.0 / 3.0) ** 2))
 
@@ -272,8 +276,8 @@ def test_bias_model_does_not_blame_unbiased_labelers_on_partial_overlap():
 
 def test_gold_scorer_offsets_match_hand_computation():
     labels, _ = simulate(seed=6, bias={("bob", "leftear"): (0.0, -3.0)})
-    p = C.ConsensusParams(gold_scorer="alice")
-    qc = C.labeler_qc(C.label_cube(labels), p).set_index([S.SCORER, S.BODYPART])
+    p = ConsensusParams(gold_scorer="alice")
+    qc = LQ.labeler_qc(RB.label_cube(labels), p).set_index([S.SCORER, S.BODYPART])
     w = labels.pivot_table(index=[S.IMAGE, S.BODYPART], columns=S.SCORER, values=[S.X, S.Y])
     w = w.xs("leftear", level=S.BODYPART)
     dy = (w[(S.Y, "bob")] - w[(S.Y, "alice")]).dropna()
@@ -289,14 +293,14 @@ def test_gold_scorer_offsets_match_hand_computation():
 def test_unknown_gold_scorer_is_an_error():
     labels, _ = simulate(seed=6, n_videos=1)
     with pytest.raises(PoseopsError, match="gold_scorer 'zoe'"):
-        C.analyse(labels, C.ConsensusParams(gold_scorer="zoe"))
+        C.analyse(labels, ConsensusParams(gold_scorer="zoe"))
 
 
 def test_share_removed_per_labeler():
     labels, _ = simulate(seed=7, labelers=("a", "b", "c", "d"), noise=0.3)
     sloppy = (labels[S.SCORER] == "d") & (labels[S.FRAME] < 3)  # 3 of 12 frames far off
     labels.loc[sloppy, S.X] += 25.0
-    p = C.ConsensusParams(max_removed_share=0.1)
+    p = ConsensusParams(max_removed_share=0.1)
     qc = C.analyse(labels, p).qc.set_index([S.SCORER, S.BODYPART])
     d = qc.loc[("d", C.ALL)]
     assert d["n_removed"] == sloppy.sum() and d["share_removed"] == pytest.approx(3 / 12)
@@ -305,7 +309,7 @@ def test_share_removed_per_labeler():
 
 def test_pairwise_distance_matches_direct_computation():
     labels, _ = simulate(seed=8, subsets={"bob": 0.5})
-    pw = C.pairwise_distances(C.label_cube(labels))
+    pw = LQ.pairwise_distances(RB.label_cube(labels))
     w = labels[labels[S.BODYPART] == "rightear"].pivot(index=S.IMAGE, columns=S.SCORER)
     d = np.hypot(w[(S.X, "alice")] - w[(S.X, "bob")], w[(S.Y, "alice")] - w[(S.Y, "bob")]).dropna()
     for a, b in (("alice", "bob"), ("bob", "alice")):
@@ -322,7 +326,7 @@ def test_icc_matches_pingouin(missing: bool):
     if missing:  # bob skipped some snouts: ICC uses the frames every rater labeled
         drop = (labels[S.SCORER] == "bob") & (labels[S.BODYPART] == "snout") & (labels[S.FRAME] < 4)
         labels.loc[drop, [S.X, S.Y]] = np.nan
-    icc = C.icc_table(C.label_cube(labels), C.ConsensusParams()).set_index([S.BODYPART, "coord"])
+    icc = LQ.icc_table(RB.label_cube(labels), ConsensusParams()).set_index([S.BODYPART, "coord"])
     for bp in BODYPARTS:
         sub = labels[labels[S.BODYPART] == bp]
         for coord in (S.X, S.Y):
@@ -339,18 +343,18 @@ def test_icc_matches_pingouin(missing: bool):
 
 def test_icc_quality_thresholds_and_rater_fallback():
     labels, _ = simulate(seed=10, subsets={"carol": 0.02})  # carol: (almost) no shared frames
-    p = C.ConsensusParams(icc_min_frames=5, min_icc=0.85, excellent_icc=0.95)
-    icc = C.icc_table(C.label_cube(labels), p)
+    p = ConsensusParams(icc_min_frames=5, min_icc=0.85, excellent_icc=0.95)
+    icc = LQ.icc_table(RB.label_cube(labels), p)
     assert (icc["raters"] == "alice,bob").all() and (icc["n_raters"] == 2).all()
     assert (icc["quality"] == "excellent").all()  # 1 px noise over a 140 px spread
     noisy, _ = simulate(seed=10, noise=25.0)
-    q = C.icc_table(C.label_cube(noisy), p)
+    q = LQ.icc_table(RB.label_cube(noisy), p)
     assert (q["quality"] == "insufficient").all() and (q["icc"] < 0.85).all()
 
 
 def test_icc_is_nan_with_a_single_labeler():
     labels, _ = simulate(seed=11, labelers=("alice",))
-    icc = C.icc_table(C.label_cube(labels), C.ConsensusParams())
+    icc = LQ.icc_table(RB.label_cube(labels), ConsensusParams())
     assert icc["icc"].isna().all() and (icc["quality"] == "n/a").all()
 
 
@@ -359,7 +363,7 @@ def test_drift_flags_the_bad_batch_only():
     bad = (labels[S.SCORER] == "d") & (labels[S.SESSION] == "s4")
     rng = np.random.default_rng(0)
     labels.loc[bad, S.X] += rng.normal(0, 2.5, bad.sum())  # d gets sloppy in session 4
-    drift = C.drift_table(labels, C.label_cube(labels), C.ConsensusParams())
+    drift = LQ.drift_table(labels, RB.label_cube(labels), ConsensusParams())
     assert (drift["batch_by"] == S.SESSION).all()
     flagged = drift[drift["flagged"]][["batch", S.SCORER]].values.tolist()
     assert flagged == [["s4", "d"]]
@@ -371,18 +375,18 @@ def test_drift_flags_the_bad_batch_only():
 
 def test_drift_batch_column_choice():
     labels, _ = simulate(seed=13, n_videos=2)
-    p = C.ConsensusParams()
-    assert C.drift_column(labels, p) == S.VIDEO  # one session only -> per video
+    p = ConsensusParams()
+    assert LQ.drift_column(labels, p) == S.VIDEO  # one session only -> per video
     labels["batch"] = np.where(labels[S.FRAME] < 6, "w1", "w2")
-    assert C.drift_column(labels, p) == "batch"
+    assert LQ.drift_column(labels, p) == "batch"
     with pytest.raises(PoseopsError, match="'week'"):
-        C.drift_column(labels, C.ConsensusParams(drift_by="week"))
+        LQ.drift_column(labels, ConsensusParams(drift_by="week"))
 
 
 def test_stop_rule_shift_matches_hand_computation():
     labels, _ = simulate(seed=14, n_videos=3, labelers=("a", "b", "c", "d", "e", "f"), noise=0.4)
-    p = C.ConsensusParams(labeler_order=["f", "e", "d", "c", "b", "a"], stop_rule_px=0.5)
-    table = C.stop_rule(C.label_cube(labels), p)
+    p = ConsensusParams(labeler_order=["f", "e", "d", "c", "b", "a"], stop_rule_px=0.5)
+    table = LQ.stop_rule(RB.label_cube(labels), p)
     overall = table[table[S.BODYPART] == C.ALL].set_index("step")
     assert overall["scorer_added"].tolist() == ["e", "d", "c", "b", "a"]
     # step 3: consensus of f, e, d (median) vs of f, e (mean); no outliers at 0.4 px
@@ -401,11 +405,11 @@ def test_stop_rule_shift_matches_hand_computation():
 
 def test_stop_rule_default_order_and_unknown_name():
     labels, _ = simulate(seed=15, n_videos=2, subsets={"bob": 0.5, "carol": 0.8})
-    cube = C.label_cube(labels)
-    assert C.labeler_order(cube, C.ConsensusParams()) == ["alice", "carol", "bob"]
-    assert C.labeler_order(cube, C.ConsensusParams(gold_scorer="bob"))[0] == "bob"
+    cube = RB.label_cube(labels)
+    assert LQ.labeler_order(cube, ConsensusParams()) == ["alice", "carol", "bob"]
+    assert LQ.labeler_order(cube, ConsensusParams(gold_scorer="bob"))[0] == "bob"
     with pytest.raises(PoseopsError, match="'zed'"):
-        C.labeler_order(cube, C.ConsensusParams(labeler_order=["zed"]))
+        LQ.labeler_order(cube, ConsensusParams(labeler_order=["zed"]))
 
 
 def test_consensus_beats_every_single_labeler_against_truth():
@@ -454,9 +458,9 @@ def test_cli_writes_every_output(stage: Path):
     assert main(["consensus"]) == 0
     cons = pd.read_parquet(stage / "data" / "consensus.parquet")
     assert (cons[S.SCORER] == S.CONSENSUS_SCORER).all()
-    for name in C.REPORT_FILES.values():
+    for name in CC.REPORT_FILES.values():
         assert (stage / "rep" / "labelers" / name).stat().st_size > 0
-    png = (stage / "rep" / "labelers" / C.HEATMAP).read_bytes()
+    png = (stage / "rep" / "labelers" / CC.HEATMAP).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((stage / "rep" / "labelers_summary.json").read_text())
     assert summary["flagged_bias"] == ["carol/snout"]
@@ -481,7 +485,7 @@ def test_unknown_param_key_is_an_error(stage: Path):
     params["consensus"]["mad"] = 3
     (stage / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(PoseopsError, match="mad"):
-        C.run()
+        CC.run()
 
 
 def test_log_to_mlflow(stage: Path, mlflow_uri: str):
@@ -489,7 +493,7 @@ def test_log_to_mlflow(stage: Path, mlflow_uri: str):
 
     from poseops.cli import main
 
-    res = C.run()  # the stage itself logs nothing unless asked
+    res = CC.run()  # the stage itself logs nothing unless asked
     client = mlflow.tracking.MlflowClient(mlflow_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert main(["consensus", "--mlflow"]) == 0  # a run of its own (MLFLOW_TRACKING_URI set)
@@ -499,24 +503,24 @@ def test_log_to_mlflow(stage: Path, mlflow_uri: str):
     assert m["labelers.n_labelers"] == 3
     assert m["labelers.removed_share"] == pytest.approx(res.summary["removed_share"])
     arts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "labelers")}
-    assert {"labelers/qc.csv", "labelers/icc.csv", f"labelers/{C.HEATMAP}"} <= arts
+    assert {"labelers/qc.csv", "labelers/icc.csv", f"labelers/{CC.HEATMAP}"} <= arts
     # into an active run, from the reports folder
     with mlflow.start_run() as active:
-        assert C.log_to_mlflow(stage / "rep" / "labelers", stage / "rep" / "labelers_summary.json")
+        assert CC.log_to_mlflow(stage / "rep" / "labelers", stage / "rep" / "labelers_summary.json")
     got = client.get_run(active.info.run_id).data.metrics
     assert got["labelers.n_images"] == res.summary["n_images"]
 
 
 def test_log_to_mlflow_without_tracking_is_a_no_op(stage: Path):
-    res = C.run()
-    assert C.log_to_mlflow(res) is False
+    res = CC.run()
+    assert CC.log_to_mlflow(res) is False
     assert not (stage / "mlflow.db").exists() and not (stage / "mlruns").exists()
 
 
 def test_drift_constant_offset_is_persistent_not_drift():
     labels, _ = simulate(seed=18, n_videos=8, labelers=("a", "b", "c", "d"), noise=1.0)
     labels.loc[labels[S.SCORER] == "d", S.X] += 3.0  # d is off in every session
-    drift = C.drift_table(labels, C.label_cube(labels), C.ConsensusParams())
+    drift = LQ.drift_table(labels, RB.label_cube(labels), ConsensusParams())
     d = drift[drift[S.SCORER] == "d"]
     assert d["flagged"].all() and d["persistent"].all() and len(d) == 4
     assert not drift[drift[S.SCORER] != "d"]["persistent"].any()
@@ -535,7 +539,7 @@ def test_ge_expectations_on_icc_and_removed_share(tmp_path: Path, repo_root: Pat
     assert {e["meta"]["name"] for e in mine} == {"labeler_icc", "labeler_removed_share"}
     path = tmp_path / "labelers.json"
     path.write_text(json.dumps({"name": "labelers", "expectations": mine}))
-    p = C.ConsensusParams(max_removed_share=0.1, min_icc=0.85)
+    p = ConsensusParams(max_removed_share=0.1, min_icc=0.85)
     params = {"consensus": dataclasses.asdict(p)}
 
     good, _ = simulate(seed=19, labelers=("a", "b", "c", "d"))
@@ -577,12 +581,12 @@ def test_single_scorer_project_passes_through(openfield: Path, tmp_path: Path):
     assert cons[C.ILA_PX].isna().all() and (cons[C.SAMPLE_WEIGHT] == 1).all()
     assert res.icc["icc"].isna().all() and res.pairwise.empty and res.stop_rule.empty
     assert res.summary["n_labelers"] == 1 and res.summary["n_removed"] == 0
-    p = C.ConsensusParams(
+    p = ConsensusParams(
         out=str(tmp_path / "c.parquet"),
         reports=str(tmp_path / "rep"),
         summary=str(tmp_path / "s.json"),
     )
-    paths = C.write_outputs(res, p)
+    paths = CC.write_outputs(res, p)
     assert all(Path(v).stat().st_size > 0 for v in paths.values())
 
 
@@ -591,4 +595,4 @@ def test_single_scorer_project_passes_through(openfield: Path, tmp_path: Path):
 )
 def test_invalid_params_are_an_error_naming_the_key(kw: dict):
     with pytest.raises(PoseopsError, match=next(iter(kw))):
-        C.ConsensusParams(**kw)
+        ConsensusParams(**kw)

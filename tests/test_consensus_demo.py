@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from poseops.commands import consensus as CC
+from poseops.config.data import ConsensusParams
 from poseops.core import schema as S
 from poseops.data import consensus as C
 
@@ -22,7 +24,7 @@ def demo_labels(demo_project: Path, demo_metadata: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def demo_result(demo_labels: pd.DataFrame) -> C.ConsensusResult:
-    return C.analyse(demo_labels, C.ConsensusParams())
+    return C.analyse(demo_labels, ConsensusParams())
 
 
 def test_biased_labeler_is_flagged_and_offset_recovered(
@@ -90,7 +92,7 @@ def test_consensus_written_in_dlc_format_reads_back(
 
     cfg = yaml.safe_load((demo_copy / "config.yaml").read_text())
     cons = demo_result.consensus
-    paths = C.consensus_to_dlc(cons, demo_copy, cfg["scorer"], bodyparts=cfg["bodyparts"])
+    paths = CC.consensus_to_dlc(cons, demo_copy, cfg["scorer"], bodyparts=cfg["bodyparts"])
     assert len(paths) == cons[S.VIDEO].nunique()
     back = pd.concat([dlcio.wide_to_long(pd.read_hdf(p)) for p in paths], ignore_index=True)
     assert (back[S.SCORER] == cfg["scorer"]).all()

@@ -10,8 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from poseops.commands import consensus as CC
+from poseops.config.data import ConsensusParams
 from poseops.core import schema as S
 from poseops.data import consensus as C
+from poseops.data import identities as ID
 
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 ANIMALS = ["animal1", "animal2", "animal3"]
@@ -111,7 +114,7 @@ def test_two_animal_swap_detected_and_consensus_is_median_of_matched_labels() ->
     unmatched = C.build_consensus(labels, match=False)
     assert (unmatched[C.N_REMOVED] > 0).any()  # the test above can tell the two apart
 
-    _, swaps = C.match_identities(labels)
+    _, swaps = ID.match_identities(labels)
     assert sorted(zip(swaps["from_individual"], swaps["to_individual"], strict=True)) == [
         ("animal1", "animal2"),
         ("animal2", "animal1"),
@@ -152,7 +155,7 @@ def test_three_animals_cyclic_permutation() -> None:
     rows = labeler_rows(IMG, "alice", truth, rng) + labeler_rows(IMG, "bob", truth, rng)
     rows += labeler_rows(IMG, "carol", truth, rng, names=cycle)
     labels = ma_table(rows)
-    _, swaps = C.match_identities(labels)
+    _, swaps = ID.match_identities(labels)
     # carol's name -> the reference's name for the same animal
     expected = sorted((used, true) for true, used in cycle.items())
     assert sorted(zip(swaps["from_individual"], swaps["to_individual"], strict=True)) == expected
@@ -172,7 +175,7 @@ def test_partial_swap_of_two_of_three_animals() -> None:
     rows += labeler_rows(
         IMG, "carol", truth, rng, names={"animal2": "animal3", "animal3": "animal2"}
     )
-    _, swaps = C.match_identities(ma_table(rows))
+    _, swaps = ID.match_identities(ma_table(rows))
     assert sorted(zip(swaps["from_individual"], swaps["to_individual"], strict=True)) == [
         ("animal2", "animal3"),
         ("animal3", "animal2"),
@@ -192,12 +195,12 @@ def test_no_swap_under_plain_noise_even_when_animals_cross() -> None:
         for scorer in ("alice", "bob", "carol"):
             rows += labeler_rows(image, scorer, truth, rng, noise=1.5)
     labels = ma_table(rows)
-    matched, swaps = C.match_identities(labels)
+    matched, swaps = ID.match_identities(labels)
     assert swaps.empty
     pd.testing.assert_frame_equal(matched, labels)
     pd.testing.assert_frame_equal(C.build_consensus(labels), C.build_consensus(labels, match=False))
     # the margin is what keeps noise on crossing animals from being called a swap
-    _, no_margin = C.match_identities(labels, C.ConsensusParams(swap_margin_px=0.0))
+    _, no_margin = ID.match_identities(labels, ConsensusParams(swap_margin_px=0.0))
     assert len(no_margin) > 0
 
 
@@ -210,8 +213,8 @@ def test_swap_smaller_than_the_margin_is_not_flagged() -> None:
         IMG, "bob", truth, rng, noise=0.0, names={"animal1": "animal2", "animal2": "animal1"}
     )
     labels = ma_table(rows)
-    assert C.match_identities(labels)[1].empty
-    _, swaps = C.match_identities(labels, C.ConsensusParams(swap_margin_px=3.0))
+    assert ID.match_identities(labels)[1].empty
+    _, swaps = ID.match_identities(labels, ConsensusParams(swap_margin_px=3.0))
     assert len(swaps) == 2
     assert swaps["labeler_cost_before_px"].iloc[0] == pytest.approx(4.0)
     assert swaps["labeler_cost_after_px"].iloc[0] == pytest.approx(0.0)
@@ -234,7 +237,7 @@ def test_partially_labeled_individuals() -> None:
         missing={("animal1", "tailbase")} | {("animal2", bp) for bp in BODYPARTS},
     )
     labels = ma_table(alice + bob)
-    matched, swaps = C.match_identities(labels)
+    matched, swaps = ID.match_identities(labels)
     # only the individual bob labeled is reported; his all-NaN rows were renamed without a row
     assert list(zip(swaps["from_individual"], swaps["to_individual"], strict=True)) == [
         ("animal2", "animal1")
@@ -267,7 +270,7 @@ def test_reference_missing_an_animal_is_not_a_swap() -> None:
     truth = animal_truth(rng, 3)
     rows = labeler_rows(IMG, "alice", truth, rng, missing={("animal3", bp) for bp in BODYPARTS})
     rows += labeler_rows(IMG, "bob", truth, rng)
-    _, swaps = C.match_identities(ma_table(rows))
+    _, swaps = ID.match_identities(ma_table(rows))
     assert swaps.empty
 
 
@@ -281,7 +284,7 @@ def test_unique_bodyparts_are_never_swapped() -> None:
         rows += labeler_rows(IMG, scorer, truth, rng, names=names)
         rows.append((IMG, scorer, S.SINGLE, "corner", *corner[scorer]))
     labels = ma_table(rows)
-    matched, swaps = C.match_identities(labels)
+    matched, swaps = ID.match_identities(labels)
     assert S.SINGLE not in set(swaps["from_individual"]) | set(swaps["to_individual"])
     single = matched[matched[S.INDIVIDUAL] == S.SINGLE]
     pd.testing.assert_frame_equal(single, labels[labels[S.INDIVIDUAL] == S.SINGLE])
@@ -303,10 +306,10 @@ def test_majority_blames_the_swapping_labeler_even_if_he_labeled_most() -> None:
     rows += labeler_rows(IMG, "bob", truth, rng, names=swap)
     for f in range(2, 5):  # bob's extra images
         rows += labeler_rows(f"labeled-data/v1/img{f:04d}.png", "bob", animal_truth(rng, 2), rng)
-    _, swaps = C.match_identities(ma_table(rows))
+    _, swaps = ID.match_identities(ma_table(rows))
     assert set(swaps["labeler"]) == {"bob"} and set(swaps["reference"]) == {"alice"}
     two = [r for r in rows if r[1] != "carol"]
-    _, swaps = C.match_identities(ma_table(two))
+    _, swaps = ID.match_identities(ma_table(two))
     assert set(swaps["labeler"]) == {"alice"} and set(swaps["reference"]) == {"bob"}
 
 
@@ -318,9 +321,9 @@ def test_gold_scorer_is_the_reference() -> None:
     rows = labeler_rows(IMG, "alice", truth, rng) + labeler_rows(IMG, "carol", truth, rng)
     rows += labeler_rows(IMG, "bob", truth, rng, names=swap)
     labels = ma_table(rows)
-    _, swaps = C.match_identities(labels, C.ConsensusParams(gold_scorer="bob"))
+    _, swaps = ID.match_identities(labels, ConsensusParams(gold_scorer="bob"))
     assert set(swaps["labeler"]) == {"alice", "carol"} and set(swaps["reference"]) == {"bob"}
-    cons = C.build_consensus(labels, C.ConsensusParams(gold_scorer="bob"))
+    cons = C.build_consensus(labels, ConsensusParams(gold_scorer="bob"))
     bob = true_position(rows, {}).query("scorer == 'bob'").set_index([S.INDIVIDUAL, S.BODYPART])
     got = cons.set_index([S.INDIVIDUAL, S.BODYPART])
     # consensus named as bob names them: within noise of his points, far from the other animal
@@ -358,12 +361,12 @@ def test_analyse_reports_swaps_per_labeler_and_qc_is_not_polluted(tmp_path) -> N
     found = res.identity_swaps.groupby("labeler")[S.IMAGE].agg(set).to_dict()
     assert found == swapped
     all_rows = res.qc[res.qc[S.BODYPART] == C.ALL].set_index(S.SCORER)
-    assert all_rows[C.N_IDENTITY_SWAPS].to_dict() == {
+    assert all_rows[ID.N_IDENTITY_SWAPS].to_dict() == {
         "alice": 0,
         "bob": len(swapped["bob"]),
         "carol": len(swapped["carol"]),
     }
-    assert res.qc.loc[res.qc[S.BODYPART] != C.ALL, C.N_IDENTITY_SWAPS].isna().all()
+    assert res.qc.loc[res.qc[S.BODYPART] != C.ALL, ID.N_IDENTITY_SWAPS].isna().all()
     assert res.summary["n_identity_swaps"] == len(swapped["bob"]) + len(swapped["carol"])
     assert res.summary["n_images_identity_swapped"] == len(swapped["bob"] | swapped["carol"])
     assert res.summary["identity_swaps"] == {"alice": 0, "bob": 6, "carol": 1}
@@ -377,12 +380,12 @@ def test_analyse_reports_swaps_per_labeler_and_qc_is_not_polluted(tmp_path) -> N
         len(res.consensus) == labels[[S.IMAGE, S.INDIVIDUAL, S.BODYPART]].drop_duplicates().shape[0]
     )
 
-    p = C.ConsensusParams(
+    p = ConsensusParams(
         reports=str(tmp_path / "rep"),
         out=str(tmp_path / "c.parquet"),
         summary=str(tmp_path / "s.json"),
     )
-    paths = C.write_outputs(res, p)
+    paths = CC.write_outputs(res, p)
     written = pd.read_csv(paths["identity_swaps"])
     assert list(written.columns[:7]) == [
         S.IMAGE,
@@ -401,15 +404,15 @@ def test_single_animal_analysis_has_no_swap_outputs(tmp_path) -> None:
     single = labels[labels[S.INDIVIDUAL] == "animal1"].drop(columns=[S.INDIVIDUAL])
     res = C.analyse(single)
     assert res.identity_swaps is None
-    assert C.N_IDENTITY_SWAPS not in res.qc.columns
+    assert ID.N_IDENTITY_SWAPS not in res.qc.columns
     assert "n_identity_swaps" not in res.summary and S.INDIVIDUAL not in res.consensus.columns
-    p = C.ConsensusParams(
+    p = ConsensusParams(
         reports=str(tmp_path / "rep"),
         out=str(tmp_path / "c.parquet"),
         summary=str(tmp_path / "s.json"),
     )
-    C.write_outputs(res, p)
-    assert not (tmp_path / "rep" / C.SWAPS_FILE).exists()
+    CC.write_outputs(res, p)
+    assert not (tmp_path / "rep" / CC.SWAPS_FILE).exists()
 
 
 def test_multianimal_consensus_written_as_dlc_4_level_collected_data(tmp_path) -> None:
@@ -418,7 +421,7 @@ def test_multianimal_consensus_written_as_dlc_4_level_collected_data(tmp_path) -
         **{S.INDIVIDUAL: S.SINGLE, S.BODYPART: "corner", S.X: 3.0, S.Y: 4.0}
     )
     cons = C.build_consensus(pd.concat([labels, corner], ignore_index=True))
-    paths = C.consensus_to_dlc(
+    paths = CC.consensus_to_dlc(
         cons,
         tmp_path,
         "alice",
@@ -452,12 +455,13 @@ def test_multianimal_consensus_written_as_dlc_4_level_collected_data(tmp_path) -
 def test_demo_swaps_found_exactly_and_consensus_matches_ground_truth(tmp_path, animals) -> None:
     """The demo's swap labeler swaps two animals on known frames (label_swaps.csv): consensus
     finds exactly those (image, labeler, pair) and, re-matched, lands on the true animals."""
+    from poseops.config.demo import DemoParams
     from poseops.data.ingest import ingest_project
     from poseops.demo import project as demo
 
     project = tmp_path / "proj"
     demo.generate_demo(
-        project, demo.DemoParams.small_multi(animals_per_video=animals), tmp_path / "videos.csv"
+        project, DemoParams.small_multi(animals_per_video=animals), tmp_path / "videos.csv"
     )
     labels = ingest_project(project, tmp_path / "videos.csv")
     res = C.analyse(labels)

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from poseops.cli import main
+from poseops.config.demo import BODYPARTS, DemoParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
-from poseops.demo.project import BODYPARTS, DemoParams, generate_demo
+from poseops.demo.project import generate_demo
 
 MARKER = "marker"
 

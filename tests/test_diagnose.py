@@ -7,51 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support.curves import healthy, overfitting, plateau, underfitting, volatile
 
 from poseops.core.errors import PoseopsError
 from poseops.evaluate import diagnose as D
-
-EPOCHS = np.arange(1, 61)
-
-
-def _curves(train: np.ndarray, val: np.ndarray, seed: int, noise: float = 0.01) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        D.EPOCH: EPOCHS,
-        D.TRAIN_LOSS: train * (1 + rng.normal(0, noise, len(train))),
-        D.VAL_LOSS: val * (1 + rng.normal(0, noise, len(val))),
-    })
-
-
-def healthy(seed):
-    t = 0.05 + 0.95 * np.exp(-EPOCHS / 25)
-    return _curves(t, t * 1.15, seed)
-
-
-def overfitting(seed):
-    t = 0.02 + 0.98 * np.exp(-EPOCHS / 12)
-    v = 0.2 + 0.8 * np.exp(-EPOCHS / 10) + 0.006 * np.maximum(EPOCHS - 25, 0)
-    return _curves(t, v, seed)
-
-
-def underfitting(seed):
-    t = 1.0 - 0.004 * EPOCHS  # slow, still high: -24 % after 60 epochs
-    return _curves(t, t * 1.05, seed)
-
-
-def plateau(seed):
-    t = 0.3 + 0.7 * np.exp(-EPOCHS / 4)
-    return _curves(t, t * 1.1, seed, noise=0.002)
-
-
-def volatile(seed):
-    t = 0.05 + 0.95 * np.exp(-EPOCHS / 25)
-    v = t * 1.1
-    rng = np.random.default_rng(100 + seed)
-    spikes = rng.choice(np.arange(5, 55), size=6, replace=False)
-    v[spikes] *= 2.0
-    return _curves(t, v, seed)
-
 
 CASES = {
     D.HEALTHY: healthy,
@@ -164,7 +123,7 @@ def test_gap_threshold_is_validate_reports():
     """Same defaults as validate_report (and params.yaml); evaluate reads them from there."""
     import yaml
 
-    from poseops.quality.report_checks import ValidateReportParams
+    from poseops.config.quality import ValidateReportParams
 
     th, vr = D.Thresholds(), ValidateReportParams()
     assert th.max_gap_pct == vr.max_gap_pct and th.max_train_rmse_px == vr.max_test_rmse_px

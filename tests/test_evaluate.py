@@ -12,19 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_diagnose import overfitting
-from test_metrics import synthetic_tables
+from support.curves import overfitting
+from support.tables import synthetic_tables
 
+from poseops.commands.evaluate import write_outputs
+from poseops.config.evaluate import EvaluateParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
+from poseops.dlc.inference import predict
 from poseops.evaluate import diagnose as D
-from poseops.evaluate.evaluation import (
-    EvaluateParams,
-    evaluate_tables,
-    plot_tables,
-    predict,
-    write_outputs,
-)
+from poseops.evaluate.tables import evaluate_tables, plot_tables
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -85,7 +82,7 @@ def test_per_bodypart_pcutoff_override(evaluation):
 
 def test_diagnosis_uses_the_evaluated_errors(evaluation):
     """Healthy-looking curves do not hide a train-test gap beyond max_gap_pct."""
-    from test_diagnose import healthy
+    from support.curves import healthy
 
     ev, params = evaluation
     labels, preds, split = synthetic_tables()
@@ -233,7 +230,7 @@ def test_stage_logs_to_mlflow_and_registry(trained_demo, tmp_path, monkeypatch):
     """The stage on the trained demo: outputs, MLflow table/metrics/tag, test error on the model."""
     from mlflow import MlflowClient
 
-    import poseops.evaluate.evaluation as E
+    import poseops.commands.evaluate as E
 
     db = tmp_path / "mlflow.db"  # a copy: the session fixture stays untouched
     src_db = Path(trained_demo.tracking_uri.removeprefix("sqlite:///"))

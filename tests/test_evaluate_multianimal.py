@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_metrics_multianimal import random_project
+from support.multianimal import dlc_arrays, random_project
 
+from poseops.commands.evaluate import write_outputs
+from poseops.config.evaluate import EvaluateParams
 from poseops.core import schema as S
-from poseops.evaluate import metrics as M
-from poseops.evaluate.evaluation import EvaluateParams, evaluate_tables, write_outputs
+from poseops.evaluate import matching as MA
+from poseops.evaluate.common import REF_LENGTH
+from poseops.evaluate.tables import evaluate_tables
 
 
 def _params(tmp_path: Path) -> EvaluateParams:
@@ -34,13 +37,19 @@ def test_multianimal_outputs_carry_individuals_dlc_metrics_and_swaps(tmp_path):
     errors = pd.read_parquet(paths["errors"])
     predictions = pd.read_parquet(paths["predictions"])
     identity = pd.read_csv(paths["identity"])
-    assert {S.INDIVIDUAL, S.ASSEMBLY, M.OKS} <= set(predictions.columns)
-    assert {S.INDIVIDUAL, S.ANIMALS_IN_FRAME, M.SWAPPED} <= set(errors.columns)
+    assert {S.INDIVIDUAL, S.ASSEMBLY, MA.OKS} <= set(predictions.columns)
+    assert {S.INDIVIDUAL, S.ANIMALS_IN_FRAME, MA.SWAPPED} <= set(errors.columns)
+    from deeplabcut.core.metrics import compute_metrics
+
     for split_name in (S.TRAIN, S.VAL, S.TEST):
         imgs = split.loc[split[S.SPLIT] == split_name, S.IMAGE].tolist()
         m = metrics[split_name]
-        # DLC's own metrics on exactly the split's frames
-        want = M.dlc_multianimal_metrics(labels, preds, imgs, 0.6, names)
+        # DLC's own metrics on exactly the split's frames: its arrays built here from the tables
+        # and DeepLabCut's compute_metrics called directly (not through poseops)
+        gt, pr, gu, pu = dlc_arrays(labels, preds, imgs, names)
+        dlc = compute_metrics(gt, pr, single_animal=False, unique_bodypart_gt=gu,
+                              unique_bodypart_poses=pu, pcutoff=0.6, compute_detection_rmse=False)
+        want = {"mAP": dlc["mAP"], "mAR": dlc["mAR"], "dlc_rmse_px": dlc["rmse"]}
         for k in ("mAP", "mAR", "dlc_rmse_px"):
             assert m[k] == pytest.approx(want[k], abs=1e-9)
         e = errors.loc[errors[S.SPLIT] == split_name, S.ERROR_PX].dropna()
@@ -48,16 +57,16 @@ def test_multianimal_outputs_carry_individuals_dlc_metrics_and_swaps(tmp_path):
         ids = identity[identity[S.SPLIT] == split_name]
         assert m["identity_swaps"] == ids["n_swapped"].sum()
         # swapped assemblies counted from the per-keypoint flags, independently
-        sw = errors[(errors[S.SPLIT] == split_name) & errors[M.SWAPPED]]
+        sw = errors[(errors[S.SPLIT] == split_name) & errors[MA.SWAPPED]]
         assert m["identity_swaps"] == len(sw.drop_duplicates([S.IMAGE, S.INDIVIDUAL]))
         assert m["n_animals"] == m["n_matched_animals"] + m["n_missed_animals"]
     strat = pd.read_csv(paths["stratified"])
     assert {S.INDIVIDUAL, S.ANIMALS_IN_FRAME, S.BODYPART, S.CONDITION} <= set(strat.stratum_type)
     # the reference length is per animal: nose-tail distance of that individual
-    row = errors[(errors[S.INDIVIDUAL] == "a2") & errors[M.REF_LENGTH].notna()].iloc[0]
+    row = errors[(errors[S.INDIVIDUAL] == "a2") & errors[REF_LENGTH].notna()].iloc[0]
     lab = labels[(labels[S.IMAGE] == row[S.IMAGE]) & (labels[S.INDIVIDUAL] == "a2")]
     nose, tail = (lab[lab[S.BODYPART] == b][[S.X, S.Y]].to_numpy()[0] for b in ("nose", "tail"))
-    assert row[M.REF_LENGTH] == pytest.approx(np.hypot(*(nose - tail)))
+    assert row[REF_LENGTH] == pytest.approx(np.hypot(*(nose - tail)))
 
 
 # ------------------------------------------------------------------ slow: DLC's evaluate_network
@@ -146,7 +155,7 @@ def test_multianimal_metrics_equal_dlc_evaluate_network(tmp_path):
     from deeplabcut.pose_estimation_pytorch.task import Task
     from deeplabcut.utils import auxiliaryfunctions
 
-    from poseops.evaluate.evaluation import predict
+    from poseops.dlc.inference import predict
 
     root = tmp_path / "proj"
     config, labels, split = _make_project(root)

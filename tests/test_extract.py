@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from poseops.config.refine import ExtractParams
 from poseops.core.errors import PoseopsError
 from poseops.refine import common as R
 from poseops.refine import frames as E
@@ -51,11 +52,11 @@ def test_quotas_per_condition_hold():
 
 def test_extract_on_demo_writes_dlc_frames_manifest_and_coverage(demo, tmp_path):
     proj, meta = demo
-    params = E.ExtractParams(
+    params = ExtractParams(
         n_frames=9, manifest=str(tmp_path / "m.csv"), coverage=str(tmp_path / "cov.csv")
     )
     before = _labeled(proj)
-    man = E.run(params, proj, meta)
+    man = E.extract_frames(params, proj, meta)
     assert len(man) == 9
     assert man["condition"].value_counts().tolist() == [3, 3, 3]  # condition-balanced
     assert not set(zip(man["video"], man["frame"], strict=True)) & before
@@ -83,9 +84,9 @@ def _labeled(proj: Path) -> set[tuple[str, int]]:
 def test_extract_skips_frames_already_labeled(demo, tmp_path):
     proj, meta = demo
     before = _labeled(proj)
-    params = E.ExtractParams(n_frames=200, step=1, manifest=str(tmp_path / "m.csv"),
+    params = ExtractParams(n_frames=200, step=1, manifest=str(tmp_path / "m.csv"),
                              coverage=str(tmp_path / "c.csv"), write_frames=False)
-    man = E.run(params, proj, meta)
+    man = E.extract_frames(params, proj, meta)
     picked = set(zip(man["video"], man["frame"], strict=True))
     assert before and not (picked & before)
     assert len(picked) == 6 * 30 - len(before)  # every other frame of the 6 config videos
@@ -95,9 +96,9 @@ def test_undecodable_video_is_named(demo, tmp_path):
     proj, meta = demo
     bad = proj / "videos" / "m1-s1.mp4"
     bad.write_bytes(b"not a video at all" * 100)
-    params = E.ExtractParams(manifest=str(tmp_path / "m.csv"), coverage=str(tmp_path / "c.csv"))
+    params = ExtractParams(manifest=str(tmp_path / "m.csv"), coverage=str(tmp_path / "c.csv"))
     with pytest.raises(PoseopsError, match=r"m1-s1\.mp4.*cannot be decoded"):
-        E.run(params, proj, meta)
+        E.extract_frames(params, proj, meta)
     assert not (tmp_path / "m.csv").exists()
 
 
@@ -105,6 +106,6 @@ def test_video_missing_from_metadata_is_named(demo, tmp_path):
     proj, meta = demo
     m = pd.read_csv(meta)
     m[m.video != "m1-s4"].to_csv(tmp_path / "meta.csv", index=False)
-    params = E.ExtractParams(manifest=str(tmp_path / "m.csv"), coverage=str(tmp_path / "c.csv"))
+    params = ExtractParams(manifest=str(tmp_path / "m.csv"), coverage=str(tmp_path / "c.csv"))
     with pytest.raises(PoseopsError, match="m1-s4.*not in the metadata"):
-        E.run(params, proj, tmp_path / "meta.csv", [str(proj / "videos" / "m1-s4.mp4")])
+        E.extract_frames(params, proj, tmp_path / "meta.csv", [str(proj / "videos" / "m1-s4.mp4")])

@@ -222,7 +222,7 @@ def test_reference_bodyparts_and_crop_choices() -> None:
 def test_init_lightning_pose_folder(repo: Path, tmp_path: Path, caplog):
     import logging
 
-    from e2e_support import lightning_pose_variant
+    from support.e2e import lightning_pose_variant
 
     lp = lightning_pose_variant(tmp_path / "lp", scale=0.25)
     with caplog.at_level(logging.INFO, logger="poseops.commands.init"):

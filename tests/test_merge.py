@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from refine_support import digest, git_identity, make_repo, relabel_from_truth, sh
+from support.refine import digest, git_identity, make_repo, relabel_from_truth, sh
 
+from poseops.config.refine import MergeParams, OutliersParams
 from poseops.core.errors import PoseopsError
 from poseops.data.split import honour_fixed_split
 from poseops.dlc import files as dlcio
@@ -29,16 +30,16 @@ def picked(demo_src, tmp_path, monkeypatch):
     preds = t[t.video == "m1-s4"].assign(likelihood=0.95, scorer="DLC_x")
     preds.loc[preds.frame.isin([4, 9, 17]) & (preds.bodypart == "snout"), "likelihood"] = 0.1
     preds.to_parquet(tmp_path / "preds.parquet")
-    op = O.OutliersParams(predictions=str(tmp_path / "preds.parquet"), uncertain_fraction=0.0,
+    op = OutliersParams(predictions=str(tmp_path / "preds.parquet"), uncertain_fraction=0.0,
                           n_frames=3, manifest="data/refine/outliers/manifest.csv")
-    manifest = O.run(op, project, meta)
+    manifest = O.pick_outliers(op, project, meta)
     assert sorted(manifest.frame) == [4, 9, 17]
     split = pd.DataFrame({"image": ["labeled-data/m1-s1/img03.png", "labeled-data/m2-s1/img01.png"],
                           "video": ["m1-s1", "m2-s1"], "group": ["m1-s1", "m2-s1"],
                           "split": ["test", "train"]})
     Path("data/processed").mkdir(parents=True)
     split.to_csv("data/processed/split.csv", index=False)
-    return repo, project, manifest, M.MergeParams()
+    return repo, project, manifest, MergeParams()
 
 
 def _state(repo: Path, project: Path) -> tuple[str, list[str], str]:
@@ -51,7 +52,7 @@ def test_merge_makes_the_next_iteration_versioned(picked):
     repo, project, manifest, params = picked
     relabel_from_truth(project, manifest, "alice")
     dvc0 = (repo / "data/raw/demo.dvc").read_text()
-    report = M.run(params, project)
+    report = M.merge_iteration(params, project)
     assert report["iteration"] == 1 and report["frames_added"] == 3
     cfg = yaml.safe_load((project / "config.yaml").read_text())
     assert cfg["iteration"] == 1
@@ -85,7 +86,7 @@ def test_wrong_bodyparts_are_refused_and_nothing_changes(picked):
     relabel_from_truth(project, manifest, "alice", rename={"snout": "nose"})
     before = _state(repo, project)
     with pytest.raises(PoseopsError, match=r"m1-s4/CollectedData_alice\.h5.*bodypart 'nose'"):
-        M.run(params, project)
+        M.merge_iteration(params, project)
     assert _state(repo, project) == before
     assert not Path(params.report).exists()
 
@@ -94,10 +95,10 @@ def test_unrelabeled_frames_are_refused(picked):
     repo, project, manifest, params = picked
     before = _state(repo, project)
     with pytest.raises(PoseopsError, match="relabeled file missing"):
-        M.run(params, project)
+        M.merge_iteration(params, project)
     relabel_from_truth(project, manifest[manifest.frame != 9], "alice")
     with pytest.raises(PoseopsError, match=r"row labeled-data/m1-s4/img09\.png.*not relabeled"):
-        M.run(params, project)
+        M.merge_iteration(params, project)
     assert _state(repo, project) == before
 
 
@@ -111,7 +112,7 @@ def test_failed_versioning_restores_config(picked, monkeypatch):
 
     monkeypatch.setattr(M, "_version", boom)
     with pytest.raises(PoseopsError, match="dvc exploded"):
-        M.run(params, project)
+        M.merge_iteration(params, project)
     assert (project / "config.yaml").read_text() == cfg_before
 
 

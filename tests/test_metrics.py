@@ -6,41 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from support.tables import CONDITIONS, synthetic_tables
 
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.evaluate import metrics as M
-
-BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
-CONDITIONS = ["vehicle", "low_dose", "high_dose"]
-
-
-def synthetic_tables(seed: int = 0, n_images: int = 60):
-    """Consensus labels, predictions and split for ``n_images`` frames of 12 videos."""
-    rng = np.random.default_rng(seed)
-    rows, preds, split_rows = [], [], []
-    for i in range(n_images):
-        v = i % 12
-        video = f"v{v}"
-        image = f"labeled-data/{video}/img{i:04d}.png"
-        cond = CONDITIONS[v % 3]
-        animal = f"m{v % 4}"
-        split = S.TEST if v in (3, 4, 5, 10) else S.VAL if v in (2, 8) else S.TRAIN
-        split_rows.append({S.IMAGE: image, S.VIDEO: video, S.GROUP: video, S.SPLIT: split})
-        for j, bp in enumerate(BODYPARTS):
-            x, y = 20.0 + 10 * j + rng.normal(0, 3), 50.0 + rng.normal(0, 3)
-            if rng.random() < 0.08 and bp not in ("snout", "leftear"):
-                x = y = np.nan
-            rows.append(
-                {S.IMAGE: image, S.VIDEO: video, S.BODYPART: bp, S.X: x, S.Y: y,
-                 S.ANIMAL: animal, S.SESSION: f"s{i % 2}", S.CONDITION: cond}
-            )
-            scale = 1.0 + 0.5 * (cond == "high_dose") + (split == S.TEST)
-            px = (x if np.isfinite(x) else 30.0) + rng.normal(0, scale)
-            py = (y if np.isfinite(y) else 50.0) + rng.normal(0, scale)
-            preds.append({S.IMAGE: image, S.BODYPART: bp, S.X: px, S.Y: py,
-                          S.LIKELIHOOD: rng.uniform(0.2, 1.0)})
-    return pd.DataFrame(rows), pd.DataFrame(preds), pd.DataFrame(split_rows)
+from poseops.evaluate.common import REF_LENGTH
 
 
 @pytest.fixture
@@ -64,7 +35,7 @@ def test_errors_are_euclidean_distances_and_nan_when_unlabeled(tables, errors):
     assert (errors[S.LABELED] == np.isfinite(errors[S.X])).all()
     assert errors[S.ERROR_PX].isna().sum() == labels[S.X].isna().sum() > 0
     assert set(errors[S.SPLIT]) == {S.TRAIN, S.VAL, S.TEST}
-    assert {S.CONDITION, S.ANIMAL, S.SESSION, M.REF_LENGTH} <= set(errors.columns)
+    assert {S.CONDITION, S.ANIMAL, S.SESSION, REF_LENGTH} <= set(errors.columns)
 
 
 def test_reference_length_is_snout_tailbase_distance(tables, errors):
@@ -73,7 +44,7 @@ def test_reference_length_is_snout_tailbase_distance(tables, errors):
     lab = labels[labels[S.IMAGE] == img].set_index(S.BODYPART)
     d = np.hypot(lab.loc["snout", S.X] - lab.loc["tailbase", S.X],
                  lab.loc["snout", S.Y] - lab.loc["tailbase", S.Y])
-    got = errors.loc[errors[S.IMAGE] == img, M.REF_LENGTH].unique()
+    got = errors.loc[errors[S.IMAGE] == img, REF_LENGTH].unique()
     assert len(got) == 1
     np.testing.assert_allclose(got[0], d, equal_nan=True)
 
@@ -121,7 +92,7 @@ def test_stratified_table_matches_numpy_per_cell(errors, pcutoff):
             mask &= errors[row[M.STRATUM_TYPE]].astype(str) == row[M.STRATUM]
         m = mask.to_numpy()
         ref = _cell_reference(errors[S.ERROR_PX].to_numpy()[m], errors[S.LIKELIHOOD].to_numpy()[m],
-                              errors[M.REF_LENGTH].to_numpy()[m], pcut_all[m], spec)
+                              errors[REF_LENGTH].to_numpy()[m], pcut_all[m], spec)
         for k, v in ref.items():
             np.testing.assert_allclose(row[k], v, rtol=1e-9, equal_nan=True, err_msg=f"{k} {row.to_dict()}")
         checked += 1

@@ -8,57 +8,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from support.multianimal import (
+    BPS,
+    H,
+    W,
+    animal,
+    labels_table,
+    preds_table,
+    random_project,
+    split_table,
+    with_scores,
+)
 
 from poseops.core import schema as S
+from poseops.evaluate import matching as MA
 from poseops.evaluate import metrics as M
-
-W, H = 200, 150
-BPS = ["nose", "body", "tail"]
-
-
-def labels_table(gt: dict[str, dict[str, np.ndarray]], unique: dict[str, np.ndarray] | None = None,
-                 ubps: tuple[str, ...] = ("corner",)) -> pd.DataFrame:
-    """Consensus-like table from {image: {individual: (n_bp, 2)}} (+ unique {image: (n_u, 2)})."""
-    rows = []
-    for image, animals in gt.items():
-        for ind, xy in animals.items():
-            for bp, (x, y) in zip(BPS, xy, strict=True):
-                rows.append((image, ind, bp, x, y))
-        if unique is not None:
-            for bp, (x, y) in zip(ubps, unique[image], strict=True):
-                rows.append((image, S.SINGLE, bp, x, y))
-    df = pd.DataFrame(rows, columns=[S.IMAGE, S.INDIVIDUAL, S.BODYPART, S.X, S.Y])
-    df[S.VIDEO] = df[S.IMAGE].str.split("/").str[1]
-    df[S.SCORER] = S.CONSENSUS_SCORER
-    df[S.WIDTH], df[S.HEIGHT] = W, H
-    df[S.LABELED] = df[S.X].notna() & df[S.Y].notna()
-    return df
-
-
-def preds_table(pred: dict[str, np.ndarray], unique: dict[str, np.ndarray] | None = None,
-                ubps: tuple[str, ...] = ("corner",)) -> pd.DataFrame:
-    """Predictions table from {image: (assemblies, n_bp, 3)} as evaluate.predict writes it."""
-    rows = []
-    for image, arr in pred.items():
-        for a, asm in enumerate(arr):
-            for bp, (x, y, s) in zip(BPS, asm, strict=True):
-                rows.append((image, a, bp, x, y, s))
-        if unique is not None:
-            for bp, (x, y, s) in zip(ubps, unique[image], strict=True):
-                rows.append((image, -1, bp, x, y, s))
-    return pd.DataFrame(rows, columns=M.MA_PREDICTION_COLUMNS)
-
-
-def split_table(images, split=S.TEST) -> pd.DataFrame:
-    return pd.DataFrame({S.IMAGE: list(images), S.SPLIT: split})
-
-
-def animal(cx: float, cy: float) -> np.ndarray:
-    return np.array([[cx + 15, cy - 6], [cx, cy], [cx - 15, cy + 8]], float)
-
-
-def with_scores(xy: np.ndarray, s: float = 0.9) -> np.ndarray:
-    return np.concatenate([xy, np.full((len(xy), 1), s)], axis=1)
 
 
 def test_matching_recovers_the_permutation_of_unordered_assemblies():
@@ -73,11 +37,11 @@ def test_matching_recovers_the_permutation_of_unordered_assemblies():
         pred[image] = np.stack([with_scores(gt[image][names[p]] + rng.normal(0, 1, (3, 2)),
                                             0.5 + 0.1 * a) for a, p in enumerate(perm)])
         truth[image] = [names[p] for p in perm]
-    m = M.match_predictions(labels_table(gt), preds_table(pred), individuals=names)
+    m = MA.match_predictions(labels_table(gt), preds_table(pred), individuals=names)
     got = m.drop_duplicates([S.IMAGE, S.ASSEMBLY]).set_index([S.IMAGE, S.ASSEMBLY])[S.INDIVIDUAL]
     for image, inds in truth.items():
         assert [got[(image, a)] for a in range(3)] == inds
-    assert (m[M.OKS] > 0).all()  # every assembly matched with a positive OKS
+    assert (m[MA.OKS] > 0).all()  # every assembly matched with a positive OKS
 
 
 def test_swapped_keypoint_is_counted_per_image_and_split():
@@ -91,17 +55,17 @@ def test_swapped_keypoint_is_counted_per_image_and_split():
             img2: np.stack([with_scores(a + 0.5), with_scores(b - 0.5)])}
     labels = labels_table(gt)
     errors = M.compute_errors(labels, preds_table(pred), split_table([img1, img2]))
-    sw = errors[errors[M.SWAPPED]]
-    assert list(zip(sw[S.IMAGE], sw[S.INDIVIDUAL], sw[S.BODYPART], sw[M.NEAREST], strict=True)) \
+    sw = errors[errors[MA.SWAPPED]]
+    assert list(zip(sw[S.IMAGE], sw[S.INDIVIDUAL], sw[S.BODYPART], sw[MA.NEAREST], strict=True)) \
         == [(img1, "a1", "tail", "a2")]
     # the swapped keypoint's error is the distance to a1's tail (what DLC's rmse counts)
     row = sw.iloc[0]
     assert row[S.ERROR_PX] == pytest.approx(np.hypot(*(b[2] + 1.0 - a[2])))
-    m = M.match_predictions(labels, preds_table(pred))
-    ident = M.identity_table(errors, m).set_index(S.IMAGE)
+    m = MA.match_predictions(labels, preds_table(pred))
+    ident = MA.identity_table(errors, m).set_index(S.IMAGE)
     assert ident.loc[img1, "n_swapped"] == 1 and ident.loc[img2, "n_swapped"] == 0
     assert ident.loc[img1, "n_swapped_keypoints"] == 1
-    summ = M.identity_summary(ident.reset_index())[S.TEST]
+    summ = MA.identity_summary(ident.reset_index())[S.TEST]
     assert summ["identity_swaps"] == 1 and summ["n_matched_animals"] == 4
     assert summ["identity_swap_rate"] == pytest.approx(0.25)
 
@@ -113,7 +77,7 @@ def test_dlc_oks_map_equals_hand_computation_on_one_animal():
     image = "labeled-data/v1/img000.png"
     labels = labels_table({image: {"a1": gt_xy}})
     preds = preds_table({image: with_scores(pred_xy)[None]})
-    got = M.dlc_multianimal_metrics(labels, preds, [image], pcutoff=0.6)
+    got = MA.dlc_multianimal_metrics(labels, preds, [image], pcutoff=0.6)
     # COCO OKS with DLC's area (product of the keypoints' extent) and sigma 0.1 for every kpt
     area = np.prod(np.ptp(gt_xy, axis=0) + np.spacing(1))
     oks = np.mean(np.exp(-(d ** 2) / (2 * area * (2 * 0.1) ** 2)))
@@ -124,38 +88,6 @@ def test_dlc_oks_map_equals_hand_computation_on_one_animal():
     assert got["mAP"] == pytest.approx(expected, abs=1e-9)
     assert got["mAR"] == pytest.approx(expected, abs=1e-9)
     assert got["dlc_rmse_px"] == pytest.approx(d.mean())
-
-
-def random_project(seed: int):
-    """Images with 0-3 labeled animals (some keypoints unlabeled, one outside the image),
-    2-4 predicted assemblies (missing ones with score -1), a unique bodypart."""
-    rng = np.random.default_rng(seed)
-    names = ["a1", "a2", "a3"]
-    gt, pred, ug, up = {}, {}, {}, {}
-    for k in range(12):
-        image = f"labeled-data/v{k % 2}/img{k:03d}.png"
-        present = [n for n in names if rng.random() < 0.8]
-        animals = {}
-        for n in names:
-            xy = animal(rng.uniform(20, 180), rng.uniform(10, 140)) if n in present \
-                else np.full((3, 2), np.nan)
-            xy[rng.random(3) < 0.15] = np.nan
-            animals[n] = xy
-        if k == 3:
-            animals["a1"][0] = [-5.0, 20.0]  # outside the image: DLC ignores it
-        gt[image] = animals
-        n_pred = rng.integers(2, 5)
-        arr = np.empty((n_pred, 3, 3))
-        for a in range(n_pred):
-            src = animals[names[a % 3]]
-            base = np.where(np.isnan(src), rng.uniform(0, 150, src.shape), src)
-            arr[a, :, :2] = base + rng.normal(0, 4, (3, 2))
-            arr[a, :, 2] = rng.uniform(0, 1, 3)
-        arr[rng.random((n_pred, 3)) < 0.1, 2] = -1.0
-        pred[image] = arr
-        ug[image] = np.array([[8.0, 8.0]]) if k != 5 else np.array([[np.nan, np.nan]])
-        up[image] = np.array([[8.0 + rng.normal(0, 2), 8.0, rng.uniform(0, 1)]])
-    return (labels_table(gt, ug), preds_table(pred, up), names)
 
 
 @pytest.mark.parametrize("pcutoff", [0.6, {"nose": 0.3, "body": 0.5, "tail": 0.7, "corner": 0.4}])
@@ -194,7 +126,7 @@ def test_errors_table_mean_equals_dlc_rmse_after_matching(pcutoff):
                                compute_detection_rmse=False)
         assert head[split_name]["mean_px"] == pytest.approx(want["rmse"], abs=1e-9)
         assert head[split_name]["mean_px_pcutoff"] == pytest.approx(want["rmse_pcutoff"], abs=1e-9)
-        ours = M.dlc_multianimal_metrics(labels, preds, list(imgs), pcutoff, names)
+        ours = MA.dlc_multianimal_metrics(labels, preds, list(imgs), pcutoff, names)
         assert ours["mAP"] == pytest.approx(want["mAP"], abs=1e-9)
         assert ours["mAR"] == pytest.approx(want["mAR"], abs=1e-9)
         assert ours["dlc_rmse_px"] == pytest.approx(want["rmse"], abs=1e-9)
@@ -236,7 +168,7 @@ def test_unmatched_animal_is_missed_not_an_error():
     st = M.stratified_table(errors)
     row = st[(st[M.STRATUM_TYPE] == S.INDIVIDUAL) & (st[M.STRATUM] == "a2")].iloc[0]
     assert row[M.N] == 0 and row["n_labeled"] == 3 and np.isnan(row["mean_px"])
-    ident = M.identity_table(errors, M.match_predictions(labels, preds)).iloc[0]
+    ident = MA.identity_table(errors, MA.match_predictions(labels, preds)).iloc[0]
     assert (ident["n_matched"], ident["n_missed"], ident["n_false_positive"]) == (1, 1, 1)
 
 
@@ -245,7 +177,7 @@ def test_keypoint_outside_the_image_is_not_visible_as_in_dlc():
     xy = animal(100, 60)
     xy[0] = [W + 3.0, 60.0]
     labels = labels_table({image: {"a1": xy, "a2": animal(40, 100)}})
-    arr = M.pose_arrays(labels, preds_table({image: with_scores(xy)[None]}), [image])
+    arr = MA.pose_arrays(labels, preds_table({image: with_scores(xy)[None]}), [image])
     assert arr["gt"][image][0, :, 2].tolist() == [0.0, 2.0, 2.0]
     errors = M.compute_errors(labels, preds_table({image: with_scores(xy)[None]}),
                               split_table([image]))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from e2e_support import STAGES, clone_repo, sh, user_env
+from support.e2e import STAGES, clone_repo, sh, user_env
 
 from poseops.config.loader import update_params
 from poseops.core import schema as S

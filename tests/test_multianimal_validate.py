@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from test_validate import _params_file
+from support.params import validate_params_file
 
 from poseops import cli
 from poseops.core import schema as S
+from poseops.data import labels as L
 from poseops.quality import dataset as V
 from poseops.quality.gx import validate_tables
 
@@ -131,7 +132,7 @@ def test_animals_per_frame_between_one_and_config_individuals(repo_root: Path, p
     img = "labeled-data/g1s0/img0002.png"
     animals = (labels["image"] == img) & (labels[S.INDIVIDUAL] != S.SINGLE)
     labels.loc[animals, ["x", "y"]] = np.nan  # only the unique 'led' left: no animal
-    apf = V.animals_per_frame(labels).set_index("image")["n_animals"]
+    apf = L.animals_per_frame(labels).set_index("image")["n_animals"]
     assert apf[img] == 0
     # independent count: distinct non-single individuals with a finite x per image
     lab = labels[labels["x"].notna() & (labels[S.INDIVIDUAL] != S.SINGLE)]
@@ -200,7 +201,7 @@ def test_cli_validate_multianimal_project(tmp_path: Path, proj, capsys) -> None:
     project, labels = proj
     labels_path = tmp_path / "labels.parquet"
     labels.to_parquet(labels_path)
-    path = _params_file(tmp_path, project, labels_path)
+    path = validate_params_file(tmp_path, project, labels_path)
     assert cli.main(["validate", "--params", str(path)]) == 0
     out = json.loads((tmp_path / "out" / "dataset.json").read_text())
     ran = {r["name"] for r in out["results"] if r["success"] is not None}

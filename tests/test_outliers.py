@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from poseops.config.refine import OutliersParams
 from poseops.refine import outliers as O
 
 BPS = ["snout", "leftear", "rightear", "tailbase"]
@@ -116,10 +117,10 @@ def test_outliers_on_demo_write_frames_machinelabels_and_manifest(demo_src, tmp_
     preds = _preds_from_truth(proj, videos, planted)
     low_frame = free("m1-s4", 3)
     preds.to_parquet(tmp_path / "preds.parquet")
-    params = O.OutliersParams(predictions=str(tmp_path / "preds.parquet"), p_bound=0.6,
+    params = OutliersParams(predictions=str(tmp_path / "preds.parquet"), p_bound=0.6,
                               epsilon=20, uncertain_fraction=0.0, n_frames=20,
                               manifest=str(tmp_path / "out" / "manifest.csv"))
-    man = O.run(params, proj, demo_src[1])
+    man = O.pick_outliers(params, proj, demo_src[1])
     picked = set(zip(man.video, man.frame, strict=True))
     assert set(planted) <= picked  # every planted frame is found (fewer candidates than n_frames)
     assert (man.set_index(["video", "frame"]).loc[("m1-s4", jump_frame), "rule"]) == "jump"
@@ -143,9 +144,9 @@ def test_quota_per_condition_on_demo(demo_src, tmp_path):
     preds = _preds_from_truth(proj, videos, {})
     preds.to_parquet(tmp_path / "preds.parquet")
     # every frame is a candidate (uncertain_fraction = 1): 6 frames -> 2 per condition
-    params = O.OutliersParams(predictions=str(tmp_path / "preds.parquet"), uncertain_fraction=1.0,
+    params = OutliersParams(predictions=str(tmp_path / "preds.parquet"), uncertain_fraction=1.0,
                               n_frames=6, write_frames=False,
                               manifest=str(tmp_path / "out" / "manifest.csv"))
-    man = O.run(params, proj, demo_src[1])
+    man = O.pick_outliers(params, proj, demo_src[1])
     assert man.condition.value_counts().to_dict() == {"vehicle": 2, "low_dose": 2, "high_dose": 2}
     assert man.cluster.notna().all() and (man.quota == 2).all()

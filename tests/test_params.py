@@ -165,7 +165,7 @@ def test_yaml_12_floats_are_numbers_for_every_reader(tmp_path: Path):
 
 
 def test_train_lr_in_scientific_notation(tmp_path: Path):
-    from poseops.train.trainer import TrainParams
+    from poseops.config.train import TrainParams
 
     p = _write(tmp_path, "train:\n  lr: 1e-3\n  epochs: 5.0\n  tracking_timeout_s: 30\n")
     tp = section("train", TrainParams, p)
@@ -182,7 +182,8 @@ def test_train_lr_in_scientific_notation(tmp_path: Path):
 def test_sweep_lr_bounds_in_scientific_notation_end_to_end(tmp_path: Path):
     import optuna
 
-    from poseops.sweep.study import SweepParams, suggest
+    from poseops.config.sweep import SweepParams
+    from poseops.sweep.space import suggest
 
     p = _write(tmp_path, "sweep:\n  lr: [1e-4, 1e-2]\n  batch_size: [8]\n  epochs: 3\n"
                          "  augmentation: {hflip: [0, 5e-1]}\n"
@@ -209,8 +210,8 @@ def _error(fn, *args, **kwargs) -> str:
 
 
 def test_wrong_type_is_one_line_naming_file_section_and_key(tmp_path: Path):
-    from poseops.sweep.study import SweepParams
-    from poseops.train.trainer import TrainParams
+    from poseops.config.sweep import SweepParams
+    from poseops.config.train import TrainParams
 
     p = _write(tmp_path, "train:\n  lr: fast\nsweep:\n  lr: [1e-4, fast]\n")
     assert _error(section, "train", TrainParams, p) == f"{p} [train] lr: expected a number, got 'fast'"
@@ -237,8 +238,8 @@ def test_wrong_type_through_the_cli_is_one_line_exit_2(tmp_path: Path, capsys):
 
 
 def test_unknown_key_names_the_closest_valid_key(tmp_path: Path):
-    from poseops.data.split import SplitParams
-    from poseops.train.trainer import TrainParams
+    from poseops.config.data import SplitParams
+    from poseops.config.train import TrainParams
 
     p = _write(tmp_path, "train:\n  learning_rate: 1e-3\nsplit:\n  val_fracton: 0.2\n")
     assert _error(section, "train", TrainParams, p) == f"{p} [train] unknown key 'learning_rate'; did you mean 'lr'?"
@@ -255,8 +256,8 @@ def test_train_overrides_are_typed_and_checked(tmp_path, repo_root) -> None:
     """`poseops train -P lr=1e-3` (and MLproject parameters) go through the same checks."""
     import shutil
 
+    from poseops.commands.train import _parse_value, run
     from poseops.core.errors import PoseopsError
-    from poseops.train.trainer import _parse_value, run
 
     assert _parse_value("1e-3") == pytest.approx(0.001) and isinstance(_parse_value("1e-3"), float)
     params = shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")

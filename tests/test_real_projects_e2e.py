@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from e2e_support import (
+from support.e2e import (
     OPENFIELD,
     STAGES,
     brute_force_min_gap,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from refine_support import git_identity, make_repo, relabel_from_truth, sh
+from support.refine import git_identity, make_repo, relabel_from_truth, sh
 
 PARAMS_YAML = """\
 project:
@@ -35,9 +35,10 @@ stages:
 
 
 def _labels_and_split(project: Path, meta: Path, fixed: Path | None):
+    from poseops.config.data import SplitParams
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, honour_fixed_split, make_split
+    from poseops.data.split import honour_fixed_split, make_split
 
     labels = build_consensus(ingest_project(project, meta))
     split = make_split(labels, SplitParams())
@@ -48,7 +49,7 @@ def _labels_and_split(project: Path, meta: Path, fixed: Path | None):
 
 
 def _test_errors(tr, labels, split) -> pd.DataFrame:
-    from poseops.evaluate.evaluation import predict
+    from poseops.dlc.inference import predict
     from poseops.evaluate.metrics import compute_errors
 
     images = sorted(split["image"])  # compute_errors wants every split image predicted
@@ -66,9 +67,12 @@ def _n_images_after_repro(repo: Path, tag: str) -> int:
 
 @pytest.mark.slow
 def test_refinement_loop_end_to_end(tmp_path, monkeypatch, mlflow_uri):
-    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.config.demo import DemoParams
+    from poseops.config.refine import AnalyzeParams, CompareParams, MergeParams, OutliersParams
+    from poseops.config.train import TrainParams
+    from poseops.demo.project import generate_demo
     from poseops.refine import analyze, compare, merge, outliers
-    from poseops.train.trainer import TrainParams, train_model
+    from poseops.train.trainer import train_model
 
     git_identity(monkeypatch)
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -97,20 +101,20 @@ def test_refinement_loop_end_to_end(tmp_path, monkeypatch, mlflow_uri):
     # analyze the video nobody labeled, pick outliers
     video = project / "videos" / "m1-s4.mp4"
     assert not (project / "labeled-data" / "m1-s4").exists()
-    ap = analyze.AnalyzeParams(config=str(tr0.config_path), shuffle=tr0.shuffle,
+    ap = AnalyzeParams(config=str(tr0.config_path), shuffle=tr0.shuffle,
                                out=str(tmp_path / "analyze"))
-    preds = analyze.run(ap, [video])
+    preds = analyze.analyze_videos(ap, [video])
     assert preds.frame.nunique() == 30 and preds.likelihood.between(0, 1).all()
     assert list((tmp_path / "analyze").glob("m1-s4DLC*.h5"))  # DLC's own output file
-    op = outliers.OutliersParams(predictions=str(tmp_path / "analyze" / "predictions.parquet"),
+    op = OutliersParams(predictions=str(tmp_path / "analyze" / "predictions.parquet"),
                                  uncertain_fraction=0.2, n_frames=6)
-    manifest = outliers.run(op, project, meta)
+    manifest = outliers.pick_outliers(op, project, meta)
     assert 1 <= len(manifest) <= 6 and set(manifest.video) == {"m1-s4"}
     assert (project / "labeled-data/m1-s4/machinelabels-iter0.h5").is_file()
 
     # the annotator relabels from the generator's truth; merge -> iteration 1
     relabel_from_truth(project, manifest, "alice")
-    report = merge.run(merge.MergeParams(), project)
+    report = merge.merge_iteration(MergeParams(), project)
     assert report["iteration"] == 1
     assert yaml.safe_load((project / "config.yaml").read_text())["iteration"] == 1
 
@@ -129,8 +133,8 @@ def test_refinement_loop_end_to_end(tmp_path, monkeypatch, mlflow_uri):
     e0, e1 = _test_errors(tr0, labels0, split0), _test_errors(tr1, labels1, split1)
     e0.to_parquet(tmp_path / "e0.parquet")
     e1.to_parquet(tmp_path / "e1.parquet")
-    cp = compare.CompareParams(n_boot=500, out=str(tmp_path / "reports" / "compare"))
-    res = compare.run(cp, str(tmp_path / "e0.parquet"), str(tmp_path / "e1.parquet"))
+    cp = CompareParams(n_boot=500, out=str(tmp_path / "reports" / "compare"))
+    res = compare.compare_models(cp, str(tmp_path / "e0.parquet"), str(tmp_path / "e1.parquet"))
     s = json.loads((tmp_path / "reports/compare/summary.json").read_text())
     assert s["n_frames"] == len(t0) and s["unit"] == "video"
     from scipy.stats import wilcoxon
@@ -147,7 +151,7 @@ def test_refinement_loop_end_to_end(tmp_path, monkeypatch, mlflow_uri):
         assert s["wilcoxon"]["p_value"] == pytest.approx(wilcoxon(per_video).pvalue)
         assert s["ci_low_px"] <= s["ci_high_px"]
     # unit image: every frame a sample (the optimistic per-frame statistics)
-    frame = compare.compare_tables(e0, e1, compare.CompareParams(n_boot=500, unit="image"))
+    frame = compare.compare_tables(e0, e1, CompareParams(n_boot=500, unit="image"))
     sf = frame["summary"]
     assert sf["wilcoxon"]["p_value"] == pytest.approx(
         wilcoxon(f.error_candidate, f.error_baseline).pvalue)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_diagnose import overfitting
-from test_metrics import synthetic_tables
+from support.curves import overfitting
+from support.tables import synthetic_tables
 
 from poseops.core import schema as S
 from poseops.evaluate import diagnose as D

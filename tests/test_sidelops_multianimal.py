@@ -14,11 +14,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from refine_support import git_identity, make_repo, sh
+from support.refine import git_identity, make_repo, sh
 
+from poseops.config.refine import (
+    AnalyzeParams,
+    CompareParams,
+    ExtractParams,
+    MergeParams,
+    OutliersParams,
+)
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.dlc import files as dlcio
+from poseops.evaluate import matching as MA
 from poseops.evaluate import metrics as M
 from poseops.refine import compare as C
 from poseops.refine import merge as MG
@@ -33,7 +41,8 @@ BPS = ["nose", "body", "tail"]
 def ma_src(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The small multi-animal demo (2 animals per video, unique floor marker; read-only):
     project folder and metadata CSV."""
-    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.config.demo import DemoParams
+    from poseops.demo.project import generate_demo
 
     root = tmp_path_factory.mktemp("ma_side")
     project = root / "raw" / "demo"
@@ -89,9 +98,9 @@ def ma_picked(ma_src, tmp_path, monkeypatch):
     low = preds.frame.isin([4, 9, 17]) & (preds.bodypart == "snout") & (preds[S.ASSEMBLY] == 1)
     preds.loc[low, "likelihood"] = 0.1
     preds.to_parquet(tmp_path / "preds.parquet")
-    op = O.OutliersParams(predictions=str(tmp_path / "preds.parquet"), uncertain_fraction=0.0,
+    op = OutliersParams(predictions=str(tmp_path / "preds.parquet"), uncertain_fraction=0.0,
                           epsilon=1e6, n_frames=3, manifest="data/refine/outliers/manifest.csv")
-    manifest = O.run(op, project, meta)
+    manifest = O.pick_outliers(op, project, meta)
     split = pd.DataFrame({"image": ["labeled-data/g1-s1/img03.png"], "video": ["g1-s1"],
                           "group": ["g1-s1"], "split": ["test"]})
     Path("data/processed").mkdir(parents=True)
@@ -178,7 +187,7 @@ def test_merge_of_relabeled_multianimal_frames(ma_picked):
     with dlcio against the config, the labels are the annotator's per individual."""
     repo, project, manifest, _ = ma_picked
     h5 = _relabel_ma(project, manifest, "alice")
-    report = MG.run(MG.MergeParams(), project)
+    report = MG.merge_iteration(MergeParams(), project)
     assert report["iteration"] == 1 and report["frames_added"] == 3
     cfg = dlcio.read_config(project)
     assert cfg["iteration"] == 1 and any(Path(v).stem == "g1-s4" for v in cfg["video_sets"])
@@ -198,7 +207,7 @@ def test_merge_refuses_a_unique_bodypart_under_an_animal(ma_picked):
     cfg_before = (project / "config.yaml").read_text()
     h5 = _relabel_ma(project, manifest, "alice", move={"marker": "animal1"})
     with pytest.raises(PoseopsError) as e:
-        MG.run(MG.MergeParams(), project)
+        MG.merge_iteration(MergeParams(), project)
     msg = str(e.value)
     assert "\n" not in msg and str(h5) in msg and "marker" in msg and "unique" in msg
     assert (project / "config.yaml").read_text() == cfg_before
@@ -240,7 +249,7 @@ def _ma_tables(noise: float, seed: int, reverse: bool,
     labels[S.SCORER] = S.CONSENSUS_SCORER
     labels[S.WIDTH], labels[S.HEIGHT] = W, H
     labels[S.LABELED] = True
-    preds = pd.DataFrame(pred, columns=M.MA_PREDICTION_COLUMNS)
+    preds = pd.DataFrame(pred, columns=MA.MA_PREDICTION_COLUMNS)
     split = pd.DataFrame({S.IMAGE: labels[S.IMAGE].unique(), S.SPLIT: S.TEST})
     return labels, preds, split, dist
 
@@ -257,7 +266,7 @@ def test_compare_pairs_multianimal_errors_per_individual():
     animals-in-frame tables appear. All checked against the known offsets."""
     base, db = _ma_errors(4.0, 0, reverse=False)
     cand, dc = _ma_errors(1.0, 1, reverse=True)
-    res = C.compare_tables(base, cand, C.CompareParams(unit="video", n_boot=200))
+    res = C.compare_tables(base, cand, CompareParams(unit="video", n_boot=200))
     frames = res["per_frame"].set_index(S.IMAGE)
     assert len(frames) == 12 and (frames["n_bodyparts"] == 7).all()
     for image, row in frames.iterrows():
@@ -281,7 +290,7 @@ def test_compare_run_writes_the_per_individual_table(tmp_path):
     cand, _ = _ma_errors(1.0, 1, reverse=True)
     base.to_parquet(tmp_path / "b.parquet")
     cand.to_parquet(tmp_path / "c.parquet")
-    C.run(C.CompareParams(out=str(tmp_path / "cmp"), log_mlflow=False, n_boot=100),
+    C.compare_models(CompareParams(out=str(tmp_path / "cmp"), log_mlflow=False, n_boot=100),
           str(tmp_path / "b.parquet"), str(tmp_path / "c.parquet"))
     ind = pd.read_csv(tmp_path / "cmp" / f"{S.INDIVIDUAL}.csv").set_index("stratum")
     assert ind.loc["a2", "n"] == sum(k[1] == "a2" for k in db)
@@ -293,7 +302,7 @@ def test_compare_refuses_a_single_animal_against_a_multianimal_table():
     base, _ = _ma_errors(4.0, 0, reverse=False)
     single = base.drop(columns=[S.INDIVIDUAL]).drop_duplicates([S.IMAGE, S.BODYPART])
     with pytest.raises(PoseopsError, match="individual"):
-        C.compare_tables(base, single, C.CompareParams())
+        C.compare_tables(base, single, CompareParams())
 
 
 
@@ -302,8 +311,9 @@ def test_sweep_promoted_test_error_is_evaluates_on_multianimal_labels(tmp_path):
     """The promoted trial's test numbers on a multi-animal project equal poseops evaluate's
     headline on the same predictions (matching to the labeled animals, DLC's mAP/mAR), and
     the pixel error is the known offsets' mean on the test images."""
-    from poseops.evaluate.evaluation import EvaluateParams, evaluate_tables
-    from poseops.sweep.study import split_test_metrics
+    from poseops.config.evaluate import EvaluateParams
+    from poseops.evaluate.tables import evaluate_tables
+    from poseops.sweep.results import split_test_metrics
 
     labels, preds, split, dist = _ma_tables(3.0, 2, reverse=True)
     split.loc[split[S.IMAGE].str.contains("/v0/"), S.SPLIT] = S.TRAIN  # test = v1, v2
@@ -330,6 +340,7 @@ def test_analyze_reads_dlcs_untracked_multianimal_output(tmp_path):
     unique bodyparts at assembly -1; the likelihood summary leaves empty slots (score -1) out."""
     from deeplabcut.pose_estimation_pytorch.apis.videos import create_df_from_prediction
 
+    from poseops.dlc.inference import predictions_from_dlc
     from poseops.refine import analyze as A
 
     rng = np.random.default_rng(3)
@@ -345,7 +356,7 @@ def test_analyze_reads_dlcs_untracked_multianimal_output(tmp_path):
         "DLC_ma", True, model_cfg, tmp_path, "v")
     back = pd.read_hdf(tmp_path / "v.h5", "df_with_missing")
     assert back.columns.nlevels == 4 and back.equals(df)
-    p = A.predictions_from_dlc(back, "v")
+    p = predictions_from_dlc(back, "v")
     assert len(p) == n * (n_asm * len(BPS) + 1)
     for (f, a, j) in [(0, 0, 0), (3, 1, 2), (5, 2, 1)]:
         row = p[(p.frame == f) & (p[S.ASSEMBLY] == a) & (p.bodypart == BPS[j])].iloc[0]
@@ -373,7 +384,7 @@ def test_extract_on_multianimal_demo_picks_unlabeled_frames(ma_src, tmp_path):
     shutil.copytree(ma_src[0], proj)
     before = {(v.name, f) for v in (proj / "labeled-data").iterdir()
               for f in R.labeled_frames(proj, v.name)}
-    man = E.run(E.ExtractParams(n_frames=6, manifest=str(tmp_path / "m.csv"),
+    man = E.extract_frames(ExtractParams(n_frames=6, manifest=str(tmp_path / "m.csv"),
                                 coverage=str(tmp_path / "c.csv")), proj, ma_src[1])
     assert len(man) == 6 and man["condition"].value_counts().tolist() == [2, 2, 2]
     assert before and not set(zip(man.video, man.frame, strict=True)) & before
@@ -388,13 +399,18 @@ def test_trained_multianimal_model_through_analyze_outliers_and_sweep_test(ma_sr
     video writes DLC's 4-level per-assembly h5 and a tidy table equal to it; ``outliers`` picks
     frames from it; the sweep's promoted-trial test error equals ``evaluate_tables`` on the
     same snapshot's predictions."""
+    from poseops.config.data import SplitParams
+    from poseops.config.evaluate import EvaluateParams
+    from poseops.config.train import TrainParams
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
-    from poseops.evaluate.evaluation import EvaluateParams, evaluate_tables, predict
+    from poseops.data.split import make_split
+    from poseops.dlc.inference import predict
+    from poseops.evaluate.tables import evaluate_tables
     from poseops.refine import analyze as A
-    from poseops.sweep.study import TrainInputs, info_test_metrics
-    from poseops.train.trainer import TrainParams, train_model
+    from poseops.sweep.results import info_test_metrics
+    from poseops.sweep.space import TrainInputs
+    from poseops.train.trainer import train_model
 
     project, meta = ma_src
     labels = build_consensus(ingest_project(project, meta))
@@ -404,9 +420,9 @@ def test_trained_multianimal_model_through_analyze_outliers_and_sweep_test(ma_sr
     res = train_model(params, labels, split, project, tmp_path / "train",
                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     # analyze (untracked assemblies) on the video nobody labeled
-    ap = A.AnalyzeParams(config=str(res.config_path), shuffle=res.shuffle,
+    ap = AnalyzeParams(config=str(res.config_path), shuffle=res.shuffle,
                          out=str(tmp_path / "analyze"))
-    preds = A.run(ap, [project / "videos" / "g1-s4.mp4"])
+    preds = A.analyze_videos(ap, [project / "videos" / "g1-s4.mp4"])
     (h5,) = (tmp_path / "analyze").glob("g1-s4DLC*.h5")
     dlc = pd.read_hdf(h5, "df_with_missing")
     assert list(dlc.columns.names) == ["scorer", "individuals", "bodyparts", "coords"]
@@ -422,7 +438,7 @@ def test_trained_multianimal_model_through_analyze_outliers_and_sweep_test(ma_sr
     import shutil
 
     shutil.copytree(project, proj)
-    man = O.run(O.OutliersParams(predictions=str(tmp_path / "analyze" / "predictions.parquet"),
+    man = O.pick_outliers(OutliersParams(predictions=str(tmp_path / "analyze" / "predictions.parquet"),
                                  n_frames=3, manifest=str(tmp_path / "out" / "manifest.csv")),
                 proj, meta, project / "videos")
     assert 1 <= len(man) <= 3
@@ -445,7 +461,8 @@ def test_trained_multianimal_model_through_analyze_outliers_and_sweep_test(ma_sr
 def test_sweep_refuses_a_higher_is_better_metric():
     """DLC's multi-animal mAP/mAR rise with quality; the study minimizes: refused in one line
     (an error metric such as val.rmse passes)."""
-    from poseops.sweep.study import SweepParams, check_metric
+    from poseops.config.sweep import SweepParams
+    from poseops.sweep.space import check_metric
 
     for bad in ("val.mAP", "val.mAR"):
         with pytest.raises(PoseopsError, match="higher-is-better") as e:
@@ -467,9 +484,10 @@ def test_real_sweep_and_promote_on_a_multianimal_project(ma_src, tmp_path, mlflo
     from mlflow.tracking import MlflowClient
 
     from poseops import cli
+    from poseops.config.data import SplitParams
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
+    from poseops.data.split import make_split
 
     project, meta = ma_src
     labels = build_consensus(ingest_project(project, meta))

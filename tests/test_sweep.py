@@ -11,17 +11,12 @@ import pytest
 import yaml
 
 from poseops import cli
+from poseops.commands.sweep import promote
+from poseops.config.sweep import SweepParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
-from poseops.sweep.study import (
-    SweepParams,
-    build_pruner,
-    no_improvement,
-    open_storage,
-    open_study,
-    promote,
-    suggest,
-)
+from poseops.sweep.space import suggest
+from poseops.sweep.study import build_pruner, no_improvement, open_storage, open_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -256,10 +251,11 @@ def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypat
     (no prediction matched to a label), which would make every trial look equally bad."""
     from mlflow.tracking import MlflowClient
 
+    from poseops.config.data import SplitParams
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
-    from poseops.sweep import study as SW
+    from poseops.data.split import make_split
+    from poseops.sweep import worker as SW
 
     project = small_demo_root / "raw" / "demo"
     labels = build_consensus(ingest_project(project, small_demo_root / "metadata" / "videos.csv"))
@@ -376,7 +372,7 @@ def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypat
 
 
 def _inputs(tmp_path):
-    from poseops.sweep.study import TrainInputs
+    from poseops.sweep.space import TrainInputs
 
     labels = pd.DataFrame({S.IMAGE: ["a.png", "b.png"], S.WIDTH: [160, 160], S.HEIGHT: [120, 120]})
     split = pd.DataFrame({S.IMAGE: ["a.png", "b.png"], S.SPLIT: [S.TRAIN, S.VAL]})
@@ -388,8 +384,8 @@ def test_nan_validation_error_counts_as_the_worst_error(tmp_path, mlflow_uri):
     diagonal instead (160x120 -> 200 px), and the objective is the best finite epoch."""
     from mlflow.tracking import MlflowClient
 
-    from poseops.sweep.study import run_worker
-    from poseops.train.trainer import TrainParams
+    from poseops.config.train import TrainParams
+    from poseops.sweep.worker import run_worker
 
     seen = []
 
@@ -426,8 +422,8 @@ def test_nan_validation_error_counts_as_the_worst_error(tmp_path, mlflow_uri):
 
 
 def test_a_worker_stops_when_its_trials_keep_failing(tmp_path, mlflow_uri):
-    from poseops.sweep.study import run_worker
-    from poseops.train.trainer import TrainParams
+    from poseops.config.train import TrainParams
+    from poseops.sweep.worker import run_worker
 
     def broken(params, *args, **kw):
         raise RuntimeError("CUDA out of memory")
@@ -451,8 +447,9 @@ def test_a_worker_stops_when_its_trials_keep_failing(tmp_path, mlflow_uri):
 
 def test_a_journal_file_is_shared_storage_too(tmp_path, mlflow_uri):
     """A plain file path (e.g. on an NFS share) selects Optuna's journal storage."""
-    from poseops.sweep.study import open_storage, run_worker
-    from poseops.train.trainer import TrainParams
+    from poseops.config.train import TrainParams
+    from poseops.sweep.study import open_storage
+    from poseops.sweep.worker import run_worker
 
     def train(params, labels, split, source_project, workdir, *, epoch_callback, **kw):
         for epoch in range(1, params.epochs + 1):
@@ -484,8 +481,8 @@ def test_a_journal_file_is_shared_storage_too(tmp_path, mlflow_uri):
 def test_a_trial_that_reached_its_last_epoch_completes(tmp_path, mlflow_uri):
     """Pruning saves epochs still to come: a trial worse than the median only at its final
     epoch has nothing left to save, so it completes with its value (not 'pruned')."""
-    from poseops.sweep.study import run_worker
-    from poseops.train.trainer import TrainParams
+    from poseops.config.train import TrainParams
+    from poseops.sweep.worker import run_worker
 
     curves = iter([[5.0, 4.0], [4.5, 4.5]])  # trial 1 is worse than trial 0 only at epoch 2
 
@@ -511,9 +508,12 @@ def test_trials_carry_no_test_error_and_promotion_reports_it_once(tmp_path, mlfl
     no trial run may show it. ``--promote`` measures the promoted trial's test error once, on
     that trial's run, from the working copy the sweep kept (only the best trial's)."""
     from mlflow.tracking import MlflowClient
-    from sweep_doubles import EPOCH_SECONDS_ENV, sleepy_train
+    from support.sweep_doubles import EPOCH_SECONDS_ENV, sleepy_train
 
-    from poseops.sweep import study as SW
+    from poseops.commands import sweep as command
+    from poseops.config.loader import section
+    from poseops.sweep.runs import TAG_PROMOTED
+    from poseops.sweep.worker import run_worker
 
     monkeypatch.setenv(EPOCH_SECONDS_ENV, "0")
     monkeypatch.chdir(tmp_path)
@@ -526,11 +526,11 @@ def test_trials_carry_no_test_error_and_promotion_reports_it_once(tmp_path, mlfl
                   "enqueue": [{"lr": 3e-3, "batch_size": 8}], "experiment": "promote-test",
                   "out": str(out)},
     }))
-    p = SW.section("sweep", SW.SweepParams, pfile)
+    p = section("sweep", SweepParams, pfile)
     assert p.log_test
-    from poseops.train.trainer import TrainParams
+    from poseops.config.train import TrainParams
 
-    rep = SW.run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=sleepy_train)
+    rep = run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=sleepy_train)
     client = MlflowClient()
     exp = client.get_experiment_by_name("promote-test").experiment_id
     children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{rep.parent_run_id}'")
@@ -549,7 +549,7 @@ def test_trials_carry_no_test_error_and_promotion_reports_it_once(tmp_path, mlfl
         calls.append((Path(workdir).name, device))
         return {"test.mean_px": 3.25, "test.rmse_px": 4.5}
 
-    monkeypatch.setattr(SW, "trial_test_metrics", measure)
+    monkeypatch.setattr(command, "trial_test_metrics", measure)
     for _ in range(2):  # promoting twice: still one look at the test set
         assert cli.main(["sweep", "--promote", "--params", str(pfile)]) == 0
     assert calls == [(f"trial-{best}", "cpu")]
@@ -563,7 +563,7 @@ def test_trials_carry_no_test_error_and_promotion_reports_it_once(tmp_path, mlfl
             assert len(client.get_metric_history(run_id, "test.rmse_px")) == 1
         else:
             assert tests == {}
-    assert client.get_run(rep.parent_run_id).data.tags[SW.TAG_PROMOTED] == str(best)
+    assert client.get_run(rep.parent_run_id).data.tags[TAG_PROMOTED] == str(best)
     assert not [k for k in client.get_run(rep.parent_run_id).data.metrics if "test" in k]
     doc = yaml.safe_load((out / "promoted_test.json").read_text())
     assert doc["trial"] == best and doc["metrics"]["test.rmse_px"] == 4.5
@@ -571,10 +571,11 @@ def test_trials_carry_no_test_error_and_promotion_reports_it_once(tmp_path, mlfl
 
 def test_promotion_without_the_best_trials_model_measures_nothing(tmp_path, mlflow_uri,
                                                                   monkeypatch):
-    from sweep_doubles import EPOCH_SECONDS_ENV, sleepy_train
+    from support.sweep_doubles import EPOCH_SECONDS_ENV, sleepy_train
 
-    from poseops.sweep import study as SW
-    from poseops.train.trainer import TrainParams
+    from poseops.config.train import TrainParams
+    from poseops.sweep import results as R
+    from poseops.sweep import worker as SW
 
     monkeypatch.setenv(EPOCH_SECONDS_ENV, "0")
     p = SweepParams(storage=f"sqlite:///{tmp_path / 'o.db'}", n_trials=2, epochs=1,
@@ -583,7 +584,7 @@ def test_promotion_without_the_best_trials_model_measures_nothing(tmp_path, mlfl
     SW.run_worker(p, TrainParams(), _inputs(tmp_path), train_fn=sleepy_train)
     assert not list((tmp_path / "sweep" / "trials").glob("*"))  # log_test off: nothing kept
     called = []
-    got = SW.report_promoted_test(p, measure=lambda *a: called.append(a) or {"test.x": 1.0})
+    got = R.report_promoted_test(p, measure=lambda *a: called.append(a) or {"test.x": 1.0})
     assert got is None and not called
 
 
@@ -591,7 +592,7 @@ def test_promotion_without_the_best_trials_model_measures_nothing(tmp_path, mlfl
                                         ("test_mean_px", True), ("val.rmse", False),
                                         ("final_val.rmse", False), ("latest_epoch", False)])
 def test_test_metric_names(name, test):
-    from poseops.sweep.study import is_test_metric
+    from poseops.sweep.worker import is_test_metric
 
     assert is_test_metric(name) is test
 
@@ -603,8 +604,9 @@ def test_a_removed_trial_copy_keeps_its_unsent_mlflow_operations(tmp_path: Path)
 
     from mlflow import MlflowClient
 
-    from poseops.sweep.study import SweepParams, tidy_trial_dirs
-    from poseops.tracking.runs import Outbox, sync
+    from poseops.sweep.worker import tidy_trial_dirs
+    from poseops.tracking.outbox import Outbox
+    from poseops.tracking.sync import sync
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,7 +1,7 @@
 """Several `poseops sweep` workers sharing one Optuna study on a real PostgreSQL server.
 
 The workers are the product's CLI (`python -m poseops.cli sweep`), run as separate processes; only
-the training function is the clearly labelled test double `sweep_doubles.sleepy_train` (real
+the training function is the clearly labelled test double `support.sweep_doubles.sleepy_train` (real
 DeepLabCut training is too slow to time a kill in the middle of a trial).
 """
 
@@ -15,13 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
-from pg import postgres_url  # noqa: F401  (fixture)
-from sweep_doubles import EPOCH_SECONDS_ENV, val_curve
-
-from poseops.core import schema as S
+from support.sweep import init_tracking, load_study, make_workspace, running_trials
+from support.sweep_doubles import EPOCH_SECONDS_ENV, val_curve
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -29,43 +26,12 @@ SRC = TESTS.parent / "src"
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-def make_workspace(root: Path, sweep: dict) -> Path:
-    """A working folder with params.yaml and tiny train inputs (the double does not read them)."""
-    project = root / "project"
-    project.mkdir(parents=True)
-    (project / "config.yaml").write_text("Task: t\nscorer: s\n")
-    labels = pd.DataFrame(
-        {S.IMAGE: ["labeled-data/v/img0.png"], S.VIDEO: ["v"], S.BODYPART: ["snout"]}
-    )
-    labels.to_parquet(root / "consensus.parquet", index=False)
-    pd.DataFrame(
-        {S.IMAGE: ["labeled-data/v/img0.png"], S.VIDEO: ["v"], S.GROUP: ["v"], S.SPLIT: ["train"]}
-    ).to_csv(root / "split.csv", index=False)
-    params = {
-        "project": {"path": str(project)},
-        "consensus": {"out": str(root / "consensus.parquet")},
-        "split": {"out": str(root / "split.csv")},
-        "train": {},
-        "sweep": {"out": str(root / "sweep"), "experiment": "sweep-test", **sweep},
-    }
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return root
-
-
-def init_tracking() -> None:
-    """Create the MLflow store and experiment first, as a team's tracking server already is
-    (two workers creating an empty SQLite store at once would race on its tables)."""
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient().create_experiment("sweep-test")
-
-
 def start_worker(ws: Path, epoch_s: float, *extra: str) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(SRC), env.get("PYTHONPATH", "")])
     env[EPOCH_SECONDS_ENV] = str(epoch_s)
     cmd = [sys.executable, "-m", "poseops.cli", "sweep", "--params", str(ws / "params.yaml")]
-    cmd += ["--train-fn", "sweep_doubles:sleepy_train", "--device", "cpu", *extra]
+    cmd += ["--train-fn", "support.sweep_doubles:sleepy_train", "--device", "cpu", *extra]
     return subprocess.Popen(
         cmd, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -75,27 +41,6 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> dict:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-4000:]}"
     return json.loads(out.strip().splitlines()[-1])
-
-
-def load_study(url: str, name: str):
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=url)
-
-
-def running_trials(url: str, name: str) -> dict[int, tuple[int, int]]:
-    """RUNNING trials of the study: number -> (worker pid, epochs trained so far)."""
-    from optuna.trial import TrialState
-
-    try:
-        study = load_study(url, name)
-    except Exception:  # noqa: BLE001 - tables or study not created yet
-        return {}
-    out = {}
-    for t in study.get_trials(states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker", ":0")
-        out[t.number] = (int(worker.rsplit(":", 1)[1]), int(t.user_attrs.get("epochs_trained", 0)))
-    return out
 
 
 def mlflow_children(parent_run_id: str) -> list:
@@ -119,7 +64,7 @@ def mlflow_parents(study_name: str) -> list:
     )
 
 
-def test_two_workers_share_one_postgres_study(tmp_path, postgres_url, mlflow_uri):  # noqa: F811
+def test_two_workers_share_one_postgres_study(tmp_path, postgres_url, mlflow_uri):
     n_trials, epochs = 10, 4
     ws = make_workspace(
         tmp_path,
@@ -189,7 +134,7 @@ def test_two_workers_share_one_postgres_study(tmp_path, postgres_url, mlflow_uri
     assert doc["train"]["epochs"] == epochs
 
 
-def test_killed_worker_trial_fails_and_is_retried(tmp_path, postgres_url, mlflow_uri):  # noqa: F811
+def test_killed_worker_trial_fails_and_is_retried(tmp_path, postgres_url, mlflow_uri):
     from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
     from optuna.trial import TrialState
 

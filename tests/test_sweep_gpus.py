@@ -3,7 +3,7 @@
 The device list is mocked only at the CUDA query (``$POSEOPS_CUDA_DEVICES`` replaces
 ``torch.cuda.device_count()`` in ``poseops.sweep.launch.cuda_device_ids``); the launcher and its
 workers are the product's CLI processes, and the training function is the labelled test double
-``sweep_doubles.sleepy_train`` (workers train on ``--device cpu``).
+``support.sweep_doubles.sleepy_train`` (workers train on ``--device cpu``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_doubles import EPOCH_SECONDS_ENV
-from test_sweep_distributed import init_tracking, make_workspace
+from support.sweep import init_tracking, make_workspace
+from support.sweep_doubles import EPOCH_SECONDS_ENV
 
 from poseops.core.errors import PoseopsError
 from poseops.sweep.launch import CUDA_DEVICES_ENV, parse_gpus
@@ -34,7 +34,7 @@ def start_launcher(ws: Path, epoch_s: float, gpus: str = "all") -> subprocess.Po
     env[EPOCH_SECONDS_ENV] = str(epoch_s)
     env[CUDA_DEVICES_ENV] = "0,1"  # two "GPUs" (the CUDA query, nothing else, is replaced)
     cmd = [sys.executable, "-m", "poseops.cli", "sweep", "--params", str(ws / "params.yaml"),
-           "--gpus", gpus, "--train-fn", "sweep_doubles:sleepy_train", "--device", "cpu"]
+           "--gpus", gpus, "--train-fn", "support.sweep_doubles:sleepy_train", "--device", "cpu"]
     return subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -3,7 +3,7 @@ executor (``sweep.slurm.cluster: local``: the same job files, pickled worker and
 SLURM, run as processes of this machine), sharing one PostgreSQL study; one worker is killed
 mid-trial (as the scheduler would) and its trial is retried through the heartbeat.
 
-Only the training function is the labelled test double ``sweep_doubles.sleepy_train``.
+Only the training function is the labelled test double ``support.sweep_doubles.sleepy_train``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pg import postgres_url  # noqa: F401  (fixture)
-from sweep_doubles import EPOCH_SECONDS_ENV
-from test_sweep_distributed import init_tracking, load_study, make_workspace, running_trials
+from support.sweep import init_tracking, load_study, make_workspace, running_trials
+from support.sweep_doubles import EPOCH_SECONDS_ENV
 
 from poseops import cli
 from poseops.core.errors import PoseopsError
@@ -37,12 +36,13 @@ def test_slurm_needs_a_shared_database(tmp_path):
 
 
 def test_slurm_array_on_local_executor_retries_a_killed_worker(
-        tmp_path, postgres_url, mlflow_uri, monkeypatch):  # noqa: F811
+        tmp_path, postgres_url, mlflow_uri, monkeypatch):
     from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
     from optuna.trial import TrialState
 
-    from poseops.sweep import study as sweep
-    from poseops.sweep.launch import submit_slurm, wait_jobs
+    from poseops.commands import sweep
+    from poseops.commands.sweep import submit_slurm
+    from poseops.sweep.launch import wait_jobs
 
     n_trials, epochs = 6, 6
     ws = make_workspace(tmp_path, {
@@ -58,7 +58,7 @@ def test_slurm_array_on_local_executor_retries_a_killed_worker(
     monkeypatch.chdir(ws)
     args = cli.build_parser().parse_args(
         ["sweep", "--params", str(ws / "params.yaml"), "--slurm",
-         "--train-fn", "sweep_doubles:sleepy_train", "--device", "cpu"])
+         "--train-fn", "support.sweep_doubles:sleepy_train", "--device", "cpu"])
     pfile, p = sweep.sweep_params(args)
     jobs = submit_slurm(p, args, pfile)
     assert len(jobs) == 2

@@ -7,9 +7,11 @@ import time
 
 import pytest
 
+from poseops.config.train import TrainParams, resolve_dataloader_workers
 from poseops.core.errors import PoseopsError
-from poseops.tracking.runs import Outbox, start_system_metrics, system_metrics_node_id
-from poseops.train.trainer import TrainParams, config_updates, resolve_dataloader_workers
+from poseops.tracking.outbox import Outbox
+from poseops.tracking.system import start_system_metrics, system_metrics_node_id
+from poseops.train.project import config_updates
 
 
 def test_a_short_run_has_system_metrics_with_the_node_id(tmp_path, mlflow_uri, monkeypatch):
@@ -74,13 +76,12 @@ def test_a_real_training_run_logs_system_metrics(small_demo_root, tmp_path, monk
     """train_model (1 epoch of the small demo, CPU) with a short sampling interval: the MLflow
     run carries CPU and memory system metrics under this server's node id."""
     from mlflow.tracking import MlflowClient
-    from test_train import _small_tables
-    from train_support import tiny
+    from support.train import small_tables, tiny
 
     from poseops.train.trainer import train_model
 
     monkeypatch.setenv("POSEOPS_NODE_ID", "bench-node")
-    labels, split, project = _small_tables(small_demo_root)
+    labels, split, project = small_tables(small_demo_root)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params = tiny(epochs=1, system_metrics_interval_s=0.5)
     res = train_model(params, labels, split, project, tmp_path / "train", tracking_uri=uri)

@@ -1,4 +1,4 @@
-"""poseops.tracking.runs: the MLflow outbox keeps every operation until a store acknowledges it."""
+"""poseops.tracking: the MLflow outbox keeps every operation until a store acknowledges it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from poseops.core.errors import PoseopsError
-from poseops.tracking.runs import Outbox, artifact_location, sync, tracking_uri
+from poseops.tracking.outbox import Outbox
+from poseops.tracking.runs import artifact_location, tracking_uri
+from poseops.tracking.sync import sync
 
 
 def _dead_uri() -> str:
@@ -73,6 +75,16 @@ def test_unreachable_server_keeps_everything_then_sync_sends_it(tmp_path: Path) 
     assert len(client.get_metric_history(res.run_id, "train.total_loss")) == 3
 
 
+def test_an_unknown_operation_is_refused_when_queued(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "t", _dead_uri())
+    box.put("log_params", params={"a": 1})
+    before = box.journal.read_bytes()
+    with pytest.raises(ValueError, match="log_metric'"):
+        box.put("log_metric", metrics={"loss": 1.0}, step=1, timestamp=1)  # a typo
+    assert box.journal.read_bytes() == before
+    assert [op["op"] for op in box.pending] == ["log_params"]
+
+
 def test_truncated_journal_line_is_skipped(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "t", _dead_uri())
     box.put("log_params", params={"a": 1})
@@ -125,7 +137,8 @@ class _StackingRunner:
 def test_inference_batches_images_of_one_size_and_keeps_the_order() -> None:
     import numpy as np
 
-    from poseops.tracking.runs import inference_by_size, predict_images
+    from poseops.dlc.inference import inference_by_size
+    from poseops.train.model import predict_images
 
     sizes = [(48, 64), (30, 40), (48, 64), (30, 40), (30, 40)]  # (h, w) of two cameras
     images = [np.zeros((h, w, 3), np.uint8) for h, w in sizes]
@@ -137,6 +150,33 @@ def test_inference_batches_images_of_one_size_and_keeps_the_order() -> None:
     assert sorted(runner.calls[1:]) == [2, 3]  # one call per size
     table = predict_images(_StackingRunner(8), images, ["snout"], ["animal"])
     assert list(table["x"]) == [64.0, 40.0, 64.0, 40.0, 40.0]
+
+
+def test_multianimal_predictions_name_assemblies_like_dlc() -> None:
+    """The k-th assembly is the k-th individual (``individual<k>`` past the list), the unique
+    bodyparts come under ``single``; the evaluate table numbers them (-1: unique)."""
+    import numpy as np
+
+    from poseops.dlc.inference import assemblies_table
+    from poseops.train.model import predict_images
+
+    pose = np.arange(3 * 2 * 3, dtype=float).reshape(3, 2, 3)  # 3 assemblies, 2 bodyparts
+    out = {"bodyparts": pose, "unique_bodyparts": np.array([[[7.0, 8.0, 0.9]]])}
+
+    class Runner:
+        def inference(self, images: list) -> list[dict]:
+            return [out for _ in images]
+
+    table = predict_images(Runner(), np.zeros((1, 4, 4, 3), np.uint8), ["snout", "tail"],
+                           ["a1", "a2"], ["corner"])
+    assert list(table["individual"]) == ["a1", "a1", "a2", "a2", "individual2", "individual2",
+                                         "single"]
+    assert list(table.columns) == ["image", "individual", "bodypart", "x", "y", "likelihood"]
+    assert table.iloc[-1][["x", "y", "likelihood"]].tolist() == [7.0, 8.0, 0.9]
+    numbered = assemblies_table(["img.png"], [out], ["snout", "tail"], ["corner"])
+    assert list(numbered["assembly"]) == [0, 0, 1, 1, 2, 2, -1]
+    assert numbered[["x", "y", "likelihood"]].to_numpy().tolist() == \
+        table[["x", "y", "likelihood"]].to_numpy().tolist()
 
 
 # ------------------------------------------------------------------------------ nothing lost
@@ -180,7 +220,7 @@ def test_transient_and_permanent_errors_are_told_apart() -> None:
         TEMPORARILY_UNAVAILABLE,
     )
 
-    from poseops.tracking.runs import is_permanent
+    from poseops.tracking.outbox import is_permanent
 
     assert is_permanent(MlflowException("bad", INVALID_PARAMETER_VALUE))
     assert is_permanent(MlflowException("gone", RESOURCE_DOES_NOT_EXIST))
@@ -325,3 +365,17 @@ def test_a_replayed_log_model_adopts_the_model_its_lost_answer_made(tmp_path: Pa
     assert box.close(timeout_s=5)
     assert box.state["model_uri"] == f"models:/{made.model_id}"
     assert len(client.search_logged_models([exp])) == 1
+
+
+def test_sync_command_sends_a_buffered_journal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from poseops.cli import main
+
+    work = tmp_path / "train"
+    box = Outbox(work / "tracking", _dead_uri())
+    box.put("create_run", experiment="e", run_name="r")
+    box.put("end_run", status="FINISHED")
+    assert box.close(timeout_s=0) is False
+    uri = _sqlite(tmp_path)
+    assert main(["sync", "--workdir", str(work), "--tracking-uri", uri, "--timeout", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("synced run ") and "2 operation(s) sent, 0 pending" in out

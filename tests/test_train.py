@@ -1,4 +1,4 @@
-"""poseops.train.trainer: real DeepLabCut 3 training on the demo, tracked in MLflow (slow tests train)."""
+"""poseops.train: real DeepLabCut 3 training on the demo, tracked in MLflow (slow tests train)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from train_support import (
+from support.train import (
     assert_history_equals_stats,
     history,
+    small_tables,
     tiny,
     train_killed_after_first_snapshot,
 )
@@ -24,21 +25,10 @@ from train_support import (
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.tracking.runs import mlflow_key
-from poseops.train.trainer import prepare_dlc_project, train_model, training_frames
+from poseops.train.project import prepare_dlc_project, training_frames
+from poseops.train.trainer import train_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-# ------------------------------------------------------------------------------ helpers
-def _small_tables(small_demo_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
-    from poseops.data.consensus import build_consensus
-    from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
-
-    project = small_demo_root / "raw" / "demo"
-    labels = build_consensus(ingest_project(project, small_demo_root / "metadata" / "videos.csv"))
-    split = make_split(labels, SplitParams(stratify_by=None, test_fraction=0.2, val_fraction=0.2))
-    return labels, split, project
 
 
 # ------------------------------------------------------------------------------ fast
@@ -80,7 +70,7 @@ def test_prepare_gives_dlc_train_and_val_frames_only(small_demo_root: Path, tmp_
     import yaml
     from deeplabcut.pose_estimation_pytorch.data import DLCLoader
 
-    labels, split, project = _small_tables(small_demo_root)
+    labels, split, project = small_tables(small_demo_root)
     ds = prepare_dlc_project(labels, split, project, tmp_path / "w", tiny())
     loader = DLCLoader(config=str(ds.config_path), shuffle=ds.shuffle, trainset_index=ds.trainset_index)
     want = {s: sorted(split.loc[split[S.SPLIT] == s, S.IMAGE]) for s in S.SPLITS}
@@ -205,7 +195,7 @@ def test_resume_after_kill_continues_the_same_run(small_demo_root: Path, tmp_pat
 
     from mlflow import MlflowClient
 
-    labels, split, project = _small_tables(small_demo_root)
+    labels, split, project = small_tables(small_demo_root)
     params = tiny(epochs=4)
     work, uri, stats = train_killed_after_first_snapshot(params, labels, split, project, tmp_path)
 
@@ -225,7 +215,7 @@ def test_resume_after_kill_continues_the_same_run(small_demo_root: Path, tmp_pat
 def test_same_seed_same_learning_curve(small_demo_root: Path, tmp_path: Path) -> None:
     """Comparing two iterations means their difference is the data or the params, not chance:
     with ``pretrained: false`` the offline random init must be drawn from ``seed`` too."""
-    labels, split, project = _small_tables(small_demo_root)
+    labels, split, project = small_tables(small_demo_root)
 
     def curve(tag: str, seed: int) -> pd.DataFrame:
         res = train_model(tiny(epochs=1, seed=seed), labels, split, project, tmp_path / tag,
@@ -243,7 +233,7 @@ def test_pruning_callback_stops_training_and_marks_run(small_demo_root: Path, tm
     import optuna
     from mlflow import MlflowClient
 
-    labels, split, project = _small_tables(small_demo_root)
+    labels, split, project = small_tables(small_demo_root)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     seen: list[tuple[int, float]] = []
 
@@ -305,9 +295,9 @@ def _stop_server(proc: subprocess.Popen) -> None:
 def test_server_killed_mid_run_loses_nothing(small_demo_root: Path, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from poseops.tracking.runs import sync
+    from poseops.commands.sync import run as sync
 
-    labels, split, project = _small_tables(small_demo_root)
+    labels, split, project = small_tables(small_demo_root)
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(tmp_path, port)
@@ -350,7 +340,7 @@ def _write_stage_inputs(demo_root: Path, folder: Path, train: dict) -> None:
     """consensus.parquet, split.csv and a params.yaml for the train stage, in ``folder``."""
     import yaml
 
-    labels, split, project = _small_tables(demo_root)
+    labels, split, project = small_tables(demo_root)
     labels.to_parquet(folder / "consensus.parquet")
     split.to_csv(folder / "split.csv", index=False)
     params = {"project": {"path": str(project)}, "consensus": {"out": "consensus.parquet"},
@@ -479,10 +469,10 @@ def test_epochs_are_logged_only_once_a_resumable_state_covers_them(tmp_path: Pat
     """A resume restarts after the last resumable state; epochs after it must not be in MLflow
     yet, or the re-run would log them twice. A long interval makes every epoch wait for the
     next DLC snapshot (or the last epoch); a zero interval logs each epoch at once."""
-    from poseops.train.trainer import RESUME_FILE, _Session
+    from poseops.train.session import RESUME_FILE, TrainingSession
 
     out = _Outbox()
-    s = _Session(out, tmp_path, total_epochs=5, start_epoch=0, callback=None, best_metric=None,
+    s = TrainingSession(out, tmp_path, total_epochs=5, start_epoch=0, callback=None, best_metric=None,
                  resume_interval_s=3600)
     sm = _Snapshots(saved={3})
     for epoch in (1, 2):
@@ -496,7 +486,7 @@ def test_epochs_are_logged_only_once_a_resumable_state_covers_them(tmp_path: Pat
     assert out.steps == [1, 2, 3, 4, 5] and (tmp_path / RESUME_FILE).exists()
 
     eager = _Outbox()
-    s = _Session(eager, tmp_path, 5, 0, None, None, resume_interval_s=0)
+    s = TrainingSession(eager, tmp_path, 5, 0, None, None, resume_interval_s=0)
     s.after_epoch(1, {"model": {}}, _Snapshots(set()))
     assert eager.steps == [1]
 
@@ -504,14 +494,14 @@ def test_epochs_are_logged_only_once_a_resumable_state_covers_them(tmp_path: Pat
 def test_a_pruned_run_keeps_the_epochs_it_ran(tmp_path: Path) -> None:
     import optuna
 
-    from poseops.train.trainer import _Session
+    from poseops.train.session import TrainingSession
 
     def prune(epoch: int, metrics: dict) -> None:
         if epoch == 2:
             raise optuna.TrialPruned()
 
     out = _Outbox()
-    s = _Session(out, tmp_path, 5, 0, prune, None, resume_interval_s=3600)
+    s = TrainingSession(out, tmp_path, 5, 0, prune, None, resume_interval_s=3600)
     s.after_epoch(1, {"model": {}}, _Snapshots(set()))
     with pytest.raises(optuna.TrialPruned):
         s.after_epoch(2, {"model": {}}, _Snapshots(set()))
@@ -527,7 +517,8 @@ def test_run_tags_the_md5_of_the_files_it_read_not_a_stale_dvc_lock(
 
     import yaml
 
-    import poseops.train.trainer as T
+    import poseops.commands.train as T
+    from poseops.train.session import dataset_version
 
     (tmp_path / "data").mkdir()
     labels = pd.DataFrame({"image": ["a.png"], "x": [1.0]})
@@ -546,7 +537,7 @@ def test_run_tags_the_md5_of_the_files_it_read_not_a_stale_dvc_lock(
 
     def fake_train(params, labels, split, project, workdir, **kw):  # noqa: ANN001
         seen.update(kw["dvc_md5s"])
-        seen["_version"] = T.dataset_version(labels, split, kw["dvc_md5s"])
+        seen["_version"] = dataset_version(labels, split, kw["dvc_md5s"])
         raise PoseopsError("stop")
 
     monkeypatch.chdir(tmp_path)
@@ -572,8 +563,8 @@ def test_an_epoch_in_the_journal_is_never_logged_again(tmp_path: Path) -> None:
 
     import torch
 
-    from poseops.tracking.runs import Outbox
-    from poseops.train.trainer import RESUME_FILE, _Session
+    from poseops.tracking.outbox import Outbox
+    from poseops.train.session import RESUME_FILE, TrainingSession
 
     def fail(epoch: int, metrics: dict) -> None:
         if epoch == 2:
@@ -583,7 +574,7 @@ def test_an_epoch_in_the_journal_is_never_logged_again(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     box = Outbox(tmp_path / "tracking", dead)
-    s = _Session(box, tmp_path, 5, 0, fail, None, resume_interval_s=3600)
+    s = TrainingSession(box, tmp_path, 5, 0, fail, None, resume_interval_s=3600)
     for epoch in (1, 2):
         s.on_log({"losses/train.total_loss": 1.0 / epoch}, step=epoch)
         state = {"model": {}, "metadata": {"epoch": epoch}}
@@ -604,8 +595,8 @@ def test_a_resumed_session_does_not_log_a_journaled_epoch_twice(tmp_path: Path) 
     newer state was lost): epoch 2 is trained again, and must not reach MLflow twice."""
     import socket
 
-    from poseops.tracking.runs import Outbox
-    from poseops.train.trainer import _Session
+    from poseops.tracking.outbox import Outbox
+    from poseops.train.session import TrainingSession
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -614,7 +605,7 @@ def test_a_resumed_session_does_not_log_a_journaled_epoch_twice(tmp_path: Path) 
     for epoch in (1, 2):
         box.put("log_metrics", metrics={"train.total_loss": 1.0}, step=epoch, timestamp=epoch)
     again = Outbox(tmp_path / "tracking", dead)
-    s = _Session(again, tmp_path, 5, 1, None, None, resume_interval_s=0)
+    s = TrainingSession(again, tmp_path, 5, 1, None, None, resume_interval_s=0)
     for epoch in (2, 3):
         s.on_log({"losses/train.total_loss": 0.1}, step=epoch)
         s.after_epoch(epoch, {"model": {}, "metadata": {"epoch": epoch}}, _Snapshots(set()))
@@ -626,7 +617,7 @@ def test_a_corrupt_snapshot_is_set_aside_and_an_incompatible_one_stops_the_resum
 ) -> None:
     import torch
 
-    from poseops.train.trainer import latest_state
+    from poseops.train.session import latest_state
 
     torch.save({"model": {}, "metadata": {"epoch": 1}}, tmp_path / "snapshot-001.pt")
     torch.save({"model": {"w": torch.zeros(256)}, "metadata": {"epoch": 2}},

@@ -1,4 +1,4 @@
-"""poseops.train.trainer on a multi-animal (maDLC) project: DLC 3's multi-animal training path.
+"""poseops.train on a multi-animal (maDLC) project: DLC 3's multi-animal training path.
 
 The tiny multi-animal demo (2 animals per video, one unique floor marker) goes through ingest,
 consensus and split; training must build a maDLC working project DLC reads back exactly, keep
@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from train_support import assert_history_equals_stats, tiny, train_killed_after_first_snapshot
+from support.train import assert_history_equals_stats, tiny, train_killed_after_first_snapshot
 
+from poseops.config.train import TrainParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
-from poseops.train.trainer import TrainParams, prepare_dlc_project, train_model
+from poseops.train.project import prepare_dlc_project
+from poseops.train.trainer import train_model
 
 UNIQUE = ["marker"]
 
@@ -33,10 +35,12 @@ class MaTables:
 
 @pytest.fixture(scope="module")
 def ma(tmp_path_factory: pytest.TempPathFactory) -> MaTables:
+    from poseops.config.data import SplitParams
+    from poseops.config.demo import DemoParams
     from poseops.data.consensus import build_consensus
     from poseops.data.ingest import ingest_project
-    from poseops.data.split import SplitParams, make_split
-    from poseops.demo.project import DemoParams, generate_demo
+    from poseops.data.split import make_split
+    from poseops.demo.project import generate_demo
 
     root = tmp_path_factory.mktemp("ma_demo")
     project = root / "raw" / "demo"

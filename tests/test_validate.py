@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from support.params import validate_params_file
 
 from poseops import cli
+from poseops.commands import validate as CV
 from poseops.core.errors import PoseopsError
+from poseops.data import labels as L
 from poseops.quality import dataset as V
 from poseops.quality.gx import validate_tables
 
@@ -145,7 +148,7 @@ def test_nan_share_per_bodypart(repo_root: Path, proj) -> None:
     snout = labels.index[labels["bodypart"] == "snout"]
     labels.loc[snout[: len(snout) // 3 + 1], ["x", "y"]] = np.nan
     labels.loc[labels.index[labels["bodypart"] == "leftear"][0], "y"] = np.nan
-    stats = V.bodypart_stats(labels).set_index("bodypart")
+    stats = L.bodypart_stats(labels).set_index("bodypart")
     expected = {
         bp: np.mean(np.isnan(g["x"].to_numpy()) | np.isnan(g["y"].to_numpy()))
         for bp, g in labels.groupby("bodypart")
@@ -231,27 +234,11 @@ def test_missing_and_corrupt_images(repo_root: Path, proj) -> None:
     assert off.loc["image_decodes", "success"] is None
 
 
-def _params_file(tmp_path: Path, project: Path, labels_path: Path, **validate) -> Path:
-    params = {
-        "project": {"path": str(project), "format": "dlc", "metadata": "none.csv"},
-        "validate": {
-            "suite": str(Path(__file__).parents[1] / "expectations" / "dataset.json"),
-            "input": str(labels_path),
-            "out": str(tmp_path / "out" / "dataset.json"),
-            "docs": str(tmp_path / "out" / "dataset-docs"),
-            **validate,
-        },
-    }
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
-
 def test_cli_stage_outputs_and_failure(tmp_path: Path, proj, capsys) -> None:
     project, labels = proj
     labels_path = tmp_path / "labels.parquet"
     labels.to_parquet(labels_path)
-    params = _params_file(tmp_path, project, labels_path)
+    params = validate_params_file(tmp_path, project, labels_path)
     assert cli.main(["validate", "--params", str(params)]) == 0
     out = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert out["success"] is True and out["statistics"]["failed"] == 0
@@ -269,7 +256,7 @@ def test_cli_stage_outputs_and_failure(tmp_path: Path, proj, capsys) -> None:
     assert out["success"] is False  # results are saved even when the stage fails
     # warn-only: param or flag
     assert cli.main(["validate", "--params", str(params), "--warn-only"]) == 0
-    params = _params_file(tmp_path, project, labels_path, fail_on_error=False)
+    params = validate_params_file(tmp_path, project, labels_path, fail_on_error=False)
     assert cli.main(["validate", "--params", str(params)]) == 0
 
 
@@ -298,9 +285,9 @@ def test_relative_output_paths(tmp_path: Path, proj, monkeypatch: pytest.MonkeyP
 
 def test_missing_input_names_file(tmp_path: Path, proj) -> None:
     project, _ = proj
-    params = _params_file(tmp_path, project, tmp_path / "nope.parquet")
+    params = validate_params_file(tmp_path, project, tmp_path / "nope.parquet")
     with pytest.raises(PoseopsError, match="nope.parquet"):
-        V.run(str(params))
+        CV.run(str(params))
 
 
 def _repo_params(repo_root: Path, project: Path, labels: pd.DataFrame) -> dict:

@@ -7,12 +7,13 @@ import re
 
 import numpy as np
 import pytest
-from test_metrics import BODYPARTS, CONDITIONS, synthetic_tables
+from support.tables import BODYPARTS, CONDITIONS, synthetic_tables
 
+from poseops.config.quality import ValidateReportParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.evaluate import metrics as M
-from poseops.quality.report_checks import ValidateReportParams, report_tables, validate
+from poseops.quality.report_checks import report_tables, validate
 
 
 @pytest.fixture(scope="module")

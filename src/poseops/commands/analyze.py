@@ -1,5 +1,49 @@
-"""`poseops analyze` (moving here from poseops.refine.analyze)."""
+"""`poseops analyze [VIDEO...]`: run the current model on new videos (DeepLabCut's video analysis).
 
-from poseops.refine.analyze import register
+Reads params ``analyze``; the work is :func:`poseops.refine.analyze.analyze_videos`.
+"""
 
-__all__ = ["register"]
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from poseops.config.loader import section
+from poseops.config.refine import AnalyzeParams
+from poseops.refine.analyze import analyze_videos
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    videos: list[str | Path] | None = None,
+    config: str | None = None,
+    shuffle: int | None = None,
+    device: str | None = None,
+    params_file: str | Path | None = None,
+) -> pd.DataFrame:
+    """params.yaml ``analyze`` (``config``, ``shuffle``, ``device`` override it) ->
+    :func:`analyze_videos` on ``videos`` (default: params ``analyze.videos``). Returns the tidy
+    predictions."""
+    params = section("analyze", AnalyzeParams, params_file)
+    for key, value in (("config", config), ("shuffle", shuffle), ("device", device)):
+        if value is not None:
+            setattr(params, key, value)
+    return analyze_videos(params, list(videos or params.videos))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="run the current model on videos (DLC video analysis)")
+    p.add_argument("videos", nargs="*", help="video files (default: params analyze.videos)")
+    p.add_argument("--config", help="working DLC config.yaml (default: from train run.json)")
+    p.add_argument("--shuffle", type=int)
+    p.add_argument("--device")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    run(args.videos, args.config, args.shuffle, args.device)
+    return 0

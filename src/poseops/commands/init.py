@@ -42,12 +42,14 @@ from typing import Any
 
 import pandas as pd
 
+from poseops.config.data import ProjectParams
 from poseops.config.loader import load_params, params_path, section, update_params
+from poseops.config.train import TrainParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_csv
-from poseops.data.ingest import ProjectParams
 from poseops.dlc import files as dlcio
+from poseops.train.project import check_multianimal_net
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +298,6 @@ def fitted_params(
 def _fit_multianimal_net(current: dict[str, Any], choose: Any) -> None:
     """Keep ``train.net_type`` when it trains on a multi-animal project (a bottom-up DLC 3 net),
     else choose the default bottom-up one (poseops does not train top-down detectors)."""
-    from poseops.train.trainer import TrainParams, check_multianimal_net
-
     net = (current.get("train") or {}).get("net_type") or TrainParams.net_type
     try:
         check_multianimal_net(net)

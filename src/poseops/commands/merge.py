@@ -1,5 +1,52 @@
-"""`poseops merge` (moving here from poseops.refine.merge)."""
+"""`poseops merge`: relabeled outlier frames join the dataset as the next iteration (config.yaml
+iteration + 1, fixed split, ``dvc add``, git commit and tag).
 
-from poseops.refine.merge import register
+Reads params ``merge``, ``split`` (where the split is and where the fixed one goes) and
+``project``; the work is :func:`poseops.refine.merge.merge_iteration`.
+"""
 
-__all__ = ["register"]
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from poseops.config.data import ProjectParams, SplitParams
+from poseops.config.loader import section
+from poseops.config.refine import MergeParams
+from poseops.refine.merge import merge_iteration
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    project: str | Path | None = None,
+    manifest: str | None = None,
+    git: bool = True,
+    params_file: str | Path | None = None,
+) -> dict:
+    """params.yaml ``merge`` (``manifest`` overrides it; ``git=False``: no commit or tag), the
+    split's paths from ``split``, the project folder from ``project`` -> :func:`merge_iteration`.
+    Returns the merge report."""
+    params = section("merge", MergeParams, params_file)
+    sp = section("split", SplitParams, params_file)
+    params.split = sp.out
+    params.fixed_split = sp.fixed_split or params.fixed_split
+    if manifest:
+        params.manifest = manifest
+    if not git:
+        params.git = False
+    return merge_iteration(params, project or section("project", ProjectParams, params_file).path)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge relabeled frames as the next iteration (DVC + git tag)")
+    p.add_argument("--project", help="DLC project folder (default: params project.path)")
+    p.add_argument("--manifest", help="outliers manifest (default: params merge.manifest)")
+    p.add_argument("--no-git", action="store_true", help="do not commit/tag")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    run(args.project, args.manifest, git=not args.no_git)
+    return 0

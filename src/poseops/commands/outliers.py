@@ -1,5 +1,51 @@
-"""`poseops outliers` (moving here from poseops.refine.outliers)."""
+"""`poseops outliers`: pick the frames the model struggles with for relabeling (DLC's refine
+convention).
 
-from poseops.refine.outliers import register
+Reads params ``outliers`` and ``project`` (project folder and metadata CSV); the work is
+:func:`poseops.refine.outliers.pick_outliers`.
+"""
 
-__all__ = ["register"]
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from poseops.config.data import ProjectParams
+from poseops.config.loader import section
+from poseops.config.refine import OutliersParams
+from poseops.refine.outliers import pick_outliers
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    project: str | Path | None = None,
+    metadata: str | Path | None = None,
+    predictions: str | None = None,
+    videos_dir: str | Path | None = None,
+    params_file: str | Path | None = None,
+) -> pd.DataFrame:
+    """params.yaml ``outliers`` (``predictions`` overrides it) and ``project`` (default project
+    folder and metadata CSV) -> :func:`pick_outliers`. Returns the manifest."""
+    params = section("outliers", OutliersParams, params_file)
+    if predictions:
+        params.predictions = predictions
+    proj = section("project", ProjectParams, params_file)
+    return pick_outliers(params, project or proj.path, metadata or proj.metadata, videos_dir)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("outliers", help="pick outlier frames for relabeling (DLC refine convention)")
+    p.add_argument("--project", help="DLC project folder (default: params project.path)")
+    p.add_argument("--metadata", help="per-video metadata CSV (default: params project.metadata)")
+    p.add_argument("--predictions", help="tidy predictions from `poseops analyze`")
+    p.add_argument("--videos-dir", help="where the analysed videos are, if not in the project")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    run(args.project, args.metadata, args.predictions, args.videos_dir)
+    return 0

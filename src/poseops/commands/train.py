@@ -1,5 +1,92 @@
-"""`poseops train` (moving here from poseops.train.trainer)."""
+"""`poseops train` (DVC stage `train`): consensus table + split -> data/train + an MLflow run +
+reports/train.json. Reads params.yaml ``train:`` (with ``-P key=value`` overrides) and the
+consensus/split outputs and project path of the earlier stages; the training itself is
+:func:`poseops.train.trainer.train_model`."""
 
-from poseops.train.trainer import register
+from __future__ import annotations
 
-__all__ = ["register"]
+import argparse
+import dataclasses
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from poseops.config.data import ConsensusParams, ProjectParams, SplitParams
+from poseops.config.loader import from_dict, load_yaml, section
+from poseops.config.train import TrainParams
+from poseops.core.errors import PoseopsError
+from poseops.core.fileio import write_json
+from poseops.train.record import TrainResult
+from poseops.train.session import bytes_md5
+from poseops.train.trainer import train_model
+
+log = logging.getLogger(__name__)
+
+
+def run(params_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainResult:
+    """The DVC stage: consensus table + split -> data/train + MLflow run + metrics JSON."""
+    params = train_params(params_file, overrides)
+    labels_path = Path(section("consensus", ConsensusParams, params_file).out)
+    split_path = Path(section("split", SplitParams, params_file).out)
+    project = Path(section("project", ProjectParams, params_file).path)
+    for p in (labels_path, split_path):
+        if not p.exists():
+            raise PoseopsError("input missing (run the earlier stages: dvc repro)", file=p)
+    # hash the bytes that are parsed: dvc.lock may still hold the previous run's md5s while
+    # `dvc repro` runs, so the tags and the resume fingerprint come from the files read here
+    labels_bytes, split_bytes = labels_path.read_bytes(), split_path.read_bytes()
+    labels = pd.read_parquet(io.BytesIO(labels_bytes))
+    split = pd.read_csv(io.BytesIO(split_bytes))
+    md5s = {str(labels_path): bytes_md5(labels_bytes), str(split_path): bytes_md5(split_bytes)}
+    res = train_model(params, labels, split, project, Path(params.workdir), dvc_md5s=md5s)
+    write_json({**res.metrics, "run_id": res.run_id}, params.metrics)
+    log.info("trained: run %s, model %s, val rmse %.3f px", res.run_id, res.model_uri,
+             res.metrics.get("val.rmse", float("nan")))
+    return res
+
+
+def train_params(params_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainParams:
+    """params.yaml ``train:`` with ``-P`` overrides, checked like params.yaml (types, unknown
+    keys, closest name)."""
+    params = section("train", TrainParams, params_file)
+    if not overrides:
+        return params
+    merged = dataclasses.asdict(params)
+    for k, v in overrides.items():
+        current = merged.get(k)
+        if isinstance(current, int) and not isinstance(current, bool) and isinstance(v, float):
+            if not v.is_integer():
+                raise PoseopsError(f"train parameter {k} must be an integer, got {v}")
+            v = int(v)  # MLproject parameters have no int type: -P epochs=5.0
+        merged[k] = v
+    return from_dict(TrainParams, merged, where="poseops train -P")
+
+
+def _parse_value(text: str) -> Any:
+    return load_yaml(text)  # YAML 1.2 floats: -P lr=1e-3 is a number
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a DeepLabCut model on the split, tracked in MLflow")
+    p.add_argument("--params", default=None, help="params file (default params.yaml)")
+    p.add_argument(
+        "-P", "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a train parameter, e.g. -P epochs=5 (repeatable)",
+    )
+    p.set_defaults(func=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            raise PoseopsError(f"-P expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = _parse_value(v)
+    res = run(args.params, overrides)
+    print(json.dumps({"run_id": res.run_id, "model_uri": res.model_uri, **res.metrics}, indent=1))
+    return 0

@@ -14,7 +14,7 @@ code), and a loud warning when every image is its own group (``group_by: [image]
 Multi-animal labels (an ``individual`` column): frames are still images (not rows); keypoints are
 (image, individual, bodypart), so pose variance pools the individuals per bodypart (egocentric:
 around each animal's own centroid) and labeler agreement compares the same individual, after
-matching labelers' individuals by position (``consensus.match_identities``: an identity swap is
+matching labelers' individuals by position (``poseops.data.identities.match_identities``: an identity swap is
 counted as ``identity_swaps``, not as a huge disagreement). ``animals_per_frame`` is the
 distribution of labeled individuals per image (an animal with at least one labeled keypoint by
 any scorer; unique bodyparts' ``single`` is not an animal), overall and per split.
@@ -25,36 +25,23 @@ columns ``metric, stratum_type, stratum, split, value``).
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from poseops.config.loader import section
 from poseops.core import schema as S
-from poseops.core.fileio import write_csv, write_json
-from poseops.quality.dataset import bodypart_stats, keypoint_missing
+from poseops.data import labels as L
+from poseops.data.labelers import point_distances
+from poseops.data.labels import bodypart_stats, keypoint_missing
+from poseops.data.robust import label_cube
 
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ["metric", "stratum_type", "stratum", "split", "value"]
 ALL = "all"
 COUNT_BY = [S.VIDEO, S.ANIMAL, S.SESSION, S.CONDITION]
-
-
-@dataclass
-class CompositionParams:
-    """params.yaml ``composition``."""
-
-    input: str = "data/interim/labels.parquet"  # labels (later: the consensus table)
-    split: str | None = "data/processed/split.csv"  # null: no split section
-    metrics: str = "reports/composition.json"
-    table: str = "reports/composition.csv"
 
 
 ANIMALS_IN_FRAME = "animals_in_frame"  # stratum type of the animals-per-frame rows
@@ -94,12 +81,10 @@ def keypoint_positions(labels: pd.DataFrame) -> pd.DataFrame:
 
 def animals_per_frame(labels: pd.DataFrame) -> pd.Series:
     """Labeled individuals per image (index: image, sorted): animals with at least one labeled
-    keypoint by any scorer; ``single`` (unique bodyparts) is not an animal. Multi-animal only."""
-    S.require_columns(labels, [S.IMAGE, S.INDIVIDUAL, S.X, S.Y], "labels")
-    ok = ~keypoint_missing(labels) & (labels[S.INDIVIDUAL].astype(str) != S.SINGLE).to_numpy()
-    n = labels.loc[ok].groupby(S.IMAGE, observed=True)[S.INDIVIDUAL].nunique()
-    images = pd.Index(sorted(labels[S.IMAGE].unique()), name=S.IMAGE)
-    return n.reindex(images, fill_value=0).astype(int).rename(ANIMALS_IN_FRAME)
+    keypoint by any scorer (:func:`poseops.data.labels.animals_per_frame`); ``single`` (unique
+    bodyparts) is not an animal. Multi-animal only."""
+    n = L.animals_per_frame(labels, per_scorer=False).set_index(S.IMAGE)["n_animals"]
+    return n.rename(ANIMALS_IN_FRAME)
 
 
 def count_distribution(values: pd.Series) -> dict[str, int]:
@@ -129,32 +114,19 @@ def pose_variance(labels: pd.DataFrame) -> pd.DataFrame:
 
 def pairwise_distances(labels: pd.DataFrame) -> pd.DataFrame:
     """Distance between every two scorers' positions of the same (image, [individual,] bodypart),
-    where both labeled it: ``image, bodypart, scorer_a, scorer_b, distance_px`` (scorer_a <
-    scorer_b; + ``individual`` in a multi-animal table: match identities first). The
-    ``consensus`` scorer is left out (it is derived from the others)."""
+    where both labeled it: ``image, [individual,] bodypart, scorer_a, scorer_b, distance_px``
+    (scorer_a < scorer_b; :func:`poseops.data.labelers.point_distances`; a multi-animal table:
+    match identities first). The ``consensus`` scorer is left out (it is derived from the
+    others)."""
     S.require_columns(labels, [S.IMAGE, S.BODYPART, S.SCORER, S.X, S.Y], "labels")
     keys = S.keypoint_keys(labels)
     ok = ~keypoint_missing(labels) & (labels[S.SCORER] != S.CONSENSUS_SCORER).to_numpy()
     sub = labels.loc[ok, [*keys, S.SCORER, S.X, S.Y]]
     sub = sub.astype({S.SCORER: str, S.BODYPART: str, S.X: float, S.Y: float})
-    parts = []
-    for a, b in itertools.combinations(sorted(sub[S.SCORER].unique()), 2):
-        m = sub[sub[S.SCORER] == a].merge(sub[sub[S.SCORER] == b], on=keys, suffixes=("_a", "_b"))
-        if m.empty:
-            continue
-        d = np.hypot(m["x_a"] - m["x_b"], m["y_a"] - m["y_b"])
-        parts.append(
-            pd.DataFrame(
-                {
-                    **{k: m[k] for k in keys},
-                    "scorer_a": a,
-                    "scorer_b": b,
-                    "distance_px": d,
-                }
-            )
-        )
     cols = [*keys, "scorer_a", "scorer_b", "distance_px"]
-    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+    if sub[S.SCORER].nunique() < 2:
+        return pd.DataFrame(columns=cols)
+    return point_distances(label_cube(sub))[cols]
 
 
 def labeler_agreement(labels: pd.DataFrame) -> dict[str, Any]:
@@ -226,7 +198,7 @@ def split_composition(
     split, frames per split and condition, condition coverage % per split; the smallest frame
     distance between splits within a video and the frame-level-groups warning. With ``labels``:
     ``excluded_frames`` (labeled images not in the split). With ``split_params``
-    (``poseops.data.split.SplitParams``): the mode, and for temporal-blocks block_frames, gap_frames
+    (``poseops.config.data.SplitParams``): the mode, and for temporal-blocks block_frames, gap_frames
     and blocks per split."""
     from poseops.data.split import (
         BLOCK_START,
@@ -298,11 +270,11 @@ def composition_metrics(
     experimental design's conditions (e.g. from the metadata CSV, which also lists unlabeled
     recordings); default: the conditions found in the labels. ``split_params``: the params.yaml
     ``split`` section that made ``split`` (its mode and temporal-blocks settings are recorded).
-    ``consensus_params`` (``poseops.data.consensus.ConsensusParams``, default its defaults): how a
+    ``consensus_params`` (``poseops.config.data.ConsensusParams``, default its defaults): how a
     multi-animal table's identities are matched before labeler agreement."""
     swaps = None
     if S.INDIVIDUAL in labels.columns:
-        from poseops.data.consensus import match_identities
+        from poseops.data.identities import match_identities
 
         labels, swaps = match_identities(labels, consensus_params)
     frames = frames_of(labels)
@@ -421,61 +393,3 @@ def composition_table(metrics: dict[str, Any]) -> pd.DataFrame:
                 rows.append((f"split_{key}" if key == "mode" else key, ALL, ALL, ALL, sp[key]))
         rows.append(("frame_level_groups", ALL, ALL, ALL, int(sp.get("frame_level_groups", 0))))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
-
-
-# ---------------------------------------------------------------------------- edges
-def design_conditions(metadata: str | Path | None) -> set[str]:
-    """Conditions listed in the per-video metadata CSV (empty when there is none)."""
-    if not metadata or not Path(metadata).is_file():
-        return set()
-    meta = pd.read_csv(metadata)
-    if S.CONDITION not in meta.columns:
-        return set()
-    return set(meta[S.CONDITION].dropna().astype(str))
-
-
-def run(params_file: str | None = None) -> dict[str, Any]:
-    from poseops.data.consensus import ConsensusParams
-    from poseops.data.ingest import ProjectParams
-    from poseops.data.split import SplitParams
-    from poseops.quality.dataset import read_table
-
-    p = section("composition", CompositionParams, params_file)
-    labels = read_table(p.input)
-    split = read_table(p.split) if p.split else None
-    conditions = design_conditions(section("project", ProjectParams, params_file).metadata)
-    split_params = section("split", SplitParams, params_file) if split is not None else None
-    consensus_params = (
-        section("consensus", ConsensusParams, params_file) if S.INDIVIDUAL in labels else None
-    )
-    metrics = composition_metrics(labels, split, conditions or None, split_params, consensus_params)
-    if split is not None and metrics["split"]["leakage_warning"]:
-        log.warning("composition: %s", metrics["split"]["leakage_warning"])
-    write_json(metrics, p.metrics)
-    write_csv(composition_table(metrics), p.table)
-    log.info(
-        "%d frames, condition coverage %s%%, %s -> %s, %s",
-        metrics["total_frames"],
-        metrics["condition_coverage_pct"],
-        f"groups crossing splits {metrics['split']['groups_crossing_splits']}"
-        if split is not None
-        else "no split",
-        p.metrics,
-        p.table,
-    )
-    return metrics
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "composition",
-        help="dataset composition metrics + split leakage check (reports/composition.json)",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(a: argparse.Namespace) -> int:
-    run(a.params_file)
-    return 0

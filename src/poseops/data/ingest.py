@@ -16,42 +16,20 @@ in ``labeled-data/<video>/`` keep that folder as video.
 
 from __future__ import annotations
 
-import argparse
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from poseops.config.loader import load_params, params_path, section
+from poseops.config.data import FORMATS
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
-from poseops.core.fileio import write_parquet
+from poseops.data.metadata import join_metadata, read_metadata
 from poseops.dlc import files as dlcio
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("dlc", "lightning-pose")
-METADATA_REQUIRED = [S.VIDEO, *S.METADATA_COLUMNS]
-
-
-@dataclass
-class ProjectParams:
-    """params.yaml ``project``: which project the pipeline runs on."""
-
-    path: str = "data/raw/demo"  # the DLC project folder (config.yaml inside)
-    format: str = "dlc"  # dlc | lightning-pose
-    metadata: str | None = "data/metadata/videos.csv"  # per-video metadata CSV
-
-
-@dataclass
-class IngestParams:
-    """params.yaml ``ingest``."""
-
-    out: str = "data/interim/labels.parquet"
-
 
 # --------------------------------------------------------------------------- discovery
 def find_label_files(project: Path) -> list[Path]:
@@ -167,57 +145,16 @@ def _complete_keypoints(long: pd.DataFrame, keypoints: pd.DataFrame) -> pd.DataF
     return out
 
 
-def read_metadata(path: Path | None) -> pd.DataFrame | None:
-    """The per-video metadata CSV (video, animal, session, condition, dose, camera, extras...).
-
-    Returns None (with a warning) when ``path`` is None or missing. Required columns missing,
-    empty/duplicate video names -> PoseopsError naming the file (and row)."""
+def project_metadata(path: str | Path | None) -> pd.DataFrame | None:
+    """The per-video metadata CSV (:func:`poseops.data.metadata.read_metadata`), or None (with a
+    warning) when ``path`` is None or missing."""
     if path is None or not Path(path).is_file():
         log.warning(
             "no metadata file%s: metadata columns (%s) left empty; validation will report it",
             f" at {path}" if path else "", ", ".join(S.METADATA_COLUMNS),
         )
         return None
-    path = Path(path)
-    try:
-        meta = pd.read_csv(path, dtype={S.VIDEO: str, S.ANIMAL: str, S.SESSION: str, S.CAMERA: str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise PoseopsError(f"cannot read metadata CSV: {str(e).splitlines()[0]}", file=path) from e
-    missing = [c for c in METADATA_REQUIRED if c not in meta.columns]
-    if missing:
-        raise PoseopsError(
-            f"metadata CSV missing column(s) {missing}; required {METADATA_REQUIRED}, "
-            f"has {list(meta.columns)}",
-            file=path,
-        )
-    bad = meta[S.VIDEO].isna() | (meta[S.VIDEO].astype(str).str.strip() == "")
-    if bad.any():
-        raise PoseopsError("empty video name", file=path, row=int(np.flatnonzero(bad)[0]) + 2)
-    meta[S.VIDEO] = meta[S.VIDEO].astype(str).str.strip()
-    dup = meta[S.VIDEO].duplicated()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        raise PoseopsError(
-            f"duplicate metadata row for video {meta[S.VIDEO].iloc[i]!r}", file=path, row=i + 2
-        )
-    return meta
-
-
-def join_metadata(labels: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFrame:
-    """Left-join per-video metadata onto labels; without metadata the standard columns are NaN."""
-    if meta is None:
-        out = labels.copy()
-        for c in S.METADATA_COLUMNS:  # dose is numeric, the others are names
-            out[c] = pd.Series(np.nan, index=out.index, dtype=float if c == S.DOSE else object)
-        return out
-    unknown = sorted(set(labels[S.VIDEO]) - set(meta[S.VIDEO]))
-    if unknown:
-        log.warning("videos without a metadata row: %s", unknown)
-    meta_cols = [c for c in meta.columns if c not in labels.columns or c == S.VIDEO]
-    out = labels.merge(meta[meta_cols], on=S.VIDEO, how="left", validate="many_to_one")
-    std = [c for c in S.METADATA_COLUMNS]
-    extra = [c for c in meta_cols if c not in std and c != S.VIDEO]
-    return out[[*labels.columns, *std, *extra]]
+    return read_metadata(path)
 
 
 def add_image_sizes(labels: pd.DataFrame, project: Path) -> pd.DataFrame:
@@ -297,7 +234,7 @@ def ingest_project(
     if ma:
         labels[S.INDIVIDUAL] = labels[S.INDIVIDUAL].astype(str)
     labels = labels[columns].reset_index(drop=True)
-    out = join_metadata(labels, read_metadata(metadata))
+    out = join_metadata(labels, project_metadata(metadata))
     n_img = out[S.IMAGE].nunique()
     log.info(
         "ingested %d rows: %d images, %d videos, scorers %s, bodyparts %s",
@@ -315,46 +252,3 @@ def _warn_unlisted_videos(labels: pd.DataFrame, cfg: dict[str, Any], project: Pa
             "DeepLabCut itself would silently skip them when building a training set",
             project / "config.yaml", unlisted,
         )
-
-
-def run(
-    project: str | Path | None = None,
-    metadata: str | Path | None = None,
-    out: str | Path | None = None,
-    fmt: str | None = None,
-    params_file: str | Path | None = None,
-) -> Path:
-    """CLI entry: arguments override params.yaml ``project`` / ``ingest``; writes parquet atomically."""
-    if params_path(params_file).exists():
-        proj = section("project", ProjectParams, params_file)
-        ing = section("ingest", IngestParams, params_file)
-    elif project is None or out is None:
-        load_params(params_file)  # raises a clear "params file not found"
-        raise AssertionError("unreachable")
-    else:
-        proj, ing = ProjectParams(metadata=""), IngestParams()
-    df = ingest_project(
-        Path(project or proj.path),
-        Path(metadata or proj.metadata) if (metadata or proj.metadata) else None,
-        fmt or proj.format,
-    )
-    dest = Path(out or ing.out)
-    write_parquet(df, dest)
-    log.info("wrote %s", dest)
-    return dest
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "ingest",
-        help="read a DLC project's labels (every scorer) into data/interim/labels.parquet",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--project", help="project folder (default: params project.path)")
-    p.add_argument("--metadata", help="per-video metadata CSV (default: params project.metadata)")
-    p.add_argument("--format", dest="fmt", choices=FORMATS, help="default: params project.format")
-    p.add_argument("--out", help="output parquet (default: params ingest.out)")
-    p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
-    p.set_defaults(
-        func=lambda a: run(a.project, a.metadata, a.out, a.fmt, a.params_file) and 0
-    )

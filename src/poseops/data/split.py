@@ -32,51 +32,26 @@ Output (``split.out``): CSV ``image, video, group, split`` + the stratification 
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from poseops.config.loader import section
+from poseops.config.data import MODES, SplitParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
-from poseops.core.fileio import write_csv
 from poseops.dlc.files import frame_from_image
 
 log = logging.getLogger(__name__)
 
-MODES = ("grouped", "leave-one-out", "temporal-blocks")
 GROUP_SEP = "|"  # group key of several columns: "m1|s2"
 BLOCK_SEP = "#b"  # temporal-blocks group: "<video>#b<block index>", e.g. "m4s1#b03"
 BLOCK_START, BLOCK_END = "block_start", "block_end"  # first / last video frame of the block
 BLOCK_LABEL = "block"
 ALL = "all"  # the single stratum when stratify_by is null
 _STRATUM = "_stratum"
-
-
-@dataclass
-class SplitParams:
-    """params.yaml ``split``."""
-
-    input: str = "data/interim/consensus.parquet"  # consensus labels (one scorer)
-    out: str = "data/processed/split.csv"
-    mode: str = "grouped"  # grouped | leave-one-out | temporal-blocks
-    group_by: list[str] = field(default_factory=lambda: [S.VIDEO])  # the leakage unit
-    stratify_by: str | None = S.CONDITION
-    test_fraction: float = 0.2
-    val_fraction: float = 0.3  # of the training frames, whole groups
-    holdout_column: str | None = None  # leave-one-out: a metadata column, e.g. animal
-    holdout_value: Any = None  # leave-one-out: the held-out value
-    block_frames: int = 20  # temporal-blocks: block length in video frames
-    gap_frames: int = 5  # temporal-blocks: min frames between two splits' frames is gap_frames + 1
-    seed: int = 42
-    # written by `poseops merge`: the previous iteration's split, kept (fixed test set)
-    fixed_split: str | None = "data/processed/fixed_split.csv"
 
 
 # ---------------------------------------------------------------------------- frames
@@ -583,39 +558,3 @@ def honour_fixed_split(
     else:
         out.loc[moved, S.SPLIT] = S.TRAIN
     return out.reset_index(drop=True)
-
-
-def run(params_file: str | None = None, input_path: str | None = None) -> pd.DataFrame:
-    from poseops.quality.dataset import read_table
-
-    p = section("split", SplitParams, params_file)
-    labels = read_table(input_path or p.input)
-    fixed = bool(p.fixed_split and Path(p.fixed_split).is_file())
-    split = make_split(labels, p, gaps=not fixed)  # gaps after the fixed split is applied
-    if fixed:
-        split = honour_fixed_split(
-            split, pd.read_csv(p.fixed_split), held_out=p.mode == "leave-one-out"
-        )
-        if p.mode == "temporal-blocks":
-            needed = (S.TRAIN, S.VAL, S.TEST) if p.val_fraction > 0 else (S.TRAIN, S.TEST)
-            split = drop_gap_frames(split, p.gap_frames, needed)
-        log.info("split: kept the previous iteration's split from %s", p.fixed_split)
-    write_csv(split, p.out)
-    log.info("split (%s, seed %d): %s -> %s", p.mode, p.seed, summary(split), p.out)
-    return split
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "split",
-        help="grouped, stratified train/val/test split without leakage (data/processed/split.csv)",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--input", help="labels table (default: params split.input)")
-    p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(a: argparse.Namespace) -> int:
-    run(a.params_file, a.input)
-    return 0

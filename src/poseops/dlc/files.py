@@ -114,6 +114,21 @@ def _check_multianimal_config(cfg: dict[str, Any], path: Path) -> None:
         )
 
 
+def read_config_unchecked(path: Path) -> dict[str, Any]:
+    """A DLC config.yaml path as it is, unchecked (``{}`` when empty): for reading one setting
+    (``pcutoff``, ``individuals``) of a config :func:`read_config` might refuse as partial."""
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def read_pytorch_config(path: Path) -> dict[str, Any]:
+    """Read DLC's ``pytorch_config.yaml`` (a model's settings: ``metadata`` with ``bodyparts``,
+    ``individuals``, ``unique_bodyparts``; ``method``, ...) as it is, unchecked."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoseopsError("pytorch_config.yaml not found", file=path)
+    return yaml.safe_load(path.read_text()) or {}
+
+
 def is_multianimal(cfg: dict[str, Any]) -> bool:
     """True for a multi-animal DLC project (``multianimalproject: true``)."""
     return bool(cfg.get("multianimalproject"))

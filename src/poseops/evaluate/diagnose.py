@@ -19,6 +19,7 @@ Pure functions over a curves table: one row per epoch, columns ``epoch, train_lo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from poseops.core.errors import PoseopsError
+
+log = logging.getLogger(__name__)
 
 EPOCH, TRAIN_LOSS, VAL_LOSS = "epoch", "train_loss", "val_loss"
 

@@ -13,56 +13,34 @@ and (image, scorer, bodypart) uniqueness are then checked per individual instead
 (and ``config.individuals``, ``config.n_individuals``) are filled from the DLC project's
 config.yaml. Extra tables written by other stages (e.g. ``labeler_qc`` from consensus) are added
 with ``validate.tables``.
-Outputs: results JSON (``validate.out``) and a Data Docs site (``validate.docs``).
+Outputs (written by ``poseops.commands.validate``): results JSON (``validate.out``) and a Data Docs
+site (``validate.docs``). The label-table helpers shared with other stages (``keypoint_missing``,
+``bodypart_stats``, ``animals_per_frame``) live in :mod:`poseops.data.labels`.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from poseops.config.loader import load_params, section
 from poseops.core import schema as S
-from poseops.core.errors import PoseopsError
+from poseops.data.labels import (
+    animals_per_frame,
+    bodypart_stats,
+    keypoint_missing,
+    present_individuals,
+)
 
 log = logging.getLogger(__name__)
 
 FRAME_METADATA = [S.ANIMAL, S.SESSION, S.CONDITION]  # every frame must have these
 
 
-@dataclass
-class ValidateParams:
-    """params.yaml ``validate``."""
-
-    suite: str = "expectations/dataset.json"
-    input: str = "data/interim/consensus.parquet"  # the labels table to check (consensus.out)
-    out: str = "reports/validation/dataset.json"
-    docs: str = "reports/validation/dataset-docs"  # Data Docs HTML site
-    max_nan_share: float = 0.25  # per bodypart (multi-animal: per individual and bodypart)
-    min_frames_per_condition: int = 5
-    max_condition_ratio: float = 3.0  # max/min frames per condition
-    min_total_frames: int = 20
-    min_animals_per_frame: int = 1  # multi-animal: labeled animals per image (max: config individuals)
-    check_images: bool = True  # open and decode every labeled image
-    fail_on_error: bool = True  # false: failures only warn
-    tables: dict[str, str] = field(default_factory=dict)  # extra tables: name -> parquet/csv path
-
-
 # ---------------------------------------------------------------------------- pure tables
-def keypoint_missing(labels: pd.DataFrame) -> np.ndarray:
-    """True where a keypoint is not labeled (x or y NaN / not finite)."""
-    x = pd.to_numeric(labels[S.X], errors="coerce").to_numpy(float)
-    y = pd.to_numeric(labels[S.Y], errors="coerce").to_numpy(float)
-    return ~(np.isfinite(x) & np.isfinite(y))
-
-
 def frames_table(labels: pd.DataFrame, images: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per labeled image: ``image, video, width, height, animal, session, condition``
     (+ any other metadata column; metadata columns absent from ``labels`` are added empty),
@@ -81,29 +59,12 @@ def frames_table(labels: pd.DataFrame, images: pd.DataFrame | None = None) -> pd
     return frames
 
 
-def bodypart_stats(labels: pd.DataFrame) -> pd.DataFrame:
-    """One row per bodypart: ``bodypart, n, n_missing, nan_share`` over every row (all scorers)."""
-    S.require_columns(labels, [S.BODYPART, S.X, S.Y], "labels")
-    df = pd.DataFrame({S.BODYPART: labels[S.BODYPART].to_numpy(), "miss": keypoint_missing(labels)})
-    out = df.groupby(S.BODYPART, sort=True)["miss"].agg(n="size", n_missing="sum").reset_index()
-    out["n_missing"] = out["n_missing"].astype(int)
-    out["nan_share"] = out["n_missing"] / out["n"]
-    return out
-
-
-def _present(labels: pd.DataFrame) -> pd.DataFrame:
-    """(image, scorer, individual) with at least one labeled keypoint (multi-animal tables)."""
-    keys = [S.IMAGE, S.SCORER, S.INDIVIDUAL] if S.SCORER in labels.columns else [S.IMAGE, S.INDIVIDUAL]
-    lab = labels.loc[~keypoint_missing(labels), keys].astype(str)
-    return lab.drop_duplicates()
-
-
 def individual_bodypart_stats(labels: pd.DataFrame) -> pd.DataFrame:
     """Multi-animal: one row per (individual, bodypart) with ``n, n_missing, nan_share`` over the
     rows of frames (image, scorer) in which that individual has at least one labeled keypoint:
     an animal absent from a frame is not a missing label (``animals_per_frame`` counts those)."""
     S.require_columns(labels, [S.INDIVIDUAL, S.BODYPART, S.X, S.Y], "labels")
-    present = _present(labels)
+    present = present_individuals(labels)
     keys = list(present.columns)
     df = labels[[*keys, S.BODYPART]].astype(str).assign(miss=keypoint_missing(labels))
     df = df.merge(present, on=keys, how="inner")
@@ -115,21 +76,6 @@ def individual_bodypart_stats(labels: pd.DataFrame) -> pd.DataFrame:
     out["n_missing"] = out["n_missing"].astype(int)
     out["nan_share"] = out["n_missing"] / out["n"]
     return out
-
-
-def animals_per_frame(labels: pd.DataFrame) -> pd.DataFrame:
-    """Multi-animal: one row per labeled (image, scorer): ``image, scorer, video, n_animals`` =
-    individuals other than ``single`` with at least one labeled keypoint (0 when only unique
-    bodyparts are labeled)."""
-    S.require_columns(labels, [S.IMAGE, S.INDIVIDUAL, S.X, S.Y], "labels")
-    keys = [S.IMAGE, S.SCORER] if S.SCORER in labels.columns else [S.IMAGE]
-    frames = labels[keys + ([S.VIDEO] if S.VIDEO in labels.columns else [])].drop_duplicates(keys)
-    present = _present(labels)
-    animals = present[present[S.INDIVIDUAL] != S.SINGLE]
-    n = animals.groupby(keys).size().rename("n_animals").reset_index()
-    out = frames.astype({k: str for k in keys}).merge(n, on=keys, how="left")
-    out["n_animals"] = out["n_animals"].fillna(0).astype(int)
-    return out.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def individual_stats(labels: pd.DataFrame, individuals: list[str] | None = None) -> pd.DataFrame:
@@ -213,14 +159,6 @@ def dataset_tables(
 
 
 # ---------------------------------------------------------------------------- edges
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A parquet or CSV table; a missing file names the stage that writes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise PoseopsError("table not found (run the stage that writes it first)", file=path)
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-
-
 def config_bodyparts(project: str | Path, labels: pd.DataFrame) -> list[str]:
     """Bodyparts of the project's config.yaml (multi-animal: multianimalbodyparts then
     uniquebodyparts); a project without one (Lightning Pose) uses the bodyparts found in the
@@ -249,54 +187,3 @@ def config_params(project: str | Path, labels: pd.DataFrame) -> dict[str, Any]:
     if "individuals" in out:
         out["n_individuals"] = len(out["individuals"])
     return out
-
-
-def run(
-    params_file: str | None = None,
-    input_path: str | None = None,
-    project: str | None = None,
-    fail_on_error: bool | None = None,
-) -> Any:
-    """Validate the labels table; write results JSON + Data Docs; raise on failures."""
-    from poseops.data.ingest import ProjectParams
-    from poseops.quality import gx
-
-    vp = section("validate", ValidateParams, params_file)
-    project = project or section("project", ProjectParams, params_file).path
-    labels = read_table(input_path or vp.input)
-    config = config_params(project, labels)
-    tables = dataset_tables(
-        labels, image_root=project if vp.check_images else None,
-        individuals=config.get("individuals"),
-    )
-    for name, path in vp.tables.items():
-        tables[name] = read_table(path)
-    params = {**load_params(params_file), "validate": dataclasses.asdict(vp), "config": config}
-    log.info(
-        "validating %d label rows (%d frames) with %s", len(labels), len(tables["frames"]), vp.suite
-    )
-    result = gx.validate_tables(vp.suite, tables, params, docs_dir=vp.docs)
-    result.save(vp.out)
-    log.info("results: %s; Data Docs: %s", vp.out, result.docs_index)
-    result.check(vp.fail_on_error if fail_on_error is None else fail_on_error)
-    return result
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "validate",
-        help="Great Expectations checks on the labels table (expectations/dataset.json)",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--input", help="labels table (default: params validate.input)")
-    p.add_argument("--project", help="DLC project folder (default: params project.path)")
-    p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
-    p.add_argument(
-        "--warn-only", action="store_true", help="report failures without failing the stage"
-    )
-    p.set_defaults(func=_cli)
-
-
-def _cli(a: argparse.Namespace) -> int:
-    run(a.params_file, a.input, a.project, fail_on_error=False if a.warn_only else None)
-    return 0

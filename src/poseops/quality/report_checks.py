@@ -8,46 +8,26 @@ Tables given to the suite (built by :func:`report_tables`, pure):
     conditions  ``stratum, n``: per condition with rows in the errors table, its labeled
                 keypoints with a prediction (a condition expected but absent has no row)
     bodyparts   ``stratum, n``: the same per bodypart
-Results go to `validate_report.out` and are tagged on the training's MLflow run; a failure stops
+``poseops.commands.validate_report`` writes the results to `validate_report.out` and tags them on
+the training's MLflow run (:func:`tag_run`); a failure stops
 the pipeline (or only warns when `validate_report.fail_on_error` is false) naming the failed
 expectation and its observed value.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from poseops.config.quality import DEFAULT_HEADLINE, ValidateReportParams
 from poseops.core import schema as S
-from poseops.core.errors import PoseopsError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_HEADLINE = ["rmse_px", "mean_px", "median_px", "p95_px", "mean_px_pcutoff",
-                    "median_likelihood"]
-
-
-@dataclass
-class ValidateReportParams:
-    """params.yaml `validate_report:` section."""
-
-    suite: str = "expectations/report.json"
-    out: str = "reports/validation/report.json"
-    max_test_rmse_px: float = 10.0
-    max_gap_pct: float = 15.0
-    min_median_likelihood: float = 0.5
-    headline: list[str] = field(default_factory=lambda: list(DEFAULT_HEADLINE))
-    presence_split: str | None = None  # None: presence counted over all splits; or e.g. "test"
-    fail_on_error: bool = False  # demo: warn; true: stop the pipeline
-
 
 def report_tables(
     headline: Mapping[str, Mapping[str, float]],
@@ -118,53 +98,3 @@ def tag_run(run_id: str, result: Any) -> None:
     client = MlflowClient(tracking_uri=tracking_uri())
     client.set_tag(run_id, "validate_report", "passed" if result.success else "failed")
     client.set_tag(run_id, "validate_report_message", result.message()[:4000])
-
-
-def run(params_file: str | None = None, fail_on_error: bool | None = None) -> Any:
-    """The DVC stage: data/eval + consensus + DLC config -> reports/validation/report.json."""
-    import yaml
-
-    from poseops.config.loader import load_params, section
-    from poseops.evaluate.evaluation import EvaluateParams
-
-    params = section("validate_report", ValidateReportParams, params_file)
-    ep = section("evaluate", EvaluateParams, params_file)
-    allp = load_params(params_file)
-    out = Path(ep.out)
-    for p in (out / "summary.json", out / "errors.parquet"):
-        if not p.exists():
-            raise PoseopsError("evaluation output missing (run `poseops evaluate`)", file=p)
-    summary = json.loads((out / "summary.json").read_text())
-    errors = pd.read_parquet(out / "errors.parquet")
-    labels_path = Path((allp.get("consensus") or {}).get("out", "data/interim/consensus.parquet"))
-    conditions: list[str] = []
-    if labels_path.exists():
-        labels = pd.read_parquet(labels_path)
-        if S.CONDITION in labels.columns:
-            conditions = sorted(labels[S.CONDITION].dropna().astype(str).unique())
-    bodyparts = sorted(errors[S.BODYPART].astype(str).unique())
-    pcfg = summary.get("pytorch_config")
-    if pcfg and Path(pcfg).exists():
-        meta = yaml.safe_load(Path(pcfg).read_text())["metadata"]
-        # multi-animal: the unique bodyparts are evaluated too
-        bodyparts = list(meta["bodyparts"]) + list(meta.get("unique_bodyparts") or [])
-    result = validate(params, summary["headline"], errors, conditions, bodyparts, allp)
-    result.save(params.out)
-    if summary.get("run_id"):
-        try:
-            tag_run(summary["run_id"], result)
-        except Exception as e:  # noqa: BLE001 - tracking must not hide the validation outcome
-            log.warning("could not tag the MLflow run: %s", e)
-    result.check(params.fail_on_error if fail_on_error is None else fail_on_error)
-    return result
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "validate-report", help="Great Expectations checks on the evaluation metrics"
-    )
-    p.add_argument("--params", default=None, help="params file (default params.yaml)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--fail-on-error", dest="fail", action="store_true", default=None)
-    g.add_argument("--warn-only", dest="fail", action="store_false")
-    p.set_defaults(func=lambda a: (run(a.params, a.fail), 0)[1])

@@ -9,14 +9,13 @@ a per-frame likelihood summary; logged to MLflow when a run is active (or ``log_
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from poseops.config.refine import AnalyzeParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.refine import common as R
@@ -27,61 +26,7 @@ SUMMARY_COLUMNS = [S.VIDEO, S.FRAME, "mean_likelihood", "min_likelihood", "n_bel
                    "n_bodyparts"]
 
 
-@dataclass
-class AnalyzeParams:
-    # default videos when the CLI gets none (the demo's unlabeled recording)
-    videos: list[str] = field(default_factory=lambda: ["data/raw/demo/videos/m1-s4.mp4"])
-    config: str | None = None  # working DLC config.yaml; None: from <train_workdir>/run.json
-    shuffle: int | None = None  # None: from run.json
-    train_workdir: str = "data/train"
-    snapshot_index: int | str | None = None  # None: the config's snapshotindex
-    device: str = "cpu"
-    batch_size: int = 8
-    pcutoff: float | None = None  # None: the DLC config's pcutoff
-    out: str = "data/refine/analyze"
-    log_mlflow: bool = False  # log even without an active run (a new 'analyze' run)
-
-
 # ---------------------------------------------------------------- pure
-def predictions_from_dlc(df: pd.DataFrame, video: str) -> pd.DataFrame:
-    """DLC's analysis frame (index = frame, columns scorer/bodyparts/coords x,y,likelihood) ->
-    tidy predictions: video, frame, bodypart, x, y, likelihood, scorer."""
-    if df.columns.nlevels == 4:
-        return predictions_from_dlc_multianimal(df, video)
-    if df.columns.nlevels != 3:
-        raise PoseopsError(f"expected DLC predictions with 3 (single-animal) or 4 (multi-animal)"
-                           f" column levels for {video}, got {df.columns.nlevels}")
-    scorer = str(df.columns.get_level_values(0)[0])
-    long = df.droplevel(0, axis=1).stack(level=0, future_stack=True)
-    long.index.names = [S.FRAME, S.BODYPART]
-    out = long.reset_index()[[S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD]]
-    out.insert(0, S.VIDEO, video)
-    out[S.SCORER] = scorer
-    out[S.FRAME] = out[S.FRAME].astype(int)
-    return out
-
-
-def predictions_from_dlc_multianimal(df: pd.DataFrame, video: str) -> pd.DataFrame:
-    """DLC's untracked multi-animal analysis frame (``analyze_videos(auto_track=False,
-    save_as_df=True)``: columns scorer/individuals/bodyparts/coords, the k-th "individual" is
-    the k-th assembly of the frame, not an identity; unique bodyparts under ``single``) ->
-    tidy predictions: video, frame, assembly (-1 = unique bodyparts), bodypart, x, y,
-    likelihood, scorer (an empty assembly slot keeps DLC's score < 0)."""
-    scorer = str(df.columns.get_level_values(0)[0])
-    inds = list(dict.fromkeys(df.columns.get_level_values(1)))
-    slot = {ind: k for k, ind in enumerate(i for i in inds if i != S.SINGLE)} | {S.SINGLE: -1}
-    long = df.droplevel(0, axis=1).stack(level=[0, 1], future_stack=True)
-    long.index.names = [S.FRAME, "_ind", S.BODYPART]
-    out = long.reset_index()
-    out = out[out[[S.X, S.Y, S.LIKELIHOOD]].notna().any(axis=1)]  # column pairs DLC never fills
-    out.insert(0, S.VIDEO, video)
-    out[S.ASSEMBLY] = out.pop("_ind").map(slot).astype(int)
-    out[S.SCORER] = scorer
-    out[S.FRAME] = out[S.FRAME].astype(int)
-    cols = [S.VIDEO, S.FRAME, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD, S.SCORER]
-    return out[cols].sort_values([S.FRAME, S.ASSEMBLY], kind="stable").reset_index(drop=True)
-
-
 def likelihood_summary(preds: pd.DataFrame, pcutoff: float) -> pd.DataFrame:
     """Per (video, frame): mean and min likelihood over bodyparts, bodyparts below pcutoff.
     Multi-animal predictions: over the predicted keypoints of every animal (empty assembly
@@ -118,7 +63,7 @@ def resolve_model(params: AnalyzeParams) -> tuple[Path, int]:
     return cfg_path, int(shuffle)
 
 
-def run(params: AnalyzeParams, videos: list[str | Path]) -> pd.DataFrame:
+def analyze_videos(params: AnalyzeParams, videos: list[str | Path]) -> pd.DataFrame:
     """Analyze videos; write <out>/<video><scorer>.h5 (DLC), predictions.parquet, likelihood.csv.
     Returns the tidy predictions."""
     if not videos:
@@ -134,6 +79,7 @@ def run(params: AnalyzeParams, videos: list[str | Path]) -> pd.DataFrame:
     import deeplabcut
 
     from poseops.dlc.files import is_multianimal
+    from poseops.dlc.inference import predictions_from_dlc
 
     # multi-animal: DLC's per-frame assemblies, untracked (auto_track=False: no tracklets or
     # stitching; save_as_df writes them as DLC's 4-level <video><scorer>.h5 next to its
@@ -179,24 +125,3 @@ def _log_mlflow(params: AnalyzeParams, summary: pd.DataFrame, pcutoff: float, ou
         })
         mlflow.log_param("analyze.pcutoff", pcutoff)
         mlflow.log_artifact(str(out / "likelihood.csv"), artifact_path="analyze")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="run the current model on videos (DLC video analysis)")
-    p.add_argument("videos", nargs="*", help="video files (default: params analyze.videos)")
-    p.add_argument("--config", help="working DLC config.yaml (default: from train run.json)")
-    p.add_argument("--shuffle", type=int)
-    p.add_argument("--device")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from poseops.config.loader import section
-
-    params = section("analyze", AnalyzeParams)
-    for k in ("config", "shuffle", "device"):
-        if getattr(args, k) is not None:
-            setattr(params, k, getattr(args, k))
-    run(params, args.videos or params.videos)
-    return 0
-

@@ -1,8 +1,9 @@
-"""Shared pieces of the refinement loop (extract, analyze, outliers, merge): video frames,
-appearance features, condition quotas and k-means diversity sampling.
+"""Shared pieces of the refinement loop (extract, analyze, outliers, merge): DLC image names and
+config.yaml updates, the metadata join, video frames, appearance features, condition quotas and
+k-means diversity sampling.
 
-Not a stage (the leading underscore keeps it out of the CLI). cv2 and sklearn are imported inside
-the functions that need them.
+Not a stage (no command of its own). cv2 and sklearn are imported inside the functions that
+need them.
 """
 
 from __future__ import annotations
@@ -92,21 +93,6 @@ def labeled_frames(project: Path, video: str) -> set[int]:
 
 
 # ---------------------------------------------------------------- metadata
-def load_metadata(path: str | Path) -> pd.DataFrame:
-    """Per-video metadata CSV: one row per video (column ``video`` = video stem)."""
-    p = Path(path)
-    if not p.is_file():
-        raise PoseopsError("metadata CSV not found", file=p)
-    meta = pd.read_csv(p)
-    if S.VIDEO not in meta.columns:
-        raise PoseopsError(f"metadata has no {S.VIDEO!r} column; has {list(meta.columns)}", file=p)
-    meta[S.VIDEO] = meta[S.VIDEO].astype(str).map(lambda v: Path(v).stem)
-    dup = meta[S.VIDEO][meta[S.VIDEO].duplicated()]
-    if len(dup):
-        raise PoseopsError(f"video {dup.iloc[0]!r} listed twice", file=p)
-    return meta
-
-
 def attach_metadata(
     frames: pd.DataFrame, meta: pd.DataFrame, required: Sequence[str], where: str | Path
 ) -> pd.DataFrame:

@@ -19,40 +19,20 @@ Differences are candidate - baseline: negative = the candidate is better.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from poseops.config.refine import CompareParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 
 log = logging.getLogger(__name__)
 
 BASE, CAND = "baseline", "candidate"
-
-
-@dataclass
-class CompareParams:
-    split: str = S.TEST  # the fixed test set
-    n_boot: int = 5000
-    ci: float = 0.95
-    seed: int = 0
-    unit: str = S.VIDEO  # statistics over videos (frames of a video are not independent); image:
-    # every frame independent (optimistic p-values and CIs); or animal, session, ...
-    min_units: int = 5  # fewer units: NaN Wilcoxon p-value and bootstrap CI (with the reason)
-    unchanged_tol_px: float = 0.5  # |delta mean| within this: "unchanged"
-    worst_quantile: float = 0.95  # "worst 5 %" = errors at or above this quantile
-    pcutoffs: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.6, 0.9])
-    errors_pattern: str = "data/refine/iterations/iteration-{n}/errors.parquet"
-    errors_artifact: str = "eval/errors.parquet"  # artifact of the training run (poseops evaluate)
-    iteration_tag: str = "dlc_iteration"  # training-run tag holding the DLC iteration
-    out: str = "reports/compare"
-    log_mlflow: bool = True
 
 
 # ---------------------------------------------------------------- statistics (pure)
@@ -424,7 +404,7 @@ def log_to_mlflow(result: dict, paths: dict[str, Path], refs: dict) -> str | Non
         return run.info.run_id
 
 
-def run(params: CompareParams, baseline: str, candidate: str) -> dict:
+def compare_models(params: CompareParams, baseline: str, candidate: str) -> dict:
     """Resolve both errors tables, compare, write reports/compare/*, log to MLflow."""
     b, binfo = resolve_errors(str(baseline), params)
     c, cinfo = resolve_errors(str(candidate), params)
@@ -441,24 +421,3 @@ def run(params: CompareParams, baseline: str, candidate: str) -> dict:
              s["wilcoxon"]["rank_biserial"],
              f" ({s['wilcoxon']['reason']})" if s["wilcoxon"]["reason"] else "")
     return result
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="paired comparison of two models on the fixed test set")
-    p.add_argument("baseline", help="errors file, iteration number or MLflow run id")
-    p.add_argument("candidate", help="errors file, iteration number or MLflow run id")
-    p.add_argument("--out", help="output folder (default: params compare.out)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from poseops.config.loader import section
-
-    params = section("compare", CompareParams)
-    if args.out:
-        params.out = args.out
-    if args.no_mlflow:
-        params.log_mlflow = False
-    run(params, args.baseline, args.candidate)
-    return 0

@@ -7,35 +7,21 @@ per condition (from the metadata CSV) so every condition gets its share; writes 
 
 from __future__ import annotations
 
-import argparse
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from poseops.config.refine import ExtractParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
+from poseops.data.metadata import read_metadata
 from poseops.refine import common as R
 
 log = logging.getLogger(__name__)
 
 COVERAGE_COLUMNS = ["stratum_type", "stratum", "n_frames", "n_videos", "share"]
-
-
-@dataclass
-class ExtractParams:
-    videos: list[str] = field(default_factory=list)  # empty: every video in config video_sets
-    n_frames: int = 30  # total frames to pick (split across conditions)
-    balance_by: str | None = S.CONDITION  # metadata column given equal quotas; null = none
-    resize: list[int] = field(default_factory=lambda: [32, 24])  # appearance features (w, h)
-    step: int = 1  # consider every step-th frame
-    skip_labeled: bool = True  # never re-pick frames already in labeled-data
-    seed: int = 0
-    write_frames: bool = True
-    manifest: str = "data/refine/extract/manifest.csv"
-    coverage: str = "data/refine/extract/coverage.csv"
 
 
 # ---------------------------------------------------------------- pure
@@ -87,10 +73,12 @@ def gather_candidates(
     return pd.concat(frames, ignore_index=True), np.vstack(feats)
 
 
-def run(
+def extract_frames(
     params: ExtractParams, project: str | Path, metadata: str | Path, videos: list[str] | None = None
 ) -> pd.DataFrame:
-    """Pick frames, write PNGs + manifest + coverage. Returns the manifest (one row per frame)."""
+    """Pick frames, write PNGs + manifest + coverage. Returns the manifest (one row per frame).
+
+    ``videos``: video files or names (default ``params.videos``, else the config's video_sets)."""
     from poseops.core.fileio import write_csv
 
     project = Path(project)
@@ -103,7 +91,7 @@ def run(
         paths = [R.find_video(Path(v).stem, cfg, project) for v in cfg.get("video_sets") or {}]
     if not paths:
         raise PoseopsError("no videos given and config video_sets is empty", file=project)
-    meta = R.load_metadata(metadata)
+    meta = read_metadata(metadata, required=[S.VIDEO])
     cand, feats = gather_candidates(project, paths, params.resize, params.step, params.skip_labeled)
     cand = R.attach_metadata(cand, meta, [params.balance_by] if params.balance_by else [], metadata)
     chosen = select_frames(cand, feats, params.n_frames, params.seed, params.balance_by)
@@ -123,23 +111,3 @@ def run(
     write_csv(cov, params.coverage)
     log.info("extract: %d frames from %d videos -> %s", len(manifest), len(paths), params.manifest)
     return manifest
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("extract", help="pick condition-balanced, diverse frames to label (k-means)")
-    p.add_argument("videos", nargs="*", help="videos (default: params extract.videos / video_sets)")
-    p.add_argument("--project", help="DLC project folder (default: params project.path)")
-    p.add_argument("--metadata", help="per-video metadata CSV (default: params project.metadata)")
-    p.add_argument("--n-frames", type=int, help="total frames to pick")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from poseops.config.loader import load_params, section
-
-    params = section("extract", ExtractParams)
-    if args.n_frames is not None:
-        params.n_frames = args.n_frames
-    proj = load_params().get("project") or {}
-    run(params, args.project or proj.get("path"), args.metadata or proj.get("metadata"), args.videos)
-    return 0

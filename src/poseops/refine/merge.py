@@ -14,34 +14,19 @@ If a DVC or git step fails, config.yaml and fixed_split are restored.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from poseops.config.refine import MergeParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.refine import common as R
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MergeParams:
-    manifest: str = "data/refine/outliers/manifest.csv"  # frames picked for relabeling
-    # the previous iteration's split and where later splits find it: params split.out and
-    # split.fixed_split (one place, read by the CLI); the dataclass defaults mirror SplitParams
-    split: str = "data/processed/split.csv"
-    fixed_split: str = "data/processed/fixed_split.csv"
-    require_labeled: bool = True  # each relabeled frame needs >= 1 labeled keypoint
-    dvc: bool = True  # dvc add the project folder
-    git: bool = True  # git commit + tag (skipped outside a git repository)
-    tag_prefix: str = "iteration-"
-    report: str = "reports/merge.json"
 
 
 # ---------------------------------------------------------------- pure
@@ -149,7 +134,7 @@ def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd
     return cfg, manifest, pd.concat(parts, ignore_index=True)
 
 
-def run(params: MergeParams, project: str | Path) -> dict:
+def merge_iteration(params: MergeParams, project: str | Path) -> dict:
     """Validate, bump the iteration, write fixed_split, dvc add, commit and tag. Returns the
     merge report (also written to ``params.report``)."""
     from poseops.core.fileio import write_csv, write_json, write_text
@@ -229,27 +214,3 @@ def _version(project: Path, params: MergeParams, git_root: Path | None, tag_prev
            f" from {', '.join(report['videos'])})")
     _sh(["git", "commit", "-m", msg, "--", *[str(p) for p in to_add]], git_root)
     _sh(["git", "tag", tag_new], git_root)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="merge relabeled frames as the next iteration (DVC + git tag)")
-    p.add_argument("--project", help="DLC project folder (default: params project.path)")
-    p.add_argument("--manifest", help="outliers manifest (default: params merge.manifest)")
-    p.add_argument("--no-git", action="store_true", help="do not commit/tag")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from poseops.config.loader import load_params, section
-    from poseops.data.split import SplitParams
-
-    params = section("merge", MergeParams)
-    sp = section("split", SplitParams)
-    params.split = sp.out
-    params.fixed_split = sp.fixed_split or params.fixed_split
-    if args.manifest:
-        params.manifest = args.manifest
-    if args.no_git:
-        params.git = False
-    run(params, args.project or (load_params().get("project") or {}).get("path"))
-    return 0

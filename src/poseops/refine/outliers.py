@@ -12,37 +12,22 @@ saying why each frame was picked.
 
 from __future__ import annotations
 
-import argparse
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from poseops.config.refine import LIKELIHOOD_MODES, LikelihoodMode, OutliersParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
+from poseops.data.metadata import read_metadata
 from poseops.refine import common as R
 
 log = logging.getLogger(__name__)
 
 RULES = ("low_likelihood", "jump", "uncertain")
 FRAME_COLUMNS = [S.VIDEO, S.FRAME, "mean_likelihood", "min_likelihood", "jump_px", *RULES, "rule"]
-
-
-@dataclass
-class OutliersParams:
-    predictions: str = "data/refine/analyze/predictions.parquet"
-    p_bound: float = 0.6  # likelihood bound
-    likelihood_mode: str = "any"  # any | mean: which bodyparts must fall below p_bound
-    epsilon: float = 20.0  # px, jump between consecutive frames
-    uncertain_fraction: float = 0.05  # top fraction of least confident frames (per video)
-    n_frames: int = 20  # frames to pick in total (split across conditions)
-    balance_by: str | None = S.CONDITION
-    resize: list[int] = field(default_factory=lambda: [32, 24])
-    seed: int = 0
-    write_frames: bool = True
-    manifest: str = "data/refine/outliers/manifest.csv"
 
 
 # ---------------------------------------------------------------- pure
@@ -105,12 +90,12 @@ def candidate_frames(
     p_bound: float,
     epsilon: float,
     uncertain_fraction: float,
-    likelihood_mode: str = "any",
+    likelihood_mode: LikelihoodMode = "any",
 ) -> pd.DataFrame:
     """Every frame with its scores and rule flags (columns FRAME_COLUMNS); ``rule`` joins the rules
     that fired with '+' ('' = not a candidate). ``uncertain`` marks the ceil(fraction * n) frames of
     each video with the lowest mean likelihood."""
-    if likelihood_mode not in ("any", "mean"):
+    if likelihood_mode not in LIKELIHOOD_MODES:
         raise PoseopsError(f"outliers.likelihood_mode must be 'any' or 'mean', not {likelihood_mode!r}")
     f = frame_scores(preds)
     low_col = "min_likelihood" if likelihood_mode == "any" else "mean_likelihood"
@@ -201,7 +186,7 @@ def write_machinelabels(df: pd.DataFrame, folder: Path, iteration: int) -> Path:
     return target
 
 
-def run(
+def pick_outliers(
     params: OutliersParams, project: str | Path, metadata: str | Path, videos_dir: str | Path | None = None
 ) -> pd.DataFrame:
     """Score frames, pick outliers, write frames + machinelabels + manifest. Returns the manifest."""
@@ -228,7 +213,7 @@ def run(
     keep = [(v, f) not in done for v, f in zip(cand[S.VIDEO], cand[S.FRAME], strict=True)]
     cand = cand[keep].reset_index(drop=True)  # frames already in labeled-data are not re-picked
     log.info("outliers: %d candidate frames of %d", len(cand), len(scores))
-    meta = R.load_metadata(metadata)
+    meta = read_metadata(metadata, required=[S.VIDEO])
     need = [params.balance_by] if params.balance_by else []
     cand = R.attach_metadata(cand, meta, need, metadata)
     extra = [Path(videos_dir)] if videos_dir else []
@@ -275,24 +260,3 @@ def _scorer(preds: pd.DataFrame) -> str:
     if S.SCORER in preds.columns and preds[S.SCORER].notna().any():
         return str(preds[S.SCORER].dropna().iloc[0])
     return "machine"
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("outliers", help="pick outlier frames for relabeling (DLC refine convention)")
-    p.add_argument("--project", help="DLC project folder (default: params project.path)")
-    p.add_argument("--metadata", help="per-video metadata CSV (default: params project.metadata)")
-    p.add_argument("--predictions", help="tidy predictions from `poseops analyze`")
-    p.add_argument("--videos-dir", help="where the analysed videos are, if not in the project")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from poseops.config.loader import load_params, section
-
-    params = section("outliers", OutliersParams)
-    if args.predictions:
-        params.predictions = args.predictions
-    proj = load_params().get("project") or {}
-    run(params, args.project or proj.get("path"), args.metadata or proj.get("metadata"),
-        args.videos_dir)
-    return 0

@@ -1,0 +1,1 @@
+"""The iteration report: one self-contained HTML page (:mod:`~poseops.report.html`)."""

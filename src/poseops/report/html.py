@@ -6,16 +6,15 @@ condition, by animal, condition-bias tests on per-video means), training details
 (loss curves and evaluated errors) with the guide's actions, metric validation, figures (loss curves, error per bodypart and per condition,
 PCK curve, example test frames with labeled vs predicted keypoints).
 
-:func:`build_html` is pure (tables/dicts in, a string out); :func:`run` reads the stage outputs.
+:func:`build_html` is pure (tables/dicts in, a string out); ``poseops.commands.report`` reads
+the stage outputs into :class:`ReportInputs`, writes the page and logs it to MLflow.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,22 +25,11 @@ import numpy as np
 import pandas as pd
 
 from poseops.core import schema as S
-from poseops.core.errors import PoseopsError
 from poseops.evaluate import diagnose as D
 from poseops.evaluate import metrics as M
+from poseops.evaluate.common import PRED_X, PRED_Y
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReportParams:
-    """params.yaml `report:` section."""
-
-    out: str = "reports/report.html"
-    title: str = "poseops iteration report"
-    example_frames: int = 6  # test frames drawn with labels vs predictions (worst first)
-    max_table_rows: int = 60
-    log_mlflow: bool = True
 
 
 @dataclass
@@ -224,7 +212,7 @@ def fig_frame(errors: pd.DataFrame, image: str, project_dir: Path) -> str | None
     for i, r in enumerate(rows.itertuples(index=False)):
         c = colors(i % 10)
         lx, ly = getattr(r, S.X), getattr(r, S.Y)
-        px, py = getattr(r, M.PRED_X), getattr(r, M.PRED_Y)
+        px, py = getattr(r, PRED_X), getattr(r, PRED_Y)
         if np.isfinite(lx):
             ax.plot(lx, ly, "o", mfc="none", mec=c, ms=8, mew=1.5)
             ax.plot([lx, px], [ly, py], "-", color=c, lw=0.8)
@@ -291,9 +279,23 @@ def _validation_html(v: dict[str, Any] | None) -> str:
 
 def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str:
     """The whole page as one string (no external resource)."""
-    d = inp.diagnosis or {}
-    kind = str(d.get("kind", "unknown"))
-    parts = [
+    parts = _head(inp)
+    parts += _composition_section(inp, max_rows)
+    parts += _performance_section(inp, max_rows)
+    parts += _bias_section(inp.bias, max_rows)
+    parts += ["<h2>Training</h2>",
+              table_html(pd.DataFrame([{"setting": k, "value": v}
+                                       for k, v in inp.training.items()]), 100, "training")]
+    parts += _diagnosis_section(inp.diagnosis or {})
+    parts += _validation_section(inp.validation)
+    parts += _figures_section(inp, example_n)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _head(inp: ReportInputs) -> list[str]:
+    """Doctype, title, inline CSS and the note on the error measures."""
+    return [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(inp.title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(inp.title)}</h1>",
@@ -302,6 +304,11 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
         "<b>mean px</b> = mean distance, the number DeepLabCut calls “rmse”. "
         "pcutoff variants keep keypoints with likelihood ≥ pcutoff "
         f"({html.escape(str(inp.context.get('pcutoff', '')))}).</p>",
+    ]
+
+
+def _composition_section(inp: ReportInputs, max_rows: int) -> list[str]:
+    parts = [
         "<h2>Composition of the labeled set</h2>",
         split_summary_html(inp.composition_metrics),
         table_html(inp.composition, max_rows, "composition"),
@@ -312,7 +319,12 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
         parts.append("<details><summary>All composition metrics "
                      f"({len(flat)})</summary>{table_html(flat, 1000, 'composition-metrics')}"
                      "</details>")
-    parts += ["<h2>Performance</h2>", table_html(_headline_table(inp.headline), 10, "headline")]
+    return parts
+
+
+def _performance_section(inp: ReportInputs, max_rows: int) -> list[str]:
+    """Headline per split, the train-test gap, the multi-animal table, the per-stratum tables."""
+    parts = ["<h2>Performance</h2>", table_html(_headline_table(inp.headline), 10, "headline")]
     gap = (inp.headline.get("gap") or {})
     if gap:
         parts.append(f"<p>Train–test gap: <b>{_fmt(gap.get('train_test_gap_pct'))} %</b> "
@@ -332,31 +344,44 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
         sub = _stratum(inp.stratified, st_type)
         if len(sub):
             parts += [f"<h3>{caption}</h3>", table_html(sub, max_rows, f"by-{st_type}")]
-    if inp.bias is not None and len(inp.bias):
-        units = sorted(set(inp.bias["unit"].astype(str))) if "unit" in inp.bias else ["image"]
-        unit = ", ".join(units)
-        caveat = ("every frame counted as an independent sample: optimistic p-values"
-                  if units == ["image"] else
-                  f"frames of one {unit} are not independent, so each {unit} counts once; "
-                  f"n = means tested, n_units = {unit}s, n_frames = frames behind them; a "
-                  f"group with fewer than 2 {unit}s gives no p-value (NaN, see note)")
-        parts += [f"<h3>Condition bias (test error, per {html.escape(unit)})</h3>",
-                  "<p class='note'>One-way ANOVA (η²) and Kruskal–Wallis (ε²) across groups of "
-                  f"per-{html.escape(unit)} mean errors: {html.escape(caveat)}.</p>",
-                  table_html(inp.bias, max_rows, "bias")]
-    parts += ["<h2>Training</h2>",
-              table_html(pd.DataFrame([{"setting": k, "value": v}
-                                       for k, v in inp.training.items()]), 100, "training")]
-    parts += [
+    return parts
+
+
+def _bias_section(bias: pd.DataFrame | None, max_rows: int) -> list[str]:
+    """The condition-bias tests with the caveat of their unit (empty without tests)."""
+    if bias is None or not len(bias):
+        return []
+    units = sorted(set(bias["unit"].astype(str))) if "unit" in bias else ["image"]
+    unit = ", ".join(units)
+    caveat = ("every frame counted as an independent sample: optimistic p-values"
+              if units == ["image"] else
+              f"frames of one {unit} are not independent, so each {unit} counts once; "
+              f"n = means tested, n_units = {unit}s, n_frames = frames behind them; a "
+              f"group with fewer than 2 {unit}s gives no p-value (NaN, see note)")
+    return [f"<h3>Condition bias (test error, per {html.escape(unit)})</h3>",
+            "<p class='note'>One-way ANOVA (η²) and Kruskal–Wallis (ε²) across groups of "
+            f"per-{html.escape(unit)} mean errors: {html.escape(caveat)}.</p>",
+            table_html(bias, max_rows, "bias")]
+
+
+def _diagnosis_section(d: dict[str, Any]) -> list[str]:
+    kind = str(d.get("kind", "unknown"))
+    return [
         "<h2>Diagnosis (loss curves and train/val/test errors)</h2>",
         f"<p><span class='kind {html.escape(kind)}'>{html.escape(kind)}</span> "
         f"{html.escape(str(d.get('reason', '')))}</p>",
         f"<p class='note'>{html.escape(str(d.get('pattern', '')))}</p>",
         "<ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in d.get("actions", [])) + "</ul>",
-        "<h2>Metric validation</h2>",
-        _validation_html(inp.validation),
-        "<h2>Figures</h2>",
     ]
+
+
+def _validation_section(validation: dict[str, Any] | None) -> list[str]:
+    return ["<h2>Metric validation</h2>", _validation_html(validation)]
+
+
+def _figures_section(inp: ReportInputs, example_n: int) -> list[str]:
+    """Loss curves, error per bodypart / condition, PCK, and the worst test frames drawn."""
+    parts = ["<h2>Figures</h2>"]
     figs = [
         (fig_loss(inp.curves), "Loss curves (train vs validation)"),
         (fig_error_by(inp.stratified, S.BODYPART), "Mean error per bodypart"),
@@ -373,8 +398,7 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
             if b:
                 err = inp.errors.loc[inp.errors[S.IMAGE] == image, S.ERROR_PX].mean()
                 parts.append(_figure(b, f"{image} (mean error {err:.2f} px)"))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def split_summary_html(composition_metrics: dict[str, Any]) -> str:
@@ -413,94 +437,3 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-# ----------------------------------------------------------------------------------- I/O
-
-
-def load_inputs(params_file: str | None = None, title: str | None = None) -> ReportInputs:
-    """Read the evaluate / validate-report / composition / train outputs named in params.yaml."""
-    from poseops.config.loader import load_params, section
-    from poseops.evaluate.evaluation import EvaluateParams
-    from poseops.train.trainer import TrainParams, _read_run_json
-
-    allp = load_params(params_file)
-    ep = section("evaluate", EvaluateParams, params_file)
-    out = Path(ep.out)
-    need = [out / "summary.json", out / "errors.parquet", out / "stratified.csv",
-            out / "diagnosis.json"]
-    for p in need:
-        if not p.exists():
-            raise PoseopsError("evaluation output missing (run `poseops evaluate`)", file=p)
-    summary = json.loads((out / "summary.json").read_text())
-    plots = Path(ep.plots)
-    curves = pd.DataFrame(columns=[D.EPOCH, D.TRAIN_LOSS, D.VAL_LOSS])
-    if (plots / "loss_curves.csv").exists():
-        curves = pd.read_csv(plots / "loss_curves.csv")
-    pck = pd.DataFrame()
-    if (plots / "pck_curve.csv").exists():
-        wide = pd.read_csv(plots / "pck_curve.csv")
-        pck = wide.melt(id_vars="threshold_px", var_name=S.SPLIT, value_name="pck")
-    comp = allp.get("composition") or {}
-    comp_table = Path(comp.get("table", "reports/composition.csv"))
-    comp_metrics = Path(comp.get("metrics", "reports/composition.json"))
-    vr = allp.get("validate_report") or {}
-    vpath = Path(vr.get("out", "reports/validation/report.json"))
-    tp = section("train", TrainParams, params_file)
-    run_info = _read_run_json(Path(tp.workdir))
-    training = {
-        "run id": summary.get("run_id"),
-        "snapshot": Path(str(summary.get("snapshot", ""))).name,
-        "net type": tp.net_type, "epochs": tp.epochs, "batch size": tp.batch_size,
-        "learning rate": tp.lr, "optimizer": tp.optimizer, "key metric": tp.key_metric,
-        "pretrained": tp.pretrained, "dlc iteration": run_info.get("iteration"),
-        "dataset version": run_info.get("dataset_version"),
-        "selected epoch": (run_info.get("metrics") or {}).get("selected_epoch"),
-        "frames train/val/test": "/".join(str(len((run_info.get("images") or {}).get(s, [])))
-                                          for s in S.SPLITS),
-    }
-    bias = out / "condition_bias.csv"
-    return ReportInputs(
-        headline=summary["headline"],
-        stratified=pd.read_csv(out / "stratified.csv"),
-        errors=pd.read_parquet(out / "errors.parquet"),
-        curves=curves,
-        diagnosis=json.loads((out / "diagnosis.json").read_text()),
-        pck=pck,
-        bias=pd.read_csv(bias).fillna({"note": ""}) if bias.exists() else pd.DataFrame(),
-        composition=pd.read_csv(comp_table) if comp_table.exists() else pd.DataFrame(),
-        composition_metrics=json.loads(comp_metrics.read_text()) if comp_metrics.exists() else {},
-        training=training,
-        validation=json.loads(vpath.read_text()) if vpath.exists() else None,
-        project_dir=Path(summary["project_dir"]) if summary.get("project_dir") else None,
-        title=f"{title or 'poseops iteration report'} (iteration {run_info.get('iteration', '?')})",
-        context=summary,
-    )
-
-
-def run(params_file: str | None = None) -> Path:
-    from poseops.config.loader import section
-    from poseops.core.fileio import write_text
-
-    rp = section("report", ReportParams, params_file)
-    inp = load_inputs(params_file, rp.title)
-    page = build_html(inp, rp.example_frames, rp.max_table_rows)
-    path = write_text(page, rp.out)
-    log.info("report: %s (%d kB)", path, len(page) // 1024)
-    run_id = inp.context.get("run_id")
-    if rp.log_mlflow and run_id:
-        import mlflow
-
-        from poseops.tracking.runs import quiet_env, tracking_uri
-
-        quiet_env()
-        mlflow.set_tracking_uri(tracking_uri())
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_artifact(str(path), artifact_path="report")
-    return path
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="one self-contained HTML report for the iteration")
-    p.add_argument("--params", default=None, help="params file (default params.yaml)")
-    p.set_defaults(func=lambda a: (run(a.params), 0)[1])

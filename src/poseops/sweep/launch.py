@@ -1,6 +1,8 @@
 """Launchers for `poseops sweep`: one worker per GPU on this server (``--gpus``), or SLURM job
 arrays (``--slurm``, with submitit). Every worker is the ordinary single-device worker
-(:func:`poseops.sweep.study.run_worker`) and they share one study through the storage.
+(:func:`poseops.sweep.worker.run_worker`, behind ``poseops sweep``) and they share one study
+through the storage. The launchers build the workers' ``poseops sweep`` command line
+(:func:`worker_argv`); they never import the CLI.
 
 ``--gpus 0,1,2,3`` (or ``all``) starts one ``poseops sweep`` child process per device with
 ``CUDA_VISIBLE_DEVICES`` set to that device (so each child sees one GPU, ``cuda:0``), shows one
@@ -15,18 +17,22 @@ sending heartbeats and its trial is failed and retried by the other workers.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from poseops.config.sweep import SweepParams
 from poseops.core.errors import PoseopsError
+from poseops.sweep.study import is_rdb_url, open_storage, state_counts
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +74,25 @@ def parse_gpus(spec: str, available: list[str]) -> list[str]:
     return wanted
 
 
-def worker_argv(args: argparse.Namespace, pfile: Path, *, device: str | None) -> list[str]:
+@dataclass(frozen=True)
+class WorkerOptions:
+    """The ``poseops sweep`` flags a launcher passes on to every worker it starts."""
+
+    study: str | None = None  # --study
+    n_trials: int | None = None  # --n-trials
+    worker_trials: int | None = None  # --worker-trials
+    out: str | None = None  # --out
+    train_fn: str | None = None  # --train-fn (module:function)
+    device: str | None = None  # --device (None: train.device; --gpus workers: cuda:0)
+
+
+def worker_argv(opts: WorkerOptions, pfile: Path, *, device: str | None) -> list[str]:
     """The single-worker ``poseops sweep`` arguments matching the launcher's (no --gpus/--slurm;
     the storage travels in $POSEOPS_SWEEP_STORAGE, out of the process list)."""
     argv = ["sweep", "--params", str(pfile)]
-    for flag, value in (("--study", args.study), ("--n-trials", args.n_trials),
-                        ("--worker-trials", args.worker_trials), ("--out", args.out),
-                        ("--train-fn", args.train_fn), ("--device", device)):
+    for flag, value in (("--study", opts.study), ("--n-trials", opts.n_trials),
+                        ("--worker-trials", opts.worker_trials), ("--out", opts.out),
+                        ("--train-fn", opts.train_fn), ("--device", device)):
         if value is not None:
             argv += [flag, str(value)]
     return argv
@@ -84,12 +102,10 @@ def worker_argv(args: argparse.Namespace, pfile: Path, *, device: str | None) ->
 # progress (one line for the whole study)
 
 
-def progress_line(p: Any) -> str | None:
+def progress_line(p: SweepParams) -> str | None:
     """``trials 5/12: complete 3, pruned 1, running 2, failed 1`` for the study, or None while it
     does not exist yet."""
     import optuna
-
-    from poseops.sweep.study import state_counts
 
     try:
         storage = _reader_storage(p.storage)
@@ -113,8 +129,6 @@ def _reader_storage(url: str) -> Any:
     """The progress display's own storage (one per URL: no new connection pool per poll)."""
     import optuna
 
-    from poseops.sweep.study import is_rdb_url
-
     if url not in _READERS:
         if is_rdb_url(url):
             _READERS[url] = optuna.storages.RDBStorage(url)
@@ -136,13 +150,11 @@ def _show(line: str | None, last: str | None) -> str | None:
 # --gpus: one worker process per device on this server
 
 
-def run_local_gpus(p: Any, args: argparse.Namespace, pfile: Path, devices: list[str],
+def run_local_gpus(p: SweepParams, opts: WorkerOptions, pfile: Path, devices: list[str],
                    *, poll_s: float = 2.0, stop_timeout_s: float = 60.0) -> int:
     """Start one worker per device (``CUDA_VISIBLE_DEVICES=<id>``), show the study's progress,
     forward Ctrl-C to the workers (their running trials end FAIL and are re-queued), and return
     0 when every worker succeeded (130 when interrupted, else the first failing exit status)."""
-    from poseops.sweep.study import open_storage
-
     logs = Path(p.out) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     open_storage(p)  # create the tables once, before the workers race for them
@@ -155,7 +167,7 @@ def run_local_gpus(p: Any, args: argparse.Namespace, pfile: Path, devices: list[
         env.setdefault(NODE_ID_ENV, f"{host}:gpu{dev}")
         env.pop(CUDA_DEVICES_ENV, None)
         # each child sees one device: cuda:0, unless --device says otherwise (e.g. cpu)
-        argv = worker_argv(args, pfile, device=args.device or "cuda:0")
+        argv = worker_argv(opts, pfile, device=opts.device or "cuda:0")
         out = (logs / f"gpu-{dev}.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "poseops.cli", *argv], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -210,24 +222,25 @@ def stop_workers(procs: list[subprocess.Popen], timeout_s: float) -> None:
 # --slurm: a submitit job array
 
 
-def slurm_worker(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """One array task: the ordinary worker (``poseops sweep <argv>``) in this process; returns
-    its report. Picklable (submitit runs it on the compute node)."""
+SlurmTask = Callable[[list[str]], dict[str, Any]]
+"""One worker run in-process from its ``poseops sweep`` arguments; returns its report (a
+module-level function of the command: submitit pickles it by name)."""
+
+
+def slurm_worker(task: SlurmTask, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """One array task: the ordinary worker (``task(argv)``, ``poseops sweep <argv>``) in this
+    process; returns its report. Picklable (submitit runs it on the compute node)."""
     os.environ.update(env)
     if NODE_ID_ENV not in os.environ:
-        task = os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
-        os.environ[NODE_ID_ENV] = f"{socket.gethostname()}:{task or os.getpid()}"
-    from poseops import cli
-    from poseops.sweep import study as sweep
-
+        task_id = os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+        os.environ[NODE_ID_ENV] = f"{socket.gethostname()}:{task_id or os.getpid()}"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = cli.build_parser().parse_args(argv)
-    return sweep.worker_report(args)
+    return task(argv)
 
 
 def check_slurm_storage(url: str) -> None:
-    from poseops.sweep.study import is_rdb_url
-
+    """``--slurm`` workers on other nodes need a database they all reach (not SQLite, not a
+    journal file), with heartbeats."""
     if not is_rdb_url(url) or url.startswith("sqlite"):
         raise PoseopsError(
             f"--slurm needs a database every node reaches, with heartbeats (PostgreSQL: "
@@ -235,14 +248,13 @@ def check_slurm_storage(url: str) -> None:
         )
 
 
-def submit_slurm(p: Any, args: argparse.Namespace, pfile: Path) -> list[Any]:
-    """Submit ``sweep.slurm.n_workers`` workers as one job array; returns the submitit jobs."""
+def submit_slurm(p: SweepParams, opts: WorkerOptions, pfile: Path, task: SlurmTask) -> list[Any]:
+    """Submit ``sweep.slurm.n_workers`` workers as one job array, each running
+    ``task(<its poseops sweep arguments>)``; returns the submitit jobs."""
     import submitit
 
     s = p.slurm
     check_slurm_storage(p.storage)
-    import shutil
-
     if s.cluster in (None, "slurm") and shutil.which("sbatch") is None:
         raise PoseopsError("--slurm: no sbatch on this machine (run it on a SLURM login node; "
                            "sweep.slurm.cluster: local runs the job array here, to try it)")
@@ -271,8 +283,9 @@ def submit_slurm(p: Any, args: argparse.Namespace, pfile: Path) -> list[Any]:
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         if key in os.environ:
             env[key] = os.environ[key]
-    argv = worker_argv(args, pfile.resolve(), device=args.device)
-    jobs = executor.map_array(slurm_worker, [argv] * s.n_workers, [env] * s.n_workers)
+    argv = worker_argv(opts, pfile.resolve(), device=opts.device)
+    n = s.n_workers
+    jobs = executor.map_array(slurm_worker, [task] * n, [argv] * n, [env] * n)
     ids = [j.job_id for j in jobs]
     log.info("submitted %d sweep workers: %s (logs in %s)", len(jobs), ids, folder)
     print(f"submitted {len(jobs)} workers as SLURM job array {ids[0].split('_')[0]}: {ids}",
@@ -280,7 +293,7 @@ def submit_slurm(p: Any, args: argparse.Namespace, pfile: Path) -> list[Any]:
     return jobs
 
 
-def wait_jobs(p: Any, jobs: list[Any], *, poll_s: float = 5.0) -> int:
+def wait_jobs(p: SweepParams, jobs: list[Any], *, poll_s: float = 5.0) -> int:
     """Follow the study until every job ended; 0 if at least one worker finished the study."""
     last: str | None = None
     try:

@@ -1,6 +1,6 @@
-"""Helpers shared by the training tests (single- and multi-animal): tiny CPU params, the check
-that MLflow's history equals DLC's learning_stats.csv, and a training killed after its first
-complete snapshot (to test resume)."""
+"""Helpers shared by the training tests (single- and multi-animal): the small demo's tables, tiny
+CPU params, the check that MLflow's history equals DLC's learning_stats.csv, and a training killed
+after its first complete snapshot (to test resume)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from poseops.config.train import TrainParams
 from poseops.tracking.runs import learning_stats_as_mlflow
-from poseops.train.trainer import TrainParams
+
+
+def small_tables(small_demo_root: Path) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    """(consensus labels, split, DLC project) of the small demo (``small_demo_root`` fixture):
+    a 60/20/20 split without stratification."""
+    from poseops.config.data import SplitParams
+    from poseops.data.consensus import build_consensus
+    from poseops.data.ingest import ingest_project
+    from poseops.data.split import make_split
+
+    project = small_demo_root / "raw" / "demo"
+    labels = build_consensus(ingest_project(project, small_demo_root / "metadata" / "videos.csv"))
+    split = make_split(labels, SplitParams(stratify_by=None, test_fraction=0.2, val_fraction=0.2))
+    return labels, split, project
 
 
 def tiny(epochs: int = 3, **kw: object) -> TrainParams:
@@ -48,7 +62,8 @@ def assert_history_equals_stats(client, run_id: str, stats: pd.DataFrame) -> Non
 _CHILD = """
 import sys, json, pandas as pd
 from pathlib import Path
-from poseops.train.trainer import TrainParams, train_model
+from poseops.config.train import TrainParams
+from poseops.train.trainer import train_model
 a = json.loads(sys.argv[1])
 train_model(TrainParams(**a["params"]), pd.read_parquet(a["labels"]), pd.read_csv(a["split"]),
             Path(a["project"]), Path(a["workdir"]), tracking_uri=a["uri"])

@@ -17,7 +17,7 @@ import yaml
 
 from poseops.dlc import files as dlcio
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 OPENFIELD = REPO.parent / "shared" / "data" / "dlc-openfield"
 STAGES = ["ingest", "consensus", "validate", "split", "composition", "train", "evaluate",

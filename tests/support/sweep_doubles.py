@@ -1,7 +1,7 @@
 """TEST DOUBLE for ``poseops.train.trainer.train_model`` used only by the sweep orchestration tests.
 
 Real DeepLabCut training is far too slow to time a SIGKILL in the middle of a trial, so the
-distributed tests run the product's worker (``poseops sweep --train-fn sweep_doubles:sleepy_train``)
+distributed tests run the product's worker (``poseops sweep --train-fn support.sweep_doubles:sleepy_train``)
 with this stand-in: same signature and the same observable behaviour towards the sweep (one MLflow
 child run nested under ``mlflow_parent_run_id`` with the given name and tags, per-epoch ``val.rmse``
 logged and passed to ``epoch_callback``, ``optuna.TrialPruned`` propagated), but each "epoch" is a

@@ -4,8 +4,8 @@
 temp dir. The server refuses to run as root, so as root the data dir is given to the ``postgres``
 user and every command runs through ``runuser`` (see ../shared/NOTES.md).
 
-Use the ``postgres_url`` fixture (import it into a test module: ``from pg import postgres_url``):
-it yields a SQLAlchemy URL ``postgresql+psycopg://poseops@127.0.0.1:<port>/<db>``.
+Tests use the ``postgres_url`` fixture (tests/conftest.py, built on ``postgres_server``): it
+yields a SQLAlchemy URL ``postgresql+psycopg://poseops@127.0.0.1:<port>/<db>``.
 """
 
 from __future__ import annotations
@@ -110,9 +110,3 @@ def postgres_server(dbname: str = "poseops") -> Iterator[str]:
             )
         shutil.rmtree(root, ignore_errors=True)
 
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """SQLAlchemy URL of a fresh database on a real PostgreSQL server started for this test."""
-    with postgres_server() as url:
-        yield url

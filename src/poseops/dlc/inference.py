@@ -1,0 +1,261 @@
+"""DeepLabCut predictions as tidy tables: the one place poseops runs DLC's inference runner on
+images and flattens what DLC predicts (runner outputs, the video-analysis .h5) into rows.
+
+One naming convention for every table: the k-th assembly (an unordered animal) of an image is
+``assembly`` k, named after the k-th of the model's ``individuals`` (``individual<k>`` past
+them); a multi-animal model's unique bodyparts are assembly -1, DLC's individual ``single``.
+
+Tables (one row per image x assembly x bodypart; x, y in pixels of the input image):
+    :func:`assemblies_table`   image, assembly, bodypart, x, y, likelihood
+    :func:`predict`            image, bodypart, x, y, likelihood, snapshot (single animal), or
+                               image, assembly, bodypart, x, y, likelihood, snapshot
+    :func:`individuals_table`  image, individual, bodypart, x, y, likelihood (the pyfunc model)
+    :func:`predictions_from_dlc` video, frame, [assembly,] bodypart, x, y, likelihood, scorer
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.dlc.files import read_config_unchecked, read_pytorch_config
+
+log = logging.getLogger(__name__)
+
+UNIQUE_ASSEMBLY = -1  # the assembly index of a multi-animal model's unique bodyparts
+ASSEMBLY_COLUMNS = [S.IMAGE, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD]
+INDIVIDUAL_COLUMNS = [S.IMAGE, S.INDIVIDUAL, S.BODYPART, S.X, S.Y, S.LIKELIHOOD]
+
+
+# ------------------------------------------------------------------------------- naming
+def individual_name(assembly: int, individuals: Sequence[str]) -> str:
+    """The individual of assembly ``assembly``: ``single`` for the unique bodyparts (-1), the
+    k-th of ``individuals``, else ``individual<k>``."""
+    if assembly == UNIQUE_ASSEMBLY:
+        return S.SINGLE
+    return individuals[assembly] if assembly < len(individuals) else f"individual{assembly}"
+
+
+def assembly_slots(individuals: Sequence[str]) -> dict[str, int]:
+    """Inverse of :func:`individual_name` for DLC's column order of individuals (an untracked
+    analysis names its k-th assembly after the k-th individual): name -> assembly index,
+    ``single`` -> -1."""
+    animals = [i for i in individuals if i != S.SINGLE]
+    return {ind: k for k, ind in enumerate(animals)} | {S.SINGLE: UNIQUE_ASSEMBLY}
+
+
+# ------------------------------------------------------------------------------- config
+def project_pcutoff(config_path: Path) -> float:
+    """``pcutoff`` of a DLC project's config.yaml (0.6 when it has none; the config unchecked)."""
+    return float(read_config_unchecked(Path(config_path)).get("pcutoff", 0.6))
+
+
+def project_individuals(config_path: Path) -> list[str] | None:
+    """DLC's config order of the individuals (multi-animal projects), None if not listed (the
+    config unchecked)."""
+    inds = read_config_unchecked(Path(config_path)).get("individuals")
+    return [str(i) for i in inds] if inds else None
+
+
+# ------------------------------------------------------------------------------- runner
+def as_image_list(model_input: Any) -> tuple[list[Any], list[Any]]:
+    """(inputs for DLC, names for the output table) from the accepted pyfunc inputs: image
+    paths, a DataFrame with an ``image`` column (else its first column), one RGB uint8 array
+    (H, W, 3) or a stack (N, H, W, 3) (names 0..N-1)."""
+    if isinstance(model_input, pd.DataFrame):
+        col = "image" if "image" in model_input.columns else model_input.columns[0]
+        paths = [str(p) for p in model_input[col]]
+        return paths, paths
+    if isinstance(model_input, np.ndarray):
+        arr = model_input[None] if model_input.ndim == 3 else model_input
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise PoseopsError(f"images array must be (N, H, W, 3) RGB, got {model_input.shape}")
+        return [np.ascontiguousarray(a, dtype=np.uint8) for a in arr], list(range(len(arr)))
+    if isinstance(model_input, str | Path):
+        return [str(model_input)], [str(model_input)]
+    items = list(model_input)
+    names = [str(x) if isinstance(x, str | Path) else i for i, x in enumerate(items)]
+    return [str(x) if isinstance(x, Path) else x for x in items], names
+
+
+def _input_size(image: Any) -> tuple[int, int]:
+    """(width, height) of an image path (header only) or an (H, W, 3) array."""
+    if isinstance(image, str | Path):
+        from poseops.dlc.files import image_size
+
+        return image_size(Path(image))
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def inference_by_size(runner: Any, images: list[Any]) -> list[Any]:
+    """``runner.inference(images)`` with each call given images of one size only, results in
+    the input order.
+
+    DeepLabCut's inference runner stacks up to ``batch_size`` preprocessed images into one tensor
+    (``torch.stack``), which fails for a project with two frame sizes; every ``inference`` call
+    flushes its last partial batch, so one call per size never mixes sizes in a batch.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(_input_size(image), []).append(i)
+    out: list[Any] = [None] * len(images)
+    for idx in groups.values():
+        for i, result in zip(idx, runner.inference([images[i] for i in idx]), strict=True):
+            out[i] = result
+    return out
+
+
+# ------------------------------------------------------------------------------- flattening
+def assemblies_table(images: Sequence[Any], outputs: Sequence[Mapping[str, Any]],
+                     bodyparts: Sequence[str], unique_bodyparts: Sequence[str]) -> pd.DataFrame:
+    """The runner's per-image outputs (``bodyparts``: (assemblies, bodyparts, >=3) x, y, score;
+    ``unique_bodyparts``: (1, unique, 3)) as the table ``image, assembly, bodypart, x, y,
+    likelihood``: per image, assembly 0.. in the runner's order (score -1: none), then the
+    unique bodyparts as assembly -1."""
+    parts = []
+    for image, o in zip(images, outputs, strict=True):
+        arr = np.asarray(o["bodyparts"], float)[..., :3]
+        n_asm = arr.shape[0]
+        parts.append(pd.DataFrame({
+            S.IMAGE: image, S.ASSEMBLY: np.repeat(np.arange(n_asm), len(bodyparts)),
+            S.BODYPART: np.tile(bodyparts, n_asm), S.X: arr[..., 0].ravel(),
+            S.Y: arr[..., 1].ravel(), S.LIKELIHOOD: arr[..., 2].ravel()}))
+        if unique_bodyparts and o.get("unique_bodyparts") is not None:
+            u = np.asarray(o["unique_bodyparts"], float)[..., :3].reshape(-1, 3)
+            n = len(unique_bodyparts)
+            parts.append(pd.DataFrame({
+                S.IMAGE: image, S.ASSEMBLY: UNIQUE_ASSEMBLY, S.BODYPART: list(unique_bodyparts),
+                S.X: u[:n, 0], S.Y: u[:n, 1], S.LIKELIHOOD: u[:n, 2]}))
+    if not parts:
+        return pd.DataFrame(columns=ASSEMBLY_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    out[S.ASSEMBLY] = out[S.ASSEMBLY].astype(int)
+    return out
+
+
+def individuals_table(images: Sequence[Any], outputs: Sequence[Mapping[str, Any]],
+                      bodyparts: Sequence[str], individuals: Sequence[str],
+                      unique_bodyparts: Sequence[str] | None = None) -> pd.DataFrame:
+    """:func:`assemblies_table` with each assembly named (:func:`individual_name`): ``image,
+    individual, bodypart, x, y, likelihood``."""
+    table = assemblies_table(images, outputs, bodyparts, unique_bodyparts or [])
+    if not len(table):
+        return pd.DataFrame(columns=INDIVIDUAL_COLUMNS)
+    names = {k: individual_name(k, individuals) for k in table[S.ASSEMBLY].unique()}
+    table[S.ASSEMBLY] = table[S.ASSEMBLY].map(names)
+    return table.rename(columns={S.ASSEMBLY: S.INDIVIDUAL})[INDIVIDUAL_COLUMNS]
+
+
+def first_assembly(table: pd.DataFrame) -> pd.DataFrame:
+    """Single-animal predictions ``image, bodypart, x, y, likelihood``: assembly 0 of
+    :func:`assemblies_table`."""
+    if not len(table):
+        return pd.DataFrame({S.IMAGE: np.repeat([], 0), S.BODYPART: np.array([], object),
+                             S.X: np.zeros(0), S.Y: np.zeros(0), S.LIKELIHOOD: np.zeros(0)})
+    first = table[table[S.ASSEMBLY] == 0].drop(columns=S.ASSEMBLY)
+    return first.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------- predict
+def _check_inputs(pytorch_config: Path, snapshot: Path, project_dir: Path,
+                  images: list[str]) -> None:
+    if not snapshot.is_file():
+        raise PoseopsError("snapshot not found (train first, or fix evaluate.snapshot)",
+                           file=snapshot)
+    if not pytorch_config.is_file():
+        raise PoseopsError("pytorch_config.yaml not found", file=pytorch_config)
+    missing = [i for i in images if not (project_dir / i).is_file()]
+    if missing:
+        raise PoseopsError(f"{len(missing)} image(s) missing, e.g. {missing[0]!r}",
+                           file=project_dir / missing[0])
+
+
+def predict(
+    pytorch_config: str | Path,
+    snapshot: str | Path,
+    project_dir: str | Path,
+    images: list[str],
+    *,
+    batch_size: int = 8,
+    device: str = "auto",
+    chunk: int = 64,
+    multi_animal: bool = False,
+) -> pd.DataFrame:
+    """DeepLabCut inference of ``snapshot`` on ``images`` (DLC relative paths under
+    ``project_dir``). Returns the predictions table ``image, bodypart, x, y, likelihood,
+    snapshot`` (single animal: the first individual). ``multi_animal``: every assembly, one row
+    per (image, assembly, bodypart) with ``assembly`` = its index in the runner's output (an
+    unordered animal; -1 = the unique bodyparts), as the runner returns it (score -1: none)."""
+    snapshot, pytorch_config = Path(snapshot), Path(pytorch_config)
+    _check_inputs(pytorch_config, snapshot, Path(project_dir), images)
+    from deeplabcut.pose_estimation_pytorch.apis.utils import get_pose_inference_runner
+
+    from poseops.core.device import resolve_device
+
+    cfg = read_pytorch_config(pytorch_config)
+    bodyparts = list(cfg["metadata"]["bodyparts"])
+    if multi_animal and str(cfg.get("method", "bu")).lower() != "bu":
+        raise PoseopsError(
+            f"evaluating a {cfg.get('method')!r} (top-down) multi-animal model needs a detector "
+            "or ground-truth boxes: not supported yet; use a bottom-up net_type (dekr_w18, "
+            "resnet_50 with PAF, ...)", file=pytorch_config)
+    runner = get_pose_inference_runner(
+        model_config=cfg, snapshot_path=str(snapshot), batch_size=batch_size,
+        device=resolve_device(device),
+    )
+    outs: list[dict[str, Any]] = []
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        outs.extend(inference_by_size(runner, [str(Path(project_dir) / i) for i in part]))
+        log.info("predicted %d / %d images", min(start + chunk, len(images)), len(images))
+    unique = list(cfg["metadata"].get("unique_bodyparts") or []) if multi_animal else []
+    table = assemblies_table(images, outs, bodyparts, unique)
+    if not multi_animal:
+        table = first_assembly(table)
+    return table.assign(**{S.SNAPSHOT: snapshot.name})
+
+
+# ------------------------------------------------------------------------------- video h5
+def predictions_from_dlc(df: pd.DataFrame, video: str) -> pd.DataFrame:
+    """DLC's analysis frame (index = frame, columns scorer/bodyparts/coords x,y,likelihood) ->
+    tidy predictions: video, frame, bodypart, x, y, likelihood, scorer."""
+    if df.columns.nlevels == 4:
+        return predictions_from_dlc_multianimal(df, video)
+    if df.columns.nlevels != 3:
+        raise PoseopsError(f"expected DLC predictions with 3 (single-animal) or 4 (multi-animal)"
+                           f" column levels for {video}, got {df.columns.nlevels}")
+    scorer = str(df.columns.get_level_values(0)[0])
+    long = df.droplevel(0, axis=1).stack(level=0, future_stack=True)
+    long.index.names = [S.FRAME, S.BODYPART]
+    out = long.reset_index()[[S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD]]
+    out.insert(0, S.VIDEO, video)
+    out[S.SCORER] = scorer
+    out[S.FRAME] = out[S.FRAME].astype(int)
+    return out
+
+
+def predictions_from_dlc_multianimal(df: pd.DataFrame, video: str) -> pd.DataFrame:
+    """DLC's untracked multi-animal analysis frame (``analyze_videos(auto_track=False,
+    save_as_df=True)``: columns scorer/individuals/bodyparts/coords, the k-th "individual" is
+    the k-th assembly of the frame, not an identity; unique bodyparts under ``single``) ->
+    tidy predictions: video, frame, assembly (-1 = unique bodyparts), bodypart, x, y,
+    likelihood, scorer (an empty assembly slot keeps DLC's score < 0)."""
+    scorer = str(df.columns.get_level_values(0)[0])
+    slot = assembly_slots(list(dict.fromkeys(df.columns.get_level_values(1))))
+    long = df.droplevel(0, axis=1).stack(level=[0, 1], future_stack=True)
+    long.index.names = [S.FRAME, "_ind", S.BODYPART]
+    out = long.reset_index()
+    out = out[out[[S.X, S.Y, S.LIKELIHOOD]].notna().any(axis=1)]  # column pairs DLC never fills
+    out.insert(0, S.VIDEO, video)
+    out[S.ASSEMBLY] = out.pop("_ind").map(slot).astype(int)
+    out[S.SCORER] = scorer
+    out[S.FRAME] = out[S.FRAME].astype(int)
+    cols = [S.VIDEO, S.FRAME, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD, S.SCORER]
+    return out[cols].sort_values([S.FRAME, S.ASSEMBLY], kind="stable").reset_index(drop=True)

@@ -1,0 +1,103 @@
+"""The MLflow pyfunc pose model: a DeepLabCut 3 snapshot logged as an MLflow model that loads
+anywhere poseops is installed and predicts tidy tables.
+
+``mlflow.pyfunc.log_model(python_model=DLCPoseModel())`` pickles the model with cloudpickle: the
+class is made inside :func:`_pyfunc_class`, so its code travels by value in the pickle, while the
+module-level functions it calls (:func:`predict_images`, :func:`_cuda_available`, poseops.dlc)
+are pickled by reference: loading needs poseops installed (the model's pip requirements pin it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from poseops.dlc.inference import as_image_list, individuals_table, inference_by_size
+
+log = logging.getLogger(__name__)
+
+
+def _pyfunc_class() -> type:
+    import mlflow.pyfunc
+
+    class DLCPoseModel(mlflow.pyfunc.PythonModel):
+        """A DeepLabCut 3 snapshot as an MLflow pyfunc model.
+
+        predict(images) with images = a list of image paths, a DataFrame with an `image`
+        column (paths), one RGB uint8 array (H, W, 3) or a stack (N, H, W, 3). Returns the tidy
+        predictions table: one row per (image, bodypart) with columns image (path or index),
+        individual, bodypart, x, y, likelihood (pixel coordinates of the input image).
+        """
+
+        def load_context(self, context: Any) -> None:
+            from poseops.dlc.files import read_pytorch_config
+
+            cfg = read_pytorch_config(Path(context.artifacts["pytorch_config"]))
+            self.bodyparts = list(cfg["metadata"]["bodyparts"])
+            self.individuals = list(cfg["metadata"].get("individuals") or ["animal"])
+            # multi-animal projects: unique bodyparts come out under individual "single"
+            self.unique_bodyparts = list(cfg["metadata"].get("unique_bodyparts") or [])
+            self._cfg = cfg
+            self._snapshot = context.artifacts["snapshot"]
+            self._runner = None
+
+        def _get_runner(self) -> Any:
+            if self._runner is None:
+                from deeplabcut.pose_estimation_pytorch.apis.utils import (
+                    get_pose_inference_runner,
+                )
+
+                device = os.environ.get("POSEOPS_DEVICE") or (
+                    "cuda" if _cuda_available() else "cpu"
+                )
+                # batches hold images of one size (inference_by_size): mixed sizes are fine
+                self._runner = get_pose_inference_runner(
+                    model_config=self._cfg, snapshot_path=self._snapshot, batch_size=8, device=device
+                )
+            return self._runner
+
+        def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads hints)
+            return predict_images(self._get_runner(), model_input, self.bodyparts, self.individuals,
+                                  self.unique_bodyparts)
+
+    return DLCPoseModel
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def predict_images(
+    runner: Any, model_input: Any, bodyparts: list[str], individuals: list[str],
+    unique_bodyparts: list[str] | None = None,
+) -> Any:
+    """Run a DLC inference runner on images; tidy table image, individual, bodypart, x, y,
+    likelihood (one row per image x individual x bodypart; a multi-animal model's
+    ``unique_bodyparts`` follow under individual ``single``)."""
+    images, names = as_image_list(model_input)
+    outputs = inference_by_size(runner, images)
+    return individuals_table(names, outputs, bodyparts, individuals, unique_bodyparts)
+
+
+def log_pose_model(pytorch_config: Path, snapshot: Path, name: str = "model") -> Any:
+    """Log the DLC snapshot as a pyfunc model in the active run; returns MLflow's ModelInfo."""
+    import mlflow
+
+    import poseops
+
+    cls = _pyfunc_class()
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=cls(),
+        artifacts={"pytorch_config": str(pytorch_config), "snapshot": str(snapshot)},
+        pip_requirements=[
+            "deeplabcut==3.0.2",
+            "torch==2.14.1",
+            "torchvision==0.29.1",
+            f"poseops=={poseops.__version__}",
+        ],
+    )
