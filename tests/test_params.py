@@ -3,9 +3,7 @@ file, YAML 1.2 numbers (``1e-3``) are numbers, and mistakes are one line naming 
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib
 import types
 import typing
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 import yaml
 
 from poseops.config.loader import from_dict, load_params, load_yaml, section
+from poseops.config.pipeline import SECTIONS, PipelineParams
 from poseops.core.errors import PoseopsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,55 +21,8 @@ SHIPPED = REPO / "params.yaml"
 SRC = REPO / "src" / "poseops"
 
 
-def _module_name(path: Path) -> str:
-    """``src/poseops/data/split.py`` -> ``data.split``."""
-    return ".".join(path.relative_to(SRC).with_suffix("").parts)
-
-
-def _readers() -> dict[str, tuple[str, str]]:
-    """section name -> (module, dataclass name), from every ``section("name", Cls, ...)`` call in
-    src/poseops (a module-level string constant as the name counts too: sweep's SECTION)."""
-    found: dict[str, tuple[str, str]] = {}
-    for path in sorted(SRC.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        consts = {
-            t.id: n.value.value
-            for n in tree.body
-            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
-            and isinstance(n.value.value, str)
-            for t in n.targets
-            if isinstance(t, ast.Name)
-        }
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "section"):
-                continue
-            if len(node.args) < 2 or not isinstance(node.args[1], ast.Name):
-                continue
-            first = node.args[0]
-            name = (
-                first.value if isinstance(first, ast.Constant)
-                else consts.get(getattr(first, "id", ""))
-            )
-            if isinstance(name, str):
-                found.setdefault(name, (_module_name(path), node.args[1].id))
-    return found
-
-
-def _cls(module: str, name: str) -> type:
-    """The dataclass ``name`` that ``poseops.<module>`` reads with (defined there or imported,
-    possibly inside the reading function)."""
-    mod = importlib.import_module(f"poseops.{module}")
-    if hasattr(mod, name):
-        return getattr(mod, name)
-    for path in sorted(SRC.rglob("*.py")):
-        other = importlib.import_module(f"poseops.{_module_name(path)}")
-        cls = getattr(other, name, None)
-        if isinstance(cls, type) and cls.__module__ == other.__name__:
-            return cls
-    raise LookupError(name)
-
-
-READERS = _readers()
+# section name -> the dataclass every command reads it with (``cfg.<name>`` of PipelineParams)
+READERS: dict[str, type] = SECTIONS
 SHIPPED_DATA = load_params(SHIPPED)
 WITH_CLASS = sorted(s for s in SHIPPED_DATA if s in READERS)
 
@@ -105,14 +57,13 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_every_shipped_section_has_a_dataclass():
-    assert READERS, "no section(...) readers found in src/poseops"
     assert sorted(set(SHIPPED_DATA) - set(READERS)) == []
 
 
 @pytest.mark.parametrize("name", WITH_CLASS)
 def test_shipped_section_loads_typed(name: str):
     """The section loads through its dataclass, and every value has the annotated type."""
-    cls = _cls(*READERS[name])
+    cls = READERS[name]
     p = section(name, cls, SHIPPED)
     assert type(p) is cls
     hints = typing.get_type_hints(cls)
@@ -132,7 +83,7 @@ NOT_DEFAULTS = {"validate.tables"}
 @pytest.mark.parametrize("name", WITH_CLASS)
 def test_defaults_in_code_equal_shipped_params(name: str):
     """``Cls()`` == the shipped section, key by key (keys the file leaves out are not compared)."""
-    cls = _cls(*READERS[name])
+    cls = READERS[name]
     shipped = section(name, cls, SHIPPED)
     default = cls()
     keys = SHIPPED_DATA.get(name) or {}
@@ -265,3 +216,33 @@ def test_train_overrides_are_typed_and_checked(tmp_path, repo_root) -> None:
         run(str(params), {"lr": "fast"})
     with pytest.raises(PoseopsError, match=r"did you mean 'lr'"):
         run(str(params), {"learning_rate": 0.1})
+
+
+# ---------------------------------------------------------------------------- PipelineParams
+
+
+def test_pipeline_params_reads_each_section_typed_and_only_when_used(tmp_path: Path) -> None:
+    """``cfg.<section>`` is the section validated into its dataclass (the same object
+    ``section()`` gives); a mistake in a section a stage does not read does not stop it, and
+    is reported, naming the file, section and key, by the stage that reads it."""
+    import re
+
+    text = re.sub(r"(?m)^(sweep:.*\n)", r"\1  n_trialz: 3\n", SHIPPED.read_text(), count=1)
+    assert "n_trialz" in text
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    cfg = PipelineParams.load(p)
+    assert cfg.consensus == section("consensus", SECTIONS["consensus"], p)
+    assert cfg.split.out == yaml.safe_load(text)["split"]["out"]
+    assert type(cfg.train) is SECTIONS["train"]
+    with pytest.raises(PoseopsError, match=r"\[sweep\] unknown key 'n_trialz'; did you mean 'n_trials'"):
+        _ = cfg.sweep
+
+
+def test_pipeline_params_has_every_shipped_section_and_defaults_when_absent(tmp_path: Path):
+    assert sorted(SECTIONS) == sorted(SHIPPED_DATA)
+    p = tmp_path / "params.yaml"
+    p.write_text("train:\n  epochs: 3\n")
+    cfg = PipelineParams.load(p)
+    assert cfg.train.epochs == 3
+    assert cfg.evaluate == SECTIONS["evaluate"]()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.sweep import init_tracking, make_workspace
-from support.sweep_doubles import EPOCH_SECONDS_ENV
+from support.sweep_doubles import EPOCH_SECONDS_ENV, GATE_ENV
 
 from poseops.core.errors import PoseopsError
 from poseops.sweep.launch import CUDA_DEVICES_ENV, parse_gpus
@@ -28,8 +28,11 @@ SRC = TESTS.parent / "src"
 pytestmark = pytest.mark.slow
 
 
-def start_launcher(ws: Path, epoch_s: float, gpus: str = "all") -> subprocess.Popen:
+def start_launcher(ws: Path, epoch_s: float, gpus: str = "all",
+                   gate: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ)
+    if gate is not None:
+        env[GATE_ENV] = str(gate)  # trials hold after their first epoch until the file exists
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(SRC), env.get("PYTHONPATH", "")])
     env[EPOCH_SECONDS_ENV] = str(epoch_s)
     env[CUDA_DEVICES_ENV] = "0,1"  # two "GPUs" (the CUDA query, nothing else, is replaced)
@@ -86,6 +89,8 @@ def test_gpus_runs_one_worker_per_device_sharing_one_study(tmp_path, mlflow_uri)
 
 
 def test_ctrl_c_fails_and_requeues_the_running_trials(tmp_path, mlflow_uri):
+    """Deterministic: the trials hold after their first epoch (a gate file the test never
+    creates), so Ctrl-C always lands while both workers' trials are running."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
     from optuna.trial import TrialState
 
@@ -94,8 +99,8 @@ def test_ctrl_c_fails_and_requeues_the_running_trials(tmp_path, mlflow_uri):
         "n_trials": 6, "epochs": 30, "pruner": "none",
     })
     init_tracking()
-    proc = start_launcher(ws, 0.5)
-    deadline = time.monotonic() + 180
+    proc = start_launcher(ws, 0.05, gate=tmp_path / "never-released")
+    deadline = time.monotonic() + 300
     while True:
         assert time.monotonic() < deadline, "the workers never got going"
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -107,6 +112,8 @@ def test_ctrl_c_fails_and_requeues_the_running_trials(tmp_path, mlflow_uri):
         if len(running) == 2 and all(t.user_attrs.get("epochs_trained", 0) >= 1
                                      for t in running):
             break
+    done = journal_study(ws, "stopme").get_trials(states=(TrialState.COMPLETE,))
+    assert done == [], "a trial finished past the gate"
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]

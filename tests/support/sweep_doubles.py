@@ -18,6 +18,16 @@ from pathlib import Path
 from typing import Any
 
 EPOCH_SECONDS_ENV = "SWEEP_DOUBLE_EPOCH_SECONDS"
+# a file path: after reporting its first epoch, every trial waits until the file exists, so a test
+# can act while trials are known to be running (instead of racing a poll loop against the clock)
+GATE_ENV = "SWEEP_DOUBLE_GATE"
+
+
+def wait_for_gate(poll_s: float = 0.05) -> None:
+    """Block while ``$SWEEP_DOUBLE_GATE`` names a file that does not exist yet."""
+    gate = os.environ.get(GATE_ENV)
+    while gate and not Path(gate).exists():
+        time.sleep(poll_s)
 
 
 def val_curve(lr: float, batch_size: int, epoch: int) -> float:
@@ -69,6 +79,8 @@ def sleepy_train(
             client.log_metric(run_id, "val.rmse", val, step=epoch)
             if epoch_callback is not None:
                 epoch_callback(epoch, {"val.rmse": val})
+            if epoch == 1:
+                wait_for_gate()
     except BaseException:
         client.set_terminated(run_id, status="KILLED")
         raise

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from poseops.config.loader import section
-from poseops.config.refine import AnalyzeParams
+from poseops.config.pipeline import PipelineParams
 from poseops.refine.analyze import analyze_videos
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,8 @@ def run(
     """params.yaml ``analyze`` (``config``, ``shuffle``, ``device`` override it) ->
     :func:`analyze_videos` on ``videos`` (default: params ``analyze.videos``). Returns the tidy
     predictions."""
-    params = section("analyze", AnalyzeParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    params = cfg.analyze
     for key, value in (("config", config), ("shuffle", shuffle), ("device", device)):
         if value is not None:
             setattr(params, key, value)

@@ -9,8 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from poseops.config.loader import section
-from poseops.config.refine import CompareParams
+from poseops.config.pipeline import PipelineParams
 from poseops.refine.compare import compare_models
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,8 @@ def run(
     """params.yaml ``compare`` (``out`` overrides it; ``log_mlflow=False``: no MLflow run) ->
     :func:`compare_models`. BASELINE / CANDIDATE: an errors file, an iteration number or an
     MLflow run id. Returns the result tables and summary."""
-    params = section("compare", CompareParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    params = cfg.compare
     if out:
         params.out = out
     if not log_mlflow:

@@ -11,8 +11,7 @@ import argparse
 import logging
 from typing import Any
 
-from poseops.config.data import CompositionParams, ConsensusParams, ProjectParams, SplitParams
-from poseops.config.loader import section
+from poseops.config.pipeline import PipelineParams
 from poseops.core import schema as S
 from poseops.core.fileio import write_csv, write_json
 from poseops.data.composition import composition_metrics, composition_table
@@ -24,13 +23,14 @@ log = logging.getLogger(__name__)
 
 def run(params_file: str | None = None) -> dict[str, Any]:
     """Compute the composition metrics of params ``composition`` and write its two outputs."""
-    p = section("composition", CompositionParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    p = cfg.composition
     labels = read_table(p.input)
     split = read_table(p.split) if p.split else None
-    conditions = design_conditions(section("project", ProjectParams, params_file).metadata)
-    split_params = section("split", SplitParams, params_file) if split is not None else None
+    conditions = design_conditions(cfg.project.metadata)
+    split_params = cfg.split if split is not None else None
     consensus_params = (
-        section("consensus", ConsensusParams, params_file) if S.INDIVIDUAL in labels else None
+        cfg.consensus if S.INDIVIDUAL in labels else None
     )
     metrics = composition_metrics(labels, split, conditions or None, split_params, consensus_params)
     if split is not None and metrics["split"]["leakage_warning"]:

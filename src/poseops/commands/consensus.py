@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from poseops.config.data import ConsensusParams, IngestParams
-from poseops.config.loader import section
+from poseops.config.data import ConsensusParams
+from poseops.config.pipeline import PipelineParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.data.consensus import ConsensusResult, analyse
@@ -135,8 +135,9 @@ def run(
 ) -> ConsensusResult:
     """Read the labels table, compute consensus + labeler QC, write every output; with
     ``mlflow`` also log the QC (see :func:`log_to_mlflow`; the train stage normally does it)."""
-    p = section("consensus", ConsensusParams, params)
-    path = Path(labels or section("ingest", IngestParams, params).out)
+    cfg = PipelineParams.load(params)
+    p = cfg.consensus
+    path = Path(labels or cfg.ingest.out)
     if not path.exists():
         raise PoseopsError("labels table not found (run `poseops ingest` first)", file=path)
     res = analyse(pd.read_parquet(path), p)

@@ -11,9 +11,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from poseops.config.data import ProjectParams
-from poseops.config.demo import DemoParams
-from poseops.config.loader import section
+from poseops.config.pipeline import PipelineParams
 from poseops.demo.project import generate_demo
 
 log = logging.getLogger(__name__)
@@ -29,13 +27,14 @@ def run(
     """CLI entry: params.yaml ``demo`` (and ``project.metadata`` as the default metadata path).
     ``small``: the tiny variant (:meth:`DemoParams.small` sizes); ``multi_animal``: a
     multi-animal project (``animals_per_video`` from params, 2 when it is 1)."""
-    p = section("demo", DemoParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    p = cfg.demo
     if small:
         p = dataclasses.replace(p, animals=2, sessions=3, frames_per_video=30, labeled_per_video=6)
     if multi_animal and not p.multi:
         p = dataclasses.replace(p, animals_per_video=2)
     if metadata is None:
-        metadata = section("project", ProjectParams, params_file).metadata
+        metadata = cfg.project.metadata
     return generate_demo(Path(out or p.out), p, Path(metadata) if metadata else None)
 
 

@@ -34,11 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poseops.config.data import ConsensusParams, SplitParams
 from poseops.config.evaluate import EvaluateParams
-from poseops.config.loader import section
-from poseops.config.quality import ValidateReportParams
-from poseops.config.train import TrainParams
+from poseops.config.pipeline import PipelineParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_csv, write_json, write_parquet
@@ -64,13 +61,14 @@ def _cli(args: argparse.Namespace) -> int:
 
 def run(params_file: str | None = None) -> Evaluation:
     """The DVC stage: data/train (selected snapshot) + consensus + split -> data/eval + reports."""
-    params = section("evaluate", EvaluateParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    params = cfg.evaluate
     # the diagnosis judges the train-test gap by the metric validation's limits (same numbers)
-    vr = section("validate_report", ValidateReportParams, params_file)
+    vr = cfg.validate_report
     params.diagnosis = {**D.thresholds_from_validate_report(asdict(vr)), **params.diagnosis}
-    tparams = section("train", TrainParams, params_file)
-    labels_path = Path(section("consensus", ConsensusParams, params_file).out)
-    split_path = Path(section("split", SplitParams, params_file).out)
+    tparams = cfg.train
+    labels_path = Path(cfg.consensus.out)
+    split_path = Path(cfg.split.out)
     for p in (labels_path, split_path):
         if not p.exists():
             raise PoseopsError("input missing (run the earlier stages: dvc repro)", file=p)

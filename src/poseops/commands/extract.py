@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from poseops.config.data import ProjectParams
-from poseops.config.loader import section
-from poseops.config.refine import ExtractParams
+from poseops.config.pipeline import PipelineParams
 from poseops.refine.frames import extract_frames
 
 log = logging.getLogger(__name__)
@@ -29,10 +27,11 @@ def run(
 ) -> pd.DataFrame:
     """params.yaml ``extract`` (``n_frames`` overrides it) and ``project`` (default project folder
     and metadata CSV) -> :func:`extract_frames`. Returns the manifest (one row per frame)."""
-    params = section("extract", ExtractParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    params = cfg.extract
     if n_frames is not None:
         params.n_frames = n_frames
-    proj = section("project", ProjectParams, params_file)
+    proj = cfg.project
     return extract_frames(params, project or proj.path, metadata or proj.metadata, videos)
 
 

@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from poseops.config.data import FORMATS, IngestParams, ProjectParams
-from poseops.config.loader import load_params, params_path, section
+from poseops.config.loader import load_params, params_path
+from poseops.config.pipeline import PipelineParams
 from poseops.core.fileio import write_parquet
 from poseops.data.ingest import ingest_project
 
@@ -27,8 +28,8 @@ def run(
 ) -> Path:
     """CLI entry: arguments override params.yaml ``project`` / ``ingest``; writes parquet atomically."""
     if params_path(params_file).exists():
-        proj = section("project", ProjectParams, params_file)
-        ing = section("ingest", IngestParams, params_file)
+        cfg = PipelineParams.load(params_file)
+        proj, ing = cfg.project, cfg.ingest
     elif project is None or out is None:
         load_params(params_file)  # raises a clear "params file not found"
         raise AssertionError("unreachable")

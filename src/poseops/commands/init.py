@@ -42,8 +42,8 @@ from typing import Any
 
 import pandas as pd
 
-from poseops.config.data import ProjectParams
-from poseops.config.loader import load_params, params_path, section, update_params
+from poseops.config.loader import load_params, params_path, update_params
+from poseops.config.pipeline import PipelineParams
 from poseops.config.train import TrainParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
@@ -396,7 +396,7 @@ def init_project(
         log.info("dvc add %s", " ".join(data_dirs))
         run_dvc(["add", *data_dirs], root)
     configure_remote(root, remote)
-    proj = section("project", ProjectParams, ppath)
+    proj = PipelineParams.load(ppath).project
     videos = project_videos(project)
     configured = metadata or proj.metadata or f"data/metadata/{rel.name}.csv"  # null: no file yet
     if metadata or proj.path == rel.as_posix():  # --metadata, or a re-init (make demo)

@@ -11,9 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from poseops.config.data import ProjectParams, SplitParams
-from poseops.config.loader import section
-from poseops.config.refine import MergeParams
+from poseops.config.pipeline import PipelineParams
 from poseops.refine.merge import merge_iteration
 
 log = logging.getLogger(__name__)
@@ -28,15 +26,16 @@ def run(
     """params.yaml ``merge`` (``manifest`` overrides it; ``git=False``: no commit or tag), the
     split's paths from ``split``, the project folder from ``project`` -> :func:`merge_iteration`.
     Returns the merge report."""
-    params = section("merge", MergeParams, params_file)
-    sp = section("split", SplitParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    params = cfg.merge
+    sp = cfg.split
     params.split = sp.out
     params.fixed_split = sp.fixed_split or params.fixed_split
     if manifest:
         params.manifest = manifest
     if not git:
         params.git = False
-    return merge_iteration(params, project or section("project", ProjectParams, params_file).path)
+    return merge_iteration(params, project or cfg.project.path)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from poseops.config.data import ProjectParams
-from poseops.config.loader import section
-from poseops.config.refine import OutliersParams
+from poseops.config.pipeline import PipelineParams
 from poseops.refine.outliers import pick_outliers
 
 log = logging.getLogger(__name__)
@@ -30,10 +28,11 @@ def run(
 ) -> pd.DataFrame:
     """params.yaml ``outliers`` (``predictions`` overrides it) and ``project`` (default project
     folder and metadata CSV) -> :func:`pick_outliers`. Returns the manifest."""
-    params = section("outliers", OutliersParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    params = cfg.outliers
     if predictions:
         params.predictions = predictions
-    proj = section("project", ProjectParams, params_file)
+    proj = cfg.project
     return pick_outliers(params, project or proj.path, metadata or proj.metadata, videos_dir)
 
 

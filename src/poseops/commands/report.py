@@ -12,10 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from poseops.config.data import CompositionParams
-from poseops.config.evaluate import EvaluateParams, ReportParams
-from poseops.config.loader import section
-from poseops.config.quality import ValidateReportParams
+from poseops.config.pipeline import PipelineParams
 from poseops.config.train import TrainParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
@@ -40,7 +37,8 @@ def _cli(args: argparse.Namespace) -> int:
 
 def run(params_file: str | None = None) -> Path:
     """The DVC stage: the stage outputs -> ``report.out``; the page also goes to MLflow."""
-    rp = section("report", ReportParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    rp = cfg.report
     inp = load_inputs(params_file, rp.title)
     page = build_html(inp, rp.example_frames, rp.max_table_rows)
     path = write_text(page, rp.out)
@@ -60,7 +58,8 @@ def run(params_file: str | None = None) -> Path:
 
 def load_inputs(params_file: str | None = None, title: str | None = None) -> ReportInputs:
     """Read the evaluate / validate-report / composition / train outputs named in params.yaml."""
-    ep = section("evaluate", EvaluateParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    ep = cfg.evaluate
     out = Path(ep.out)
     need = [out / "summary.json", out / "errors.parquet", out / "stratified.csv",
             out / "diagnosis.json"]
@@ -69,10 +68,10 @@ def load_inputs(params_file: str | None = None, title: str | None = None) -> Rep
             raise PoseopsError("evaluation output missing (run `poseops evaluate`)", file=p)
     summary = json.loads((out / "summary.json").read_text())
     curves, pck = _read_plots(Path(ep.plots))
-    comp = section("composition", CompositionParams, params_file)
+    comp = cfg.composition
     comp_table, comp_metrics = Path(comp.table), Path(comp.metrics)
-    vpath = Path(section("validate_report", ValidateReportParams, params_file).out)
-    tp = section("train", TrainParams, params_file)
+    vpath = Path(cfg.validate_report.out)
+    tp = cfg.train
     run_info = read_run_json(Path(tp.workdir))
     bias = out / "condition_bias.csv"
     return ReportInputs(

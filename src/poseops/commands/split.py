@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from poseops.config.data import SplitParams
-from poseops.config.loader import section
+from poseops.config.pipeline import PipelineParams
 from poseops.core import schema as S
 from poseops.core.fileio import write_csv
 from poseops.data.labels import read_table
@@ -25,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def run(params_file: str | None = None, input_path: str | None = None) -> pd.DataFrame:
     """Split the labels table of params ``split`` (or ``input_path``) and write ``split.out``."""
-    p = section("split", SplitParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    p = cfg.split
     labels = read_table(input_path or p.input)
     fixed = bool(p.fixed_split and Path(p.fixed_split).is_file())
     split = make_split(labels, p, gaps=not fixed)  # gaps after the fixed split is applied

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from poseops.config.data import ConsensusParams, ProjectParams, SplitParams
-from poseops.config.loader import params_path, section, update_params
+from poseops.config.loader import params_path, update_params
+from poseops.config.pipeline import PipelineParams
 from poseops.config.sweep import SweepParams
 from poseops.config.train import TrainParams
 from poseops.core.errors import PoseopsError
@@ -144,7 +144,7 @@ def load_sweep_params(params_file: str | Path | None = None, *, study: str | Non
     """params.yaml's ``sweep:`` with overrides (None: keep); the storage falls back on
     ``$POSEOPS_SWEEP_STORAGE`` before ``sweep.storage``."""
     pfile = params_path(params_file)
-    p = section(SECTION, SweepParams, pfile)
+    p = PipelineParams.load(pfile).sweep
     overrides = {
         "study_name": study,
         "storage": storage or os.environ.get(STORAGE_ENV),  # keeps passwords out of
@@ -163,16 +163,17 @@ def sweep_params(args: argparse.Namespace) -> tuple[Path, SweepParams]:
 
 def load_train_base(params_file: str | Path | None) -> TrainParams:
     """params.yaml ``train:``, the params every trial starts from."""
-    return section("train", TrainParams, params_file)
+    return PipelineParams.load(params_file).train
 
 
 def load_inputs(params_file: str | Path | None) -> TrainInputs:
     """The consensus labels, the split and the DLC project, from the paths in params.yaml."""
+    cfg = PipelineParams.load(params_file)
     import pandas as pd
 
-    labels = Path(section("consensus", ConsensusParams, params_file).out)
-    split = Path(section("split", SplitParams, params_file).out)
-    project = Path(section("project", ProjectParams, params_file).path)
+    labels = Path(cfg.consensus.out)
+    split = Path(cfg.split.out)
+    project = Path(cfg.project.path)
     for f, stage in ((labels, "consensus"), (split, "split")):
         if not f.exists():
             raise PoseopsError(f"missing input: run `poseops {stage}` (or dvc repro) first", file=f)

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from poseops.config.data import ConsensusParams, ProjectParams, SplitParams
-from poseops.config.loader import from_dict, load_yaml, section
+from poseops.config.loader import from_dict, load_yaml
+from poseops.config.pipeline import PipelineParams
 from poseops.config.train import TrainParams
 from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_json
@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 
 def run(params_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainResult:
     """The DVC stage: consensus table + split -> data/train + MLflow run + metrics JSON."""
+    cfg = PipelineParams.load(params_file)
     params = train_params(params_file, overrides)
-    labels_path = Path(section("consensus", ConsensusParams, params_file).out)
-    split_path = Path(section("split", SplitParams, params_file).out)
-    project = Path(section("project", ProjectParams, params_file).path)
+    labels_path = Path(cfg.consensus.out)
+    split_path = Path(cfg.split.out)
+    project = Path(cfg.project.path)
     for p in (labels_path, split_path):
         if not p.exists():
             raise PoseopsError("input missing (run the earlier stages: dvc repro)", file=p)
@@ -52,7 +53,8 @@ def run(params_file: str | None = None, overrides: dict[str, Any] | None = None)
 def train_params(params_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainParams:
     """params.yaml ``train:`` with ``-P`` overrides, checked like params.yaml (types, unknown
     keys, closest name)."""
-    params = section("train", TrainParams, params_file)
+    cfg = PipelineParams.load(params_file)
+    params = cfg.train
     if not overrides:
         return params
     merged = dataclasses.asdict(params)

@@ -13,8 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from poseops.config.data import ProjectParams, ValidateParams
-from poseops.config.loader import load_params, section
+from poseops.config.pipeline import PipelineParams
 from poseops.data.labels import read_table
 from poseops.quality.dataset import config_params, dataset_tables
 
@@ -28,10 +27,11 @@ def run(
     fail_on_error: bool | None = None,
 ) -> Any:
     """Validate the labels table; write results JSON + Data Docs; raise on failures."""
+    cfg = PipelineParams.load(params_file)
     from poseops.quality import gx
 
-    vp = section("validate", ValidateParams, params_file)
-    project = project or section("project", ProjectParams, params_file).path
+    vp = cfg.validate
+    project = project or cfg.project.path
     labels = read_table(input_path or vp.input)
     config = config_params(project, labels)
     tables = dataset_tables(
@@ -40,7 +40,7 @@ def run(
     )
     for name, path in vp.tables.items():
         tables[name] = read_table(path)
-    params = {**load_params(params_file), "validate": dataclasses.asdict(vp), "config": config}
+    params = {**cfg.data, "validate": dataclasses.asdict(vp), "config": config}
     log.info(
         "validating %d label rows (%d frames) with %s", len(labels), len(tables["frames"]), vp.suite
     )

@@ -16,10 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from poseops.config.data import ConsensusParams
-from poseops.config.evaluate import EvaluateParams
-from poseops.config.loader import load_params, section
-from poseops.config.quality import ValidateReportParams
+from poseops.config.pipeline import PipelineParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.dlc.files import read_pytorch_config
@@ -30,16 +27,17 @@ log = logging.getLogger(__name__)
 
 def run(params_file: str | None = None, fail_on_error: bool | None = None) -> Any:
     """The DVC stage: data/eval + consensus + DLC config -> reports/validation/report.json."""
-    params = section("validate_report", ValidateReportParams, params_file)
-    ep = section("evaluate", EvaluateParams, params_file)
-    allp = load_params(params_file)
+    cfg = PipelineParams.load(params_file)
+    params = cfg.validate_report
+    ep = cfg.evaluate
+    allp = cfg.data
     out = Path(ep.out)
     for p in (out / "summary.json", out / "errors.parquet"):
         if not p.exists():
             raise PoseopsError("evaluation output missing (run `poseops evaluate`)", file=p)
     summary = json.loads((out / "summary.json").read_text())
     errors = pd.read_parquet(out / "errors.parquet")
-    labels_path = Path(section("consensus", ConsensusParams, params_file).out)
+    labels_path = Path(cfg.consensus.out)
     conditions: list[str] = []
     if labels_path.exists():
         labels = pd.read_parquet(labels_path)
