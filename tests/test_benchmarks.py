@@ -22,6 +22,9 @@ FIGURES: dict[str, tuple[list[str], str]] = {
     "consensus_scaling.py": (
         ["--smoke"], r"^vectorised vs per-group loop on [\d,]+ rows: \d+x faster, "
                      r"identical results: True$"),
+    "evaluate_memory.py": (
+        ["--smoke"], r"^peak RSS growth: \d+\.\dx frames -> \d+\.\d\dx memory \(\d+\.\d\d GB at "
+                     r"\d+ frames; target flat, < 3 GB\)$"),
     "demo_ingest.py": (
         ["--smoke"], r"^ingest growth: \d+\.\dx images -> \d+\.\dx time$"),
     "dataloader_throughput.py": (

@@ -172,3 +172,37 @@ def test_lightning_pose_folder_runs_every_stage(tmp_path: Path) -> None:
     split, metrics = check_evaluation(repo, params)
     assert brute_force_min_gap(split) > params["split"]["gap_frames"]
     check_report(repo, params, metrics)
+
+
+@pytest.mark.slow
+def test_lightning_pose_flat_layout_runs_every_stage_in_the_csv_bodypart_order(
+    tmp_path: Path,
+) -> None:
+    """Lightning Pose's own example layout: images directly in labeled-data/ (no video folder).
+    After `poseops init` and filling the metadata template (nothing else), `dvc repro` runs every
+    stage; the bodyparts keep the CSV header's order (not alphabetical) in DLC's working config
+    and in the MLflow pyfunc model's output."""
+    project = lightning_pose_variant(tmp_path / "lp-flat", scale=0.25, flat=True)
+    assert not (project / "labeled-data" / "m4s1").exists()
+    header = list(dict.fromkeys(
+        pd.read_csv(project / "CollectedData.csv", header=[0, 1, 2], index_col=0)
+        .columns.get_level_values(1)))
+    assert header == ["snout", "leftear", "rightear", "tailbase"] != sorted(header)
+    repo, params, log = run_user_project(tmp_path, project, fmt="lightning-pose")
+    meta = pd.read_csv(repo / params["project"]["metadata"])
+    assert "lp-flat" in set(meta["video"])  # the key ingest gives the flat images
+    labels = pd.read_parquet(repo / params["ingest"]["out"])
+    assert set(labels["video"]) == {"lp-flat"} and labels["animal"].notna().all()
+    assert labels["image"].str.fullmatch(r"labeled-data/img\d+\.png").all()
+    split, metrics = check_evaluation(repo, params)
+    check_report(repo, params, metrics)
+    work = yaml.safe_load((repo / params["train"]["workdir"] / "project" / "config.yaml")
+                          .read_text())
+    assert work["bodyparts"] == header
+    import mlflow
+
+    run = json.loads((repo / params["train"]["workdir"] / "run.json").read_text())
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(run["model_uri"])
+    out = model.predict([str(repo / params["project"]["path"] / split["image"].iloc[0])])
+    assert list(dict.fromkeys(out["bodypart"])) == header

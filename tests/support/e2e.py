@@ -125,11 +125,17 @@ def dlc_variant(dst: Path, videos: dict[str, tuple[slice, float]]) -> Path:
     return dst
 
 
-def lightning_pose_variant(dst: Path, scale: float) -> Path:
+def lightning_pose_variant(dst: Path, scale: float, flat: bool = False) -> Path:
     """A Lightning Pose data folder from openfield: CollectedData.csv at the root (DLC's 3-row
-    header, flat image paths), labeled-data/m4s1/*.png, videos/ (no config.yaml)."""
+    header, flat image paths), labeled-data/m4s1/*.png, videos/ (no config.yaml). ``flat``: the
+    layout of Lightning Pose's own example, images directly in labeled-data/ (no video folder)."""
     dst.mkdir(parents=True)
     wide = rescaled_video(dst, "m4s1", openfield_labels(), scale, flat_index=True)
+    if flat:
+        for f in sorted((dst / "labeled-data" / "m4s1").iterdir()):
+            f.rename(dst / "labeled-data" / f.name)
+        (dst / "labeled-data" / "m4s1").rmdir()
+        wide.index = [i.replace("labeled-data/m4s1/", "labeled-data/") for i in wide.index]
     wide.to_csv(dst / "CollectedData.csv")
     (dst / "videos").mkdir()
     shutil.copy(OPENFIELD / "videos" / "m3v1mp4.mp4", dst / "videos" / "m3v1mp4.mp4")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -160,11 +161,16 @@ def place_project(src: Path, root: Path, mode: str, name: str | None) -> Path:
 
 
 def labeled_videos(project: Path) -> list[str]:
-    """The labeled-data/<video> folders of a project (sorted)."""
+    """The video keys of a project's labeled images (sorted): the labeled-data/<video> folders,
+    and the project's name when images sit directly in labeled-data/ (Lightning Pose's flat
+    layout: ingest names their video after the project folder)."""
     ld = project / "labeled-data"
     if not ld.is_dir():
         return []
-    return sorted(p.name for p in ld.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = {p.name for p in ld.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if any(f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES for f in ld.iterdir()):
+        names.add(project.name)
+    return sorted(names)
 
 
 def video_files(project: Path) -> list[Path]:
@@ -195,9 +201,13 @@ def project_videos(project: Path) -> list[str]:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DLC_DEFAULT_CROP = 448  # DLC 3's data.train.crop_sampling (larger images are cropped to it)
 MIN_VIDEOS_FOR_GROUPED = 3  # grouped by video needs a train, a val and a test video
-# (head-like, tail-like) names the field uses for a body-length reference, in preference order
-HEAD_NAMES = ("snout", "nose", "head", "neck")
-TAIL_NAMES = ("tailbase", "tail_base", "tail-base", "tailstart", "tail_start", "tail1", "tail")
+# (head-like, tail-like) names the field uses for a body-length reference, in preference order,
+# as word sequences: a bodypart matches when its words start or end with one ('pup_snout',
+# 'moth_nose', 'tailBase_pup'); a one-word generic name ('head', 'neck', 'tail') only whole
+HEAD_NAMES = (("snout",), ("nose",), ("head",), ("neck",))
+TAIL_NAMES = (("tailbase",), ("tail", "base"), ("base", "of", "tail"), ("tailstart",),
+              ("tail", "start"), ("tail1",), ("tail", "1"), ("tail",))
+WHOLE_ONLY = {("head",), ("neck",), ("tail",)}
 
 
 def labeled_image_sizes(project: Path) -> Counter[tuple[int, int]]:
@@ -212,24 +222,50 @@ def project_bodyparts(project: Path, fmt: str) -> list[str]:
     uniquebodyparts) or the label CSV header (Lightning Pose)."""
     if fmt == "dlc":
         return dlcio.config_bodyparts(dlcio.read_config(project))
-    from poseops.data.ingest import find_lightning_pose_files
+    from poseops.data.ingest import lightning_pose_bodyparts
 
-    names: list[str] = []
-    for f in find_lightning_pose_files(project):
-        wide = dlcio.read_collected_data(f)
-        names += list(wide.columns.get_level_values("bodyparts"))
-    return list(dict.fromkeys(names))
+    return lightning_pose_bodyparts(project)
+
+
+def _words(name: str) -> tuple[str, ...]:
+    """'pup_tailBase-1' -> ('pup', 'tail', 'base', '1'): lower-case words of a bodypart name."""
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", name)
+    spaced = re.sub(r"([A-Za-z])(\d)", r"\1 \2", spaced)
+    return tuple(w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w)
+
+
+def _affix_matches(
+    bodyparts: list[str], names: tuple[tuple[str, ...], ...]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """(bodypart, the rest of its words) for each bodypart that is one of ``names`` with a
+    prefix or suffix, best name first."""
+    out = []
+    for cand in names:
+        want = [cand, ("".join(cand),)] if len(cand) > 1 else [cand]
+        for b in bodyparts:
+            w = _words(b)
+            for c in want:
+                n = len(c)
+                if w == c or (cand not in WHOLE_ONLY and len(w) > n and w[:n] == c):
+                    out.append((b, w[n:]))
+                elif cand not in WHOLE_ONLY and len(w) > n and w[-n:] == c:
+                    out.append((b, w[:-n]))
+    return list(dict.fromkeys(out))
 
 
 def reference_bodyparts(bodyparts: list[str], current: list[str] | None) -> list[str] | None:
     """Two bodyparts whose distance normalises errors (PCK@fraction): the current choice when the
-    project has both, else the first head-like and tail-like names it has, else None."""
+    project has both, else the best head-like and tail-like names it has (snout/nose/head,
+    tailbase/tail_base/base_of_tail/tail1, also with a prefix or suffix: 'pup_snout' and
+    'pup_tailbase', preferring a pair that shares it), else None. On a multi-animal project the
+    names are the individuals' bodyparts, so the pair is measured on each individual."""
     if current and all(b in bodyparts for b in current):
         return list(current)
-    lower = {b.lower(): b for b in bodyparts}
-    head = next((lower[n] for n in HEAD_NAMES if n in lower), None)
-    tail = next((lower[n] for n in TAIL_NAMES if n in lower), None)
-    return [head, tail] if head and tail and head != tail else None
+    heads = _affix_matches(bodyparts, HEAD_NAMES)
+    tails = _affix_matches(bodyparts, TAIL_NAMES)
+    pairs = [(h, t) for h, ha in heads for t, ta in tails if h != t and ha == ta]
+    pairs += [(h, t) for h, _ in heads for t, _ in tails if h != t]
+    return list(pairs[0]) if pairs else None
 
 
 def training_crop(sizes: Counter[tuple[int, int]]) -> tuple[int, int] | None:
@@ -274,8 +310,10 @@ def fitted_params(
             _fit_multianimal_net(current, choose)
     ev = current.get("evaluate") or {}
     ref = reference_bodyparts(body, ev.get("reference_bodyparts"))
-    choose("evaluate", "reference_bodyparts", ref,
-           f"bodyparts {bodyparts}" + ("" if ref else ": no head/tail pair, no normalised errors"))
+    why = (f"head-like {ref[0]!r} and tail-like {ref[1]!r} (body length for PCK@fraction"
+           f"{', per individual' if body is not bodyparts else ''}) among bodyparts {bodyparts}"
+           if ref else f"bodyparts {bodyparts}: no head/tail pair, no normalised errors")
+    choose("evaluate", "reference_bodyparts", ref, why)
     videos = labeled_videos(project) or [project.name]
     mode = (current.get("split") or {}).get("mode", "grouped")
     if len(videos) < MIN_VIDEOS_FOR_GROUPED and mode == "grouped":
@@ -405,7 +443,9 @@ def init_project(
         meta_path = metadata_path(root, rel, configured, videos)
     write_metadata_template(meta_path, videos, keep_metadata)
     meta_rel = meta_path.relative_to(root).as_posix() if meta_path.is_relative_to(root) else str(meta_path)
-    updates, notes = fitted_params(project, rel, fmt, load_params(ppath))
+    current = load_params(ppath)
+    updates, notes = fitted_params(project, rel, fmt, current)
+    notes += nan_share_advice(project, fmt, (current.get("validate") or {}).get("max_nan_share"))
     wanted = {"path": rel.as_posix(), "format": fmt, "metadata": meta_rel}
     changed = {k: v for k, v in wanted.items() if getattr(proj, k) != v}
     if changed:
@@ -421,6 +461,42 @@ def init_project(
         "then `dvc push`", rel, meta_rel, " ".join(to_commit), meta_rel,
     )
     return rel
+
+
+def nan_share_advice(project: Path, fmt: str, limit: Any) -> list[str]:
+    """The bodyparts (multi-animal: individuals' bodyparts) whose NaN share exceeds
+    ``validate.max_nan_share``, and the params.yaml line that lets them pass (``poseops
+    validate`` would stop on them). Nothing when the labels cannot be read yet."""
+    from poseops.data.ingest import ingest_project
+    from poseops.data.labels import bodypart_stats
+    from poseops.quality.bounds import passing_mapping
+    from poseops.quality.dataset import individual_bodypart_stats
+
+    mapping = dict(limit) if isinstance(limit, dict) else {"default": 0.25 if limit is None else limit}
+    try:
+        labels = ingest_project(project, None, fmt)
+    except PoseopsError as e:
+        log.debug("no NaN-share advice: %s", e)
+        return []
+    ma = S.INDIVIDUAL in labels.columns
+    stats = (individual_bodypart_stats(labels) if ma else bodypart_stats(labels)).reset_index(
+        drop=True)
+    keys = [S.INDIVIDUAL, S.BODYPART] if ma else [S.BODYPART]
+
+    def bound(row: Any) -> float:
+        hits = [mapping[str(v)] for v in row if str(v) in mapping]
+        return float(max(hits)) if hits else float(mapping.get("default", 1.0))
+
+    over = stats["nan_share"] > [bound(r) for r in stats[keys].itertuples(index=False)]
+    if not over.any():
+        return []
+    worst = stats[over].sort_values("nan_share", ascending=False, kind="stable")
+    shown = ", ".join(
+        f"{'/'.join(str(r[k]) for k in keys)} {r['nan_share']:.2f}" for _, r in worst.iterrows())
+    line = passing_mapping(mapping, stats, over, stats["nan_share"], keys, "max_value")
+    return [f"validate.max_nan_share = {limit!r} is exceeded by {shown} (`poseops validate` "
+            f"would stop); to accept them, paste under validate: in params.yaml:  "
+            f"max_nan_share: {line}"]
 
 
 def project_git_files(project: Path, fmt: str) -> list[Path]:

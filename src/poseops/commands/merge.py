@@ -24,7 +24,8 @@ def run(
     params_file: str | Path | None = None,
 ) -> dict:
     """params.yaml ``merge`` (``manifest`` overrides it; ``git=False``: no commit or tag), the
-    split's paths from ``split``, the project folder from ``project`` -> :func:`merge_iteration`.
+    split's paths from ``split``, the project folder and format from ``project`` ->
+    :func:`merge_iteration`.
     Returns the merge report."""
     cfg = PipelineParams.load(params_file)
     params = cfg.merge
@@ -35,7 +36,7 @@ def run(
         params.manifest = manifest
     if not git:
         params.git = False
-    return merge_iteration(params, project or cfg.project.path)
+    return merge_iteration(params, project or cfg.project.path, fmt=cfg.project.format)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

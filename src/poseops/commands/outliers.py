@@ -27,13 +27,15 @@ def run(
     params_file: str | Path | None = None,
 ) -> pd.DataFrame:
     """params.yaml ``outliers`` (``predictions`` overrides it) and ``project`` (default project
-    folder and metadata CSV) -> :func:`pick_outliers`. Returns the manifest."""
+    folder, metadata CSV and format: a Lightning Pose folder gets its own convention) ->
+    :func:`pick_outliers`. Returns the manifest."""
     cfg = PipelineParams.load(params_file)
     params = cfg.outliers
     if predictions:
         params.predictions = predictions
     proj = cfg.project
-    return pick_outliers(params, project or proj.path, metadata or proj.metadata, videos_dir)
+    return pick_outliers(params, project or proj.path, metadata or proj.metadata, videos_dir,
+                         fmt=proj.format)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

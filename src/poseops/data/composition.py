@@ -36,6 +36,7 @@ from poseops.data import labels as L
 from poseops.data.labelers import point_distances
 from poseops.data.labels import bodypart_stats, keypoint_missing
 from poseops.data.robust import label_cube
+from poseops.data.split import min_frame_distance
 
 log = logging.getLogger(__name__)
 
@@ -157,20 +158,6 @@ def labeler_agreement(labels: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def min_frame_distance(split: pd.DataFrame, frame: pd.Series) -> int | None:
-    """Smallest ``|frame_a - frame_b|`` over two images of one video in different splits (None
-    when no video has frames in two splits). ``frame``: frame number per row of ``split``. The
-    closest such pair is always adjacent once a video's frames are sorted, so only neighbours
-    in frame order are compared."""
-    df = pd.DataFrame(
-        {"v": split[S.VIDEO].astype(str).to_numpy(), "f": np.asarray(frame, np.int64),
-         "s": split[S.SPLIT].astype(str).to_numpy()}
-    ).sort_values(["v", "f"], kind="stable")
-    v, f, s = df["v"].to_numpy(), df["f"].to_numpy(), df["s"].to_numpy()
-    pair = (v[1:] == v[:-1]) & (s[1:] != s[:-1])
-    return int((f[1:] - f[:-1])[pair].min()) if pair.any() else None
-
-
 def split_frame_numbers(split: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd.Series:
     """Frame number per row of ``split``: its ``frame`` column, else the labels', else the
     trailing digits of the image name (-1 when there are none)."""
@@ -203,6 +190,7 @@ def split_composition(
     from poseops.data.split import (
         BLOCK_START,
         FRAME_LEVEL_WARNING,
+        distance_text,
         frame_level_groups,
         groups_crossing_splits,
     )
@@ -237,9 +225,13 @@ def split_composition(
     out["min_frame_distance_between_splits"] = (
         min_frame_distance(split[ok], frame[ok]) if ok.any() else None
     )
-    out["frame_level_groups"] = frame_level_groups(split)
+    distance = out["min_frame_distance_between_splits"] if ok.all() else -1
+    out["frame_level_groups"] = frame_level_groups(
+        split, distance, getattr(split_params, "gap_frames", 5)
+    )
     out["leakage_warning"] = (
-        FRAME_LEVEL_WARNING.format(group_by=getattr(split_params, "group_by", "?"))
+        FRAME_LEVEL_WARNING.format(group_by=getattr(split_params, "group_by", "?"),
+                                   distance=distance_text(distance))
         if out["frame_level_groups"]
         else None
     )

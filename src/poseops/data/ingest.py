@@ -51,16 +51,12 @@ def find_label_files(project: Path) -> list[Path]:
 
 def find_lightning_pose_files(project: Path) -> list[Path]:
     """CSV files at a Lightning Pose project's root that carry DLC's 3-row header."""
-    out = []
-    for f in sorted(project.glob("*.csv")):
-        try:
-            with f.open() as fh:
-                first = fh.readline()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if first.split(",", 1)[0].strip() == "scorer":
-            out.append(f)
-    return out
+    return dlcio.lightning_pose_files(project)
+
+
+def lightning_pose_bodyparts(project: Path) -> list[str]:
+    """A Lightning Pose folder's bodyparts in the order of its CSV header(s)."""
+    return dlcio.lightning_pose_bodyparts(project)
 
 
 # --------------------------------------------------------------------------- reading

@@ -391,20 +391,57 @@ def temporal_blocks_split(labels: pd.DataFrame, p: SplitParams, gaps: bool = Tru
     return drop_gap_frames(out, p.gap_frames, needed) if gaps else out
 
 
-def frame_level_groups(split: pd.DataFrame) -> bool:
-    """Is every image its own group while some video has several images (``group_by: [image]``)?
-    Then neighbouring, near-identical frames of one video can sit in train and in test."""
+def frame_level_groups(
+    split: pd.DataFrame, min_distance: int | None = -1, near: int = 5
+) -> bool:
+    """Is every image its own group while some video has several images (``group_by: [image]``,
+    or temporal blocks of one image each) AND can frames of one group be neighbours across
+    splits? ``min_distance``: the smallest frame distance between two frames of one video in
+    different splits (``min_frame_distance``; None: no video spans two splits; -1: unknown, then
+    only the group sizes decide). Neighbours are frames at most ``near`` frames apart (the
+    split's ``gap_frames``): frames 220 apart in different splits are not near-duplicates."""
     per_group = split.groupby(S.GROUP)[S.IMAGE].nunique()
     per_video = split.groupby(S.VIDEO)[S.IMAGE].nunique()
-    return bool(len(per_group) and (per_group == 1).all() and (per_video > 1).any())
+    single = bool(len(per_group) and (per_group == 1).all() and (per_video > 1).any())
+    if not single or min_distance is None:
+        return False
+    return min_distance < 0 or min_distance <= near
+
+
+def min_frame_distance(split: pd.DataFrame, frame: pd.Series) -> int | None:
+    """Smallest ``|frame_a - frame_b|`` over two images of one video in different splits (None
+    when no video has frames in two splits). ``frame``: frame number per row of ``split``. The
+    closest such pair is always adjacent once a video's frames are sorted, so only neighbours
+    in frame order are compared."""
+    df = pd.DataFrame(
+        {"v": split[S.VIDEO].astype(str).to_numpy(), "f": np.asarray(frame, np.int64),
+         "s": split[S.SPLIT].astype(str).to_numpy()}
+    ).sort_values(["v", "f"], kind="stable")
+    v, f, s = df["v"].to_numpy(), df["f"].to_numpy(), df["s"].to_numpy()
+    pair = (v[1:] == v[:-1]) & (s[1:] != s[:-1])
+    return int((f[1:] - f[:-1])[pair].min()) if pair.any() else None
+
+
+def _split_min_distance(labels: pd.DataFrame, split: pd.DataFrame) -> int | None:
+    """``min_frame_distance`` of a split made from ``labels`` (-1 when a frame is unknown)."""
+    images = split[S.IMAGE].reset_index(drop=True)
+    try:
+        frame = frame_numbers(labels, images)
+    except PoseopsError:
+        return -1
+    return min_frame_distance(split.reset_index(drop=True), frame)
 
 
 FRAME_LEVEL_WARNING = (
     "every image is its own split group (split.group_by {group_by}): neighbouring frames of one "
-    "video (near-duplicates) are in train and in test, so the test error is optimistic "
+    "video (near-duplicates, {distance} frame(s) apart) are in train and in test, so the test error is optimistic "
     "(leakage); use mode: temporal-blocks (blocks of frames with a gap between splits) or group "
     "by the video"
 )
+
+
+def distance_text(min_distance: int | None) -> str:
+    return "?" if min_distance is None or min_distance < 0 else str(min_distance)
 
 
 def _carve_val(groups: _Groups, val_fraction: float, order: list[str], mode: str) -> None:
@@ -482,8 +519,9 @@ def make_split(labels: pd.DataFrame, p: SplitParams, gaps: bool = True) -> pd.Da
         )
         if p.stratify_by:
             _warn_missing(out, p.stratify_by)
-    if frame_level_groups(out):
-        log.warning(FRAME_LEVEL_WARNING.format(group_by=group_by))
+    distance = _split_min_distance(labels, out)
+    if frame_level_groups(out, distance, p.gap_frames):
+        log.warning(FRAME_LEVEL_WARNING.format(group_by=group_by, distance=distance_text(distance)))
     cols = [S.IMAGE, S.VIDEO, S.GROUP, S.SPLIT] + ([p.stratify_by] if p.stratify_by else [])
     return out[list(dict.fromkeys(cols))]
 

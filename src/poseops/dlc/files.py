@@ -481,6 +481,39 @@ def video_from_image(image: str, default: str | None = None) -> str:
     return default if default is not None else (parts[0] if len(parts) > 1 else "")
 
 
+def lightning_pose_files(project: Path) -> list[Path]:
+    """CSV files at a Lightning Pose project's root that carry DLC's 3-row header."""
+    out = []
+    for f in sorted(Path(project).glob("*.csv")):
+        try:
+            with f.open() as fh:
+                first = fh.readline()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if first.split(",", 1)[0].strip() == "scorer":
+            out.append(f)
+    return out
+
+
+def lightning_pose_bodyparts(project: Path) -> list[str]:
+    """A Lightning Pose folder's bodyparts in the order of its CSV header(s): the order the user
+    chose, which DLC's outputs and the MLflow model keep."""
+    names: list[str] = []
+    for f in lightning_pose_files(project):
+        names += list(read_collected_data(f).columns.get_level_values("bodyparts"))
+    return list(dict.fromkeys(str(n) for n in names))
+
+
+def dlc_image_path(image: str, video: str) -> str:
+    """The image's path in a DLC project: ``labeled-data/<video>/<name>``. Lightning Pose keeps
+    images directly in ``labeled-data/`` (flat): those move under the ``video`` folder; a path
+    that already has a video folder is returned unchanged."""
+    parts = PurePosixPath(str(image).replace("\\", "/")).parts
+    if len(parts) == 2:
+        return f"{parts[0]}/{video}/{parts[1]}"
+    return str(image)
+
+
 def wide_to_long(df_wide: pd.DataFrame, default_video: str | None = None) -> pd.DataFrame:
     """DLC wide frame -> tidy labels (columns image, video, frame, scorer, bodypart, x, y, labeled).
 

@@ -16,7 +16,8 @@ Tables (one row per image x assembly x bodypart; x, y in pixels of the input ima
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,82 @@ def _input_size(image: Any) -> tuple[int, int]:
     return int(image.shape[1]), int(image.shape[0])
 
 
+def pose_runner(pytorch_config: Mapping[str, Any] | str | Path, snapshot: str | Path,
+                batch_size: int = 8, device: str = "cpu") -> Any:
+    """DLC's pose inference runner (``get_pose_inference_runner``) with its part-affinity-field
+    predictor, if any, run one image at a time (:func:`assemble_per_image`): the network still
+    sees ``batch_size`` images per forward pass."""
+    from deeplabcut.pose_estimation_pytorch.apis.utils import get_pose_inference_runner
+
+    runner = get_pose_inference_runner(model_config=pytorch_config, snapshot_path=str(snapshot),
+                                       batch_size=batch_size, device=device)
+    assemble_per_image(runner.model)
+    return runner
+
+
+def assemble_per_image(model: Any) -> bool:
+    """Make the model's part-affinity-field predictor (multi-animal bottom-up models) assemble
+    the images of a batch one at a time; returns whether it had one.
+
+    DLC's ``PartAffinityFieldPredictor`` pairs every peak of an edge's source bodypart with
+    every peak of its target over the whole batch before it integrates the PAF along each pair:
+    its memory is the batch's number of candidate pairs (quadratic in the peaks of a barely
+    trained model on large frames: ~20 GB for a batch of 8 frames at 1280x720), freed only after
+    the batch. Each image's peaks, costs and assemblies depend on that image only, so per image
+    the poses are identical and the peak is one image's pairs, not ``batch_size`` images'."""
+    heads = getattr(model, "heads", None)
+    head = heads["bodypart"] if heads is not None and "bodypart" in heads else None
+    predictor = getattr(head, "predictor", None)
+    if predictor is None or type(predictor).__name__ != "PartAffinityFieldPredictor":
+        return False
+    if not getattr(predictor, "_poseops_per_image", False):
+        predictor.forward = _per_image(predictor.forward)
+        predictor._poseops_per_image = True
+    return True
+
+
+@contextmanager
+def per_image_paf_assembly() -> Iterator[None]:
+    """Within the block, every DLC ``PartAffinityFieldPredictor`` assembles one image at a time
+    (:func:`assemble_per_image`): for DLC's training loop, whose per-epoch validation assembles
+    each validation batch with the full (unpruned) graph."""
+    from deeplabcut.pose_estimation_pytorch.models.predictors import PartAffinityFieldPredictor
+
+    batched = PartAffinityFieldPredictor.forward
+
+    def forward(self: Any, stride: float, outputs: dict[str, Any]) -> dict[str, Any]:
+        return _per_image(lambda st, out: batched(self, st, out))(stride, outputs)
+
+    PartAffinityFieldPredictor.forward = forward
+    try:
+        yield
+    finally:
+        PartAffinityFieldPredictor.forward = batched
+
+
+def _per_image(batched: Callable[[float, dict[str, Any]], dict[str, Any]]) -> Callable:
+    """A PAF predictor's ``forward(stride, outputs)`` run on each image of the batch alone, the
+    per-image results joined back into the batch's."""
+
+    def forward(stride: float, outputs: dict[str, Any]) -> dict[str, Any]:
+        n = len(next(iter(outputs.values())))
+        if n <= 1:
+            return batched(stride, outputs)
+        parts = [batched(stride, {k: v[b : b + 1] for k, v in outputs.items()}) for b in range(n)]
+        return {key: _join([p[key] for p in parts]) for key in parts[0]}
+
+    return forward
+
+
+def _join(values: list[Any]) -> Any:
+    """One batch's value from per-image values: tensors concatenated on dim 0, lists joined."""
+    import torch
+
+    if isinstance(values[0], torch.Tensor):
+        return torch.cat(values, dim=0)
+    return [item for v in values for item in v]
+
+
 def inference_by_size(runner: Any, images: list[Any]) -> list[Any]:
     """``runner.inference(images)`` with each call given images of one size only, results in
     the input order.
@@ -110,6 +187,28 @@ def inference_by_size(runner: Any, images: list[Any]) -> list[Any]:
         for i, result in zip(idx, runner.inference([images[i] for i in idx]), strict=True):
             out[i] = result
     return out
+
+
+def stream_tables(runner: Any, images: Sequence[Any], names: Sequence[Any],
+                  flatten: Callable[[Sequence[Any], Sequence[Mapping[str, Any]]], pd.DataFrame],
+                  chunk: int = 32) -> pd.DataFrame:
+    """``runner`` on ``images`` ``chunk`` at a time (:func:`inference_by_size`), each chunk's
+    outputs flattened at once (``flatten(names, outputs) -> table``) and dropped: what stays in
+    memory is the tidy table, never every image's runner outputs (DLC's per-image dicts hold
+    numpy views that can keep a whole batch's head outputs alive), so the peak does not grow with
+    the number of images. Returns the chunks' tables concatenated, in the input order."""
+    tables = []
+    chunk = max(int(chunk), 1)
+    for start in range(0, len(images), chunk):
+        outs = inference_by_size(runner, list(images[start : start + chunk]))
+        tables.append(flatten(names[start : start + chunk], outs))
+        del outs
+        if len(images) > chunk:
+            log.info("predicted %d / %d images", min(start + chunk, len(images)), len(images))
+    nonempty = [t for t in tables if len(t)]
+    if not nonempty:
+        return flatten([], [])
+    return pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else nonempty[0]
 
 
 # ------------------------------------------------------------------------------- flattening
@@ -185,7 +284,7 @@ def predict(
     *,
     batch_size: int = 8,
     device: str = "auto",
-    chunk: int = 64,
+    chunk: int = 32,
     multi_animal: bool = False,
 ) -> pd.DataFrame:
     """DeepLabCut inference of ``snapshot`` on ``images`` (DLC relative paths under
@@ -195,8 +294,6 @@ def predict(
     unordered animal; -1 = the unique bodyparts), as the runner returns it (score -1: none)."""
     snapshot, pytorch_config = Path(snapshot), Path(pytorch_config)
     _check_inputs(pytorch_config, snapshot, Path(project_dir), images)
-    from deeplabcut.pose_estimation_pytorch.apis.utils import get_pose_inference_runner
-
     from poseops.core.device import resolve_device
 
     cfg = read_pytorch_config(pytorch_config)
@@ -206,19 +303,15 @@ def predict(
             f"evaluating a {cfg.get('method')!r} (top-down) multi-animal model needs a detector "
             "or ground-truth boxes: not supported yet; use a bottom-up net_type (dekr_w18, "
             "resnet_50 with PAF, ...)", file=pytorch_config)
-    runner = get_pose_inference_runner(
-        model_config=cfg, snapshot_path=str(snapshot), batch_size=batch_size,
-        device=resolve_device(device),
-    )
-    outs: list[dict[str, Any]] = []
-    for start in range(0, len(images), chunk):
-        part = images[start : start + chunk]
-        outs.extend(inference_by_size(runner, [str(Path(project_dir) / i) for i in part]))
-        log.info("predicted %d / %d images", min(start + chunk, len(images)), len(images))
+    runner = pose_runner(cfg, snapshot, batch_size=batch_size, device=resolve_device(device))
     unique = list(cfg["metadata"].get("unique_bodyparts") or []) if multi_animal else []
-    table = assemblies_table(images, outs, bodyparts, unique)
-    if not multi_animal:
-        table = first_assembly(table)
+
+    def flatten(names: Sequence[Any], outs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        table = assemblies_table(names, outs, bodyparts, unique)
+        return table if multi_animal else first_assembly(table)
+
+    paths = [str(Path(project_dir) / i) for i in images]
+    table = stream_tables(runner, paths, images, flatten, chunk=chunk)
     return table.assign(**{S.SNAPSHOT: snapshot.name})
 
 

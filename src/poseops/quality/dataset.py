@@ -78,6 +78,19 @@ def individual_bodypart_stats(labels: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def animal_frames(labels: pd.DataFrame) -> pd.DataFrame:
+    """``animals_per_frame`` (per image and scorer) without the frames where no animal but a
+    unique bodypart is labeled: DLC labels those (a floor marker, an LED), they are labeled
+    frames, not frames that miss their animals."""
+    apf = animals_per_frame(labels)
+    present = present_individuals(labels)
+    single = present.loc[present[S.INDIVIDUAL] == S.SINGLE].drop(columns=S.INDIVIDUAL)
+    keys = [k for k in (S.IMAGE, S.SCORER) if k in apf.columns and k in single.columns]
+    unique_only = apf[keys].merge(single.assign(_u=True), on=keys, how="left")["_u"]
+    keep = ~(unique_only.notna().to_numpy() & (apf["n_animals"] == 0).to_numpy())
+    return apf[keep].reset_index(drop=True)
+
+
 def individual_stats(labels: pd.DataFrame, individuals: list[str] | None = None) -> pd.DataFrame:
     """Multi-animal: one row per individual (``individuals`` = the config's, in order, then any
     other animal found in the labels; ``single`` left out): ``individual, n_frames`` (images where
@@ -153,7 +166,7 @@ def dataset_tables(
     if S.INDIVIDUAL in labels.columns:
         tables["individual_labels"] = labels
         tables["individual_bodypart_stats"] = individual_bodypart_stats(labels)
-        tables["animals_per_frame"] = animals_per_frame(labels)
+        tables["animals_per_frame"] = animal_frames(labels)
         tables["individual_stats"] = individual_stats(labels, individuals)
     return tables
 

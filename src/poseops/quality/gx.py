@@ -15,6 +15,13 @@ A suite is a JSON file in ``expectations/`` in GE 1.x's own format, with two pos
   parameter mapping given at run time (params.yaml's sections plus run-time facts such as
   ``config.bodyparts``). ``{"$param": "a.b", "default": 3}`` falls back to the default when the
   path is absent; without a default a missing path is an error naming the expectation.
+- A bound of ``expect_column_values_to_be_between`` may resolve to a mapping ``{default: v,
+  <value>: v}`` (``validate.max_nan_share: {default: 0.25, Tongue: 0.8, pup7: 1.0}``): each row
+  gets the largest value whose key is one of its id-column values (bodypart, individual), else
+  ``default``; the check then runs on a per-row bound column (``<column>_max`` / ``_min``).
+
+A failed range check names its worst rows first, the observed maximum/minimum and the parameter
+value that would pass (``passes with validate.max_nan_share: 1.0``).
 
 GE silently drops an expectation it cannot build (unknown type, bad kwargs), so loading checks every
 expectation and fails loudly naming the culprit. ``great_expectations`` is imported lazily (5-7 s).
@@ -34,16 +41,21 @@ from typing import Any
 
 import pandas as pd
 
-from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_json
+from poseops.quality.bounds import (
+    DEFAULT_ID_COLUMNS,
+    has_mapping_bound,
+    param_paths,
+    per_row_bound,
+)
+from poseops.quality.bounds import explain as _explain
 
 log = logging.getLogger(__name__)
 
 PARAM_KEY = "$param"
 DOCS_SITE = "poseops_site"  # the ephemeral context already owns "local_site"
 N_EXAMPLES = 3
-DEFAULT_ID_COLUMNS = (S.IMAGE, S.BODYPART, S.SCORER)
 RESULT_COLUMNS = [
     "name",
     "expectation",
@@ -296,7 +308,12 @@ def validate_tables(
         if reason:  # placeholders of skipped expectations need no parameter
             skipped.append(_skipped_row(raw, reason))
             continue
-        routed.setdefault(table, []).append(resolve_params(raw, params, where))
+        exp = resolve_params(raw, params, where)
+        exp["meta"]["poseops_params"] = param_paths(raw.get("kwargs") or {})
+        if has_mapping_bound(exp):
+            tables = dict(tables)
+            tables[table], exp = per_row_bound(exp, tables[table], where)
+        routed.setdefault(table, []).append(exp)
 
     rows: list[dict[str, Any]] = list(skipped)
     ge_results: list[dict[str, Any]] = []
@@ -310,7 +327,10 @@ def validate_tables(
             by_key = {e["meta"]["poseops_key"]: e for e in exps}
             for r in res.results:
                 exp = by_key[r.expectation_config.meta["poseops_key"]]
-                rows.append(_result_row(exp, r.to_json_dict()))
+                row = _result_row(exp, r.to_json_dict())
+                if row["success"] is False:
+                    _explain(row, exp, tables[table])
+                rows.append(row)
         docs_index = _build_docs(context, docs_dir) if docs_dir else None
     else:
         docs_index = None

@@ -92,6 +92,65 @@ def labeled_frames(project: Path, video: str) -> set[int]:
     return {int(m.group(1)) for f in folder.iterdir() if (m := _IMG_RE.match(f.name))}
 
 
+# ---------------------------------------------------------------- Lightning Pose folders
+LP_ITERATION_FILE = "poseops_iteration.yaml"  # a Lightning Pose folder has no config.yaml
+
+
+def lightning_pose_labels(project: Path) -> Path:
+    """The labels CSV of a Lightning Pose folder (``CollectedData.csv`` when there are several)."""
+    from poseops.dlc.files import lightning_pose_files
+
+    files = lightning_pose_files(Path(project))
+    if not files:
+        raise PoseopsError("no Lightning Pose labels CSV (DLC's 3-row header) at the project root",
+                           file=project)
+    named = [f for f in files if f.name == "CollectedData.csv"]
+    return named[0] if named else files[0]
+
+
+def lightning_pose_flat(project: Path) -> bool:
+    """True when the folder's labeled images sit directly in ``labeled-data/`` (Lightning Pose's
+    flat layout), False for per-video sub-folders (``labeled-data/<video>/``)."""
+    from poseops.dlc.files import image_paths, read_collected_data
+
+    images = image_paths(read_collected_data(lightning_pose_labels(project)))
+    return any(len(Path(i).parts) == 2 for i in images)
+
+
+def lightning_pose_image(video: str, frame: int, width: int, flat: bool) -> str:
+    """Where an extracted frame goes in a Lightning Pose folder: ``labeled-data/<video>/imgNNNN.png``
+    (sub-folders) or ``labeled-data/<video>_imgNNNN.png`` (flat: the video in the name, so frames
+    of two videos never share a file)."""
+    if flat:
+        return f"labeled-data/{video}_{frame_image_name(frame, width)}"
+    return image_path(video, frame, width)
+
+
+def lightning_pose_frames(project: Path, video: str, flat: bool) -> set[int]:
+    """Frames of ``video`` that already have an image in a Lightning Pose folder."""
+    if not flat:
+        return labeled_frames(project, video)
+    folder = Path(project) / "labeled-data"
+    pat = re.compile(rf"^{re.escape(video)}_img(\d+)\.png$")
+    if not folder.is_dir():
+        return set()
+    return {int(m.group(1)) for f in folder.iterdir() if (m := pat.match(f.name))}
+
+
+def lightning_pose_iteration(project: Path) -> int:
+    """The refinement iteration of a Lightning Pose folder (``poseops_iteration.yaml``; 0 if none)."""
+    import yaml
+
+    p = Path(project) / LP_ITERATION_FILE
+    if not p.is_file():
+        return 0
+    data = yaml.safe_load(p.read_text()) or {}
+    it = data.get("iteration", 0) if isinstance(data, dict) else None
+    if not isinstance(it, int) or it < 0:
+        raise PoseopsError(f"'iteration' must be a whole number >= 0, found {it!r}", file=p)
+    return it
+
+
 # ---------------------------------------------------------------- metadata
 def attach_metadata(
     frames: pd.DataFrame, meta: pd.DataFrame, required: Sequence[str], where: str | Path
@@ -181,8 +240,11 @@ def video_features(
     return np.asarray(idx, dtype=int), np.vstack(feats)
 
 
-def write_frame_pngs(video: str | Path, frames: Sequence[int], folder: Path, width: int) -> list[Path]:
-    """Write the given frames of a video as DLC-named PNGs into ``folder`` (atomic per file)."""
+def write_frame_pngs(
+    video: str | Path, frames: Sequence[int], folder: Path, width: int, prefix: str = ""
+) -> list[Path]:
+    """Write the given frames of a video as DLC-named PNGs into ``folder`` (atomic per file);
+    ``prefix`` goes before DLC's name (a flat Lightning Pose folder: ``<video>_imgNNNN.png``)."""
     import cv2
 
     from poseops.core.fileio import atomic_path
@@ -190,7 +252,7 @@ def write_frame_pngs(video: str | Path, frames: Sequence[int], folder: Path, wid
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, img in iter_frames(video, frames):
-        target = folder / frame_image_name(i, width)
+        target = folder / f"{prefix}{frame_image_name(i, width)}"
         with atomic_path(target) as tmp:
             ok, buf = cv2.imencode(".png", img)
             if not ok:

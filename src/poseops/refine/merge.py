@@ -32,25 +32,27 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- pure
 def check_relabeled(
     wide: pd.DataFrame, path: Path, scorer: str, bodyparts: list[str], images: list[str],
-    require_labeled: bool,
+    require_labeled: bool, source: str | None = None,
 ) -> pd.DataFrame:
     """Check one relabeled CollectedData frame; returns its tidy long form (dlcio.wide_to_long).
 
-    Errors name the file and, where it applies, the bodypart or the image (row)."""
+    Errors name the file and, where it applies, the bodypart or the image (row); ``source``
+    names where ``scorer`` and ``bodyparts`` come from (a Lightning Pose folder's labels CSV)."""
     from poseops.dlc.files import wide_to_long
 
     file_bps = list(dict.fromkeys(wide.columns.get_level_values("bodyparts")))
     unknown = [b for b in file_bps if b not in bodyparts]
     if unknown:
-        raise PoseopsError(f"bodypart not in config.yaml bodyparts {bodyparts}", file=path,
+        raise PoseopsError(f"bodypart not in {source or 'config.yaml'} bodyparts {bodyparts}", file=path,
                            bodypart=unknown[0])
     missing = [b for b in bodyparts if b not in file_bps]
     if missing:
-        raise PoseopsError("config bodypart missing from the relabeled file", file=path,
+        raise PoseopsError(f"{source or 'config'} bodypart missing from the relabeled file", file=path,
                            bodypart=missing[0])
     scorers = set(wide.columns.get_level_values("scorer"))
     if scorers != {scorer}:
-        raise PoseopsError(f"scorer {sorted(scorers)} is not the config scorer {scorer!r}", file=path)
+        raise PoseopsError(f"scorer {sorted(scorers)} is not the {source or 'config'} scorer {scorer!r}",
+                           file=path)
     long = wide_to_long(wide)  # multi-animal (4 levels): with an individual column
     have = set(long[S.IMAGE])
     for img in images:
@@ -111,13 +113,7 @@ def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd
     # multi-animal: DLC's 4-level file, checked against the config's individuals and
     # multi-animal / unique bodyparts by dlcio (single-animal files keep merge's own checks)
     ma_cfg = cfg if is_multianimal(cfg) else None
-    mpath = Path(params.manifest)
-    if not mpath.is_file():
-        raise PoseopsError("outliers manifest not found (run `poseops outliers` first)", file=mpath)
-    manifest = pd.read_csv(mpath)
-    S.require_columns(manifest, [S.IMAGE, S.VIDEO], str(mpath))
-    if manifest.empty:
-        raise PoseopsError("the manifest lists no frames: nothing to merge", file=mpath)
+    manifest = _read_manifest(Path(params.manifest))
     parts = []
     for video, part in manifest.groupby(S.VIDEO, sort=True):
         h5 = project / "labeled-data" / str(video) / f"CollectedData_{cfg['scorer']}.h5"
@@ -134,26 +130,103 @@ def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd
     return cfg, manifest, pd.concat(parts, ignore_index=True)
 
 
-def merge_iteration(params: MergeParams, project: str | Path) -> dict:
-    """Validate, bump the iteration, write fixed_split, dvc add, commit and tag. Returns the
-    merge report (also written to ``params.report``)."""
-    from poseops.core.fileio import write_csv, write_json, write_text
+def validate_lightning_pose(
+    project: Path, params: MergeParams
+) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """:func:`validate` for a Lightning Pose folder: the relabeled frames are read from
+    ``CollectedData_<scorer>.csv`` beside each manifest image (the folder's scorer and bodyparts,
+    from its labels CSV) and appended to that labels CSV. Returns (``{"iteration": N}``, manifest,
+    relabeled tidy labels, the new labels CSV frame: old rows, then the new ones in the CSV's
+    column order and with the image paths the manifest gives). Touches nothing."""
+    from poseops.dlc.files import image_paths, read_collected_data
 
-    project = Path(project).resolve()
-    cfg, manifest, relabeled = validate(project, params)
-    it_prev = int(cfg.get("iteration", 0))
-    it_new = it_prev + 1
-    git_root = _git_root(project) if params.git else None
-    tag_prev, tag_new = f"{params.tag_prefix}{it_prev}", f"{params.tag_prefix}{it_new}"
-    if git_root is not None and tag_new in _tags(git_root):
-        raise PoseopsError(f"git tag {tag_new} already exists: this iteration was merged before")
-    # video_sets: add the relabeled videos (DLC only reads labels of listed videos)
+    root_csv = R.lightning_pose_labels(project)
+    root = read_collected_data(root_csv)
+    scorer = str(root.columns.get_level_values("scorer")[0])
+    bodyparts = list(dict.fromkeys(map(str, root.columns.get_level_values("bodyparts"))))
+    manifest = _read_manifest(Path(params.manifest))
+    have = set(image_paths(root))
+    parts, rows = [], []
+    folders = manifest[S.IMAGE].map(lambda i: str(Path(str(i)).parent))
+    for folder, part in manifest.groupby(folders, sort=True):
+        path = project / folder / f"CollectedData_{scorer}.csv"
+        if not path.is_file():
+            raise PoseopsError("relabeled file missing: label the extracted frames (start from"
+                               " machinelabels-iter<N>.csv) and save them here", file=path)
+        images = part[S.IMAGE].astype(str).tolist()
+        for img in images:
+            if not (project / img).is_file():
+                raise PoseopsError("image of a manifest frame is missing", file=project / img)
+            if img in have:
+                raise PoseopsError("frame is already in the labels CSV (merged before?)",
+                                   file=root_csv, row=img)
+        wide = read_collected_data(path)
+        long = check_relabeled(wide, path, scorer, bodyparts, images, params.require_labeled,
+                               source=root_csv.name)
+        parts.append(long[long[S.IMAGE].isin(images)])
+        new = wide[[i in set(images) for i in image_paths(wide)]]
+        new.index = pd.Index(image_paths(new), dtype=object)
+        rows.append(new.reindex(columns=root.columns))
+    old = root.copy()
+    old.index = pd.Index(image_paths(root), dtype=object)
+    merged = pd.concat([old, *rows])
+    cfg = {"iteration": R.lightning_pose_iteration(project)}
+    return cfg, manifest, pd.concat(parts, ignore_index=True), merged
+
+
+def _read_manifest(mpath: Path) -> pd.DataFrame:
+    if not mpath.is_file():
+        raise PoseopsError("outliers manifest not found (run `poseops outliers` first)", file=mpath)
+    manifest = pd.read_csv(mpath)
+    S.require_columns(manifest, [S.IMAGE, S.VIDEO], str(mpath))
+    if manifest.empty:
+        raise PoseopsError("the manifest lists no frames: nothing to merge", file=mpath)
+    return manifest
+
+
+def _video_sets(cfg: dict, manifest: pd.DataFrame, project: Path) -> dict:
+    """config video_sets plus the relabeled videos (DLC only reads labels of listed videos)."""
     video_sets = dict(cfg.get("video_sets") or {})
     listed = {Path(v).stem for v in video_sets}
     for v in sorted(set(manifest[S.VIDEO]) - listed):
         vp = R.find_video(str(v), cfg, project)
         _, w, h = R.probe_video(vp)
         video_sets[str(vp)] = {"crop": f"0, {w}, 0, {h}"}
+    return video_sets
+
+
+def _write_lightning_pose(project: Path, merged: pd.DataFrame, it_new: int) -> None:
+    """Write the labels CSV with the relabeled rows and the iteration file, then read the folder
+    as ``poseops ingest`` does (its checks: images, bodyparts, duplicates)."""
+    from poseops.core.fileio import atomic_path, write_text
+    from poseops.data.ingest import ingest_project
+
+    with atomic_path(R.lightning_pose_labels(project)) as tmp:
+        merged.to_csv(tmp)
+    write_text(f"iteration: {it_new}\n", project / R.LP_ITERATION_FILE)
+    ingest_project(project, None, "lightning-pose")
+
+
+def merge_iteration(params: MergeParams, project: str | Path, fmt: str = "dlc") -> dict:
+    """Validate, bump the iteration, write fixed_split, dvc add, commit and tag. Returns the
+    merge report (also written to ``params.report``). ``fmt="lightning-pose"``: the relabeled
+    frames are appended to the folder's labels CSV and the iteration is kept in
+    ``poseops_iteration.yaml`` (a Lightning Pose folder has no config.yaml)."""
+    from poseops.core.fileio import write_csv, write_json, write_text
+
+    project = Path(project).resolve()
+    lp = fmt == "lightning-pose"
+    if lp:
+        cfg, manifest, relabeled, merged = validate_lightning_pose(project, params)
+    else:
+        cfg, manifest, relabeled = validate(project, params)
+    it_prev = int(cfg.get("iteration", 0))
+    it_new = it_prev + 1
+    git_root = _git_root(project) if params.git else None
+    tag_prev, tag_new = f"{params.tag_prefix}{it_prev}", f"{params.tag_prefix}{it_new}"
+    if git_root is not None and tag_new in _tags(git_root):
+        raise PoseopsError(f"git tag {tag_new} already exists: this iteration was merged before")
+    video_sets = None if lp else _video_sets(cfg, manifest, project)
     split_path, fixed_path = Path(params.split), Path(params.fixed_split)
     fixed = fixed_split_table(pd.read_csv(split_path)) if split_path.is_file() else None
     if fixed is not None and fixed_path.is_file():  # a later iteration: the test set must hold
@@ -172,19 +245,24 @@ def merge_iteration(params: MergeParams, project: str | Path) -> dict:
         "tag": tag_new if git_root is not None else None,
     }
     # -- from here on things change; restore on failure
-    cfg_file = project / "config.yaml"
-    cfg_text = cfg_file.read_text()
-    fixed_text = fixed_path.read_text() if fixed_path.is_file() else None
+    changed = ([R.lightning_pose_labels(project), project / R.LP_ITERATION_FILE] if lp
+               else [project / "config.yaml"])
+    before = {p: p.read_text() if p.is_file() else None for p in [*changed, fixed_path]}
     try:
-        R.write_config_updates(cfg_file, {"iteration": it_new, "video_sets": video_sets})
+        if lp:
+            _write_lightning_pose(project, merged, it_new)
+        else:
+            R.write_config_updates(changed[0], {"iteration": it_new, "video_sets": video_sets})
         if fixed is not None:
             write_csv(fixed, fixed_path)
         write_json(report, params.report)
-        _version(project, params, git_root, tag_prev, tag_new, report, fixed_path)
+        _version(project, params, git_root, tag_prev, tag_new, report, fixed_path, changed)
     except BaseException:
-        write_text(cfg_text, cfg_file)
-        if fixed_text is not None:
-            write_text(fixed_text, fixed_path)
+        for p, text in before.items():
+            if text is not None:
+                write_text(text, p)
+            elif p in changed and p.is_file():
+                p.unlink()  # a file this merge created (the first iteration file)
         raise
     log.info("merge: +%d frames -> iteration %d%s", report["frames_added"], it_new,
              f" (git tag {tag_new})" if report["tag"] else "")
@@ -192,7 +270,7 @@ def merge_iteration(params: MergeParams, project: str | Path) -> dict:
 
 
 def _version(project: Path, params: MergeParams, git_root: Path | None, tag_prev: str,
-             tag_new: str, report: dict, fixed_path: Path) -> None:
+             tag_new: str, report: dict, fixed_path: Path, changed: list[Path]) -> None:
     dvc_root = _dvc_root(project) if params.dvc else None
     to_add: list[Path] = []
     if dvc_root is not None:
@@ -208,7 +286,7 @@ def _version(project: Path, params: MergeParams, git_root: Path | None, tag_prev
         if p.is_file():
             to_add.append(p.resolve())
     if dvc_root is None:
-        to_add.append(project / "config.yaml")
+        to_add += [p for p in changed if p.is_file()]
     _sh(["git", "add", "--", *[str(p) for p in to_add]], git_root)
     msg = (f"merge: iteration {report['iteration']} (+{report['frames_added']} relabeled frames"
            f" from {', '.join(report['videos'])})")

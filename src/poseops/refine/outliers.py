@@ -7,7 +7,9 @@ Candidates (per video frame, from ``poseops analyze`` predictions):
 Then diversity sampling within the candidates (k-means on appearance) with per-condition quotas.
 The picked frames go to ``labeled-data/<video>/`` with the model's predictions as starting labels,
 DLC's refine convention (``machinelabels-iter<N>.h5``, N = config iteration), plus a manifest
-saying why each frame was picked.
+saying why each frame was picked. A Lightning Pose folder (no config.yaml) gets them in its own
+convention: PNGs in ``labeled-data/<video>/`` (or ``labeled-data/<video>_imgNNNN.png`` in the flat
+layout) and ``machinelabels-iter<N>.csv`` with the header of the folder's labels CSV.
 """
 
 from __future__ import annotations
@@ -187,19 +189,19 @@ def write_machinelabels(df: pd.DataFrame, folder: Path, iteration: int) -> Path:
 
 
 def pick_outliers(
-    params: OutliersParams, project: str | Path, metadata: str | Path, videos_dir: str | Path | None = None
+    params: OutliersParams, project: str | Path, metadata: str | Path,
+    videos_dir: str | Path | None = None, fmt: str = "dlc",
 ) -> pd.DataFrame:
-    """Score frames, pick outliers, write frames + machinelabels + manifest. Returns the manifest."""
+    """Score frames, pick outliers, write frames + machinelabels + manifest. Returns the manifest.
+
+    ``fmt="lightning-pose"``: a Lightning Pose folder (no config.yaml): the frames go where its
+    user relabels them (:func:`write_lightning_pose_frames`)."""
     from poseops.core.fileio import write_csv
-    from poseops.dlc.files import (
-        config_individuals,
-        config_multianimal_bodyparts,
-        config_unique_bodyparts,
-        is_multianimal,
-    )
 
     project = Path(project)
-    cfg = R.read_config(project)
+    lp = fmt == "lightning-pose"
+    cfg = {} if lp else R.read_config(project)
+    flat = R.lightning_pose_flat(project) if lp else False
     ppath = Path(params.predictions)
     if not ppath.is_file():
         raise PoseopsError("predictions not found (run `poseops analyze` first)", file=ppath)
@@ -209,7 +211,8 @@ def pick_outliers(
         preds, params.p_bound, params.epsilon, params.uncertain_fraction, params.likelihood_mode
     )
     cand = scores[scores["rule"] != ""]
-    done = {(v, f) for v in cand[S.VIDEO].unique() for f in R.labeled_frames(project, str(v))}
+    done = {(v, f) for v in cand[S.VIDEO].unique() for f in (
+        R.lightning_pose_frames(project, str(v), flat) if lp else R.labeled_frames(project, str(v)))}
     keep = [(v, f) not in done for v, f in zip(cand[S.VIDEO], cand[S.FRAME], strict=True)]
     cand = cand[keep].reset_index(drop=True)  # frames already in labeled-data are not re-picked
     log.info("outliers: %d candidate frames of %d", len(cand), len(scores))
@@ -227,24 +230,17 @@ def pick_outliers(
         pos = pd.Series(np.arange(len(idx)), index=idx)
         feats[rows] = f[pos.loc[cand[S.FRAME].iloc[rows]].to_numpy()]
     chosen = select_outliers(cand, feats, params.n_frames, params.seed, params.balance_by)
-    iteration = int(cfg.get("iteration", 0))
+    iteration = R.lightning_pose_iteration(project) if lp else int(cfg.get("iteration", 0))
     images = []
     for v, part in chosen.groupby(S.VIDEO, sort=True):
-        folder = project / "labeled-data" / str(v)
-        n, _, _ = R.probe_video(paths[v])
-        width = R.folder_name_width(folder) or R.dlc_name_width(n)
         frames = part[S.FRAME].astype(int).tolist()
-        if params.write_frames:
-            R.write_frame_pngs(paths[v], frames, folder, width)
-            if is_multianimal(cfg):
-                ml = machinelabels_frame_multianimal(
-                    preds, str(v), frames, width, _scorer(preds), config_individuals(cfg),
-                    config_multianimal_bodyparts(cfg), config_unique_bodyparts(cfg))
-            else:
-                ml = machinelabels_frame(preds, str(v), frames, width, _scorer(preds),
-                                         cfg["bodyparts"])
-            write_machinelabels(ml, folder, iteration)
-        images += [(v, f, R.image_path(str(v), f, width)) for f in frames]
+        if lp:
+            names = write_lightning_pose_frames(preds, project, str(v), paths[v], frames, flat,
+                                                iteration, params.write_frames)
+        else:
+            names = _write_dlc_frames(preds, project, cfg, str(v), paths[v], frames, iteration,
+                                      params.write_frames)
+        images += [(v, f, name) for f, name in zip(frames, names, strict=True)]
     img = pd.DataFrame(images, columns=[S.VIDEO, S.FRAME, S.IMAGE])
     manifest = chosen.merge(img, on=[S.VIDEO, S.FRAME]).assign(iteration=iteration)
     first = [S.IMAGE, S.VIDEO, S.FRAME, "rule", "mean_likelihood", "min_likelihood", "jump_px",
@@ -254,6 +250,66 @@ def pick_outliers(
     write_csv(scores, Path(params.manifest).with_name("frame_scores.csv"))
     log.info("outliers: picked %d frames -> %s", len(manifest), params.manifest)
     return manifest
+
+
+def _write_dlc_frames(preds: pd.DataFrame, project: Path, cfg: dict, video: str, path: Path,
+                      frames: list[int], iteration: int, write: bool) -> list[str]:
+    """DLC's refine convention: PNGs + machinelabels-iter<N>.h5 in labeled-data/<video>/."""
+    from poseops.dlc.files import (
+        config_individuals,
+        config_multianimal_bodyparts,
+        config_unique_bodyparts,
+        is_multianimal,
+    )
+
+    folder = project / "labeled-data" / video
+    n, _, _ = R.probe_video(path)
+    width = R.folder_name_width(folder) or R.dlc_name_width(n)
+    if write:
+        R.write_frame_pngs(path, frames, folder, width)
+        if is_multianimal(cfg):
+            ml = machinelabels_frame_multianimal(
+                preds, video, frames, width, _scorer(preds), config_individuals(cfg),
+                config_multianimal_bodyparts(cfg), config_unique_bodyparts(cfg))
+        else:
+            ml = machinelabels_frame(preds, video, frames, width, _scorer(preds), cfg["bodyparts"])
+        write_machinelabels(ml, folder, iteration)
+    return [R.image_path(video, f, width) for f in frames]
+
+
+def write_lightning_pose_frames(preds: pd.DataFrame, project: Path, video: str, path: Path,
+                                frames: list[int], flat: bool, iteration: int,
+                                write: bool = True) -> list[str]:
+    """Lightning Pose's convention: PNGs in ``labeled-data/<video>/`` (sub-folder layout) or
+    ``labeled-data/`` as ``<video>_imgNNNN.png`` (flat), and the model's predictions as starting
+    labels in ``machinelabels-iter<N>.csv`` beside them, with the header of the project's labels
+    CSV (its scorer, its bodyparts in its order, x and y) and the image paths as the project
+    uses them. Relabel them and save as ``CollectedData_<scorer>.csv`` in that folder for
+    ``poseops merge``. Returns the image paths."""
+    from poseops.core.fileio import atomic_path
+    from poseops.dlc.files import read_collected_data
+
+    root = read_collected_data(R.lightning_pose_labels(project))
+    n, _, _ = R.probe_video(path)
+    folder = project / "labeled-data" / ("" if flat else video)
+    width = (None if flat else R.folder_name_width(folder)) or R.dlc_name_width(n)
+    names = [R.lightning_pose_image(video, f, width, flat) for f in frames]
+    if not write:
+        return names
+    R.write_frame_pngs(path, frames, folder, width, prefix=f"{video}_" if flat else "")
+    p = preds[(preds[S.VIDEO] == video) & preds[S.FRAME].isin(frames)]
+    ml = pd.DataFrame(np.nan, index=pd.Index(names, dtype=object), columns=root.columns)
+    for col in root.columns:  # (scorer, bodypart, x|y)
+        vals = p[p[S.BODYPART] == col[1]].set_index(S.FRAME)[col[2]]
+        ml[col] = vals.reindex(frames).to_numpy(float)
+    target = folder / f"machinelabels-iter{iteration}.csv"
+    if target.is_file():  # another video's frames of this iteration (flat layout) stay
+        old = read_collected_data(target)
+        if old.columns.equals(ml.columns):
+            ml = pd.concat([old[~old.index.isin(ml.index)], ml]).sort_index()
+    with atomic_path(target) as tmp:
+        ml.to_csv(tmp)
+    return names
 
 
 def _scorer(preds: pd.DataFrame) -> str:
