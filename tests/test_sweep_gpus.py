@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from support.sweep import init_tracking, make_workspace
-from support.sweep_doubles import EPOCH_SECONDS_ENV, GATE_ENV
+from support.sweep_doubles import BARRIER_ENV, EPOCH_SECONDS_ENV, GATE_ENV
 
 from poseops.core.errors import PoseopsError
 from poseops.sweep.launch import CUDA_DEVICES_ENV, parse_gpus
@@ -28,11 +28,13 @@ SRC = TESTS.parent / "src"
 pytestmark = pytest.mark.slow
 
 
-def start_launcher(ws: Path, epoch_s: float, gpus: str = "all",
-                   gate: Path | None = None) -> subprocess.Popen:
+def start_launcher(ws: Path, epoch_s: float, gpus: str = "all", gate: Path | None = None,
+                   barrier: tuple[Path, int] | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     if gate is not None:
         env[GATE_ENV] = str(gate)  # trials hold after their first epoch until the file exists
+    if barrier is not None:  # trials hold after their first epoch until n trials run at once
+        env[BARRIER_ENV] = f"{barrier[0]}:{barrier[1]}"
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(SRC), env.get("PYTHONPATH", "")])
     env[EPOCH_SECONDS_ENV] = str(epoch_s)
     env[CUDA_DEVICES_ENV] = "0,1"  # two "GPUs" (the CUDA query, nothing else, is replaced)
@@ -67,7 +69,9 @@ def test_gpus_runs_one_worker_per_device_sharing_one_study(tmp_path, mlflow_uri)
         "n_trials": n_trials, "epochs": 2, "pruner": "none", "poll_seconds": 0.5,
     })
     init_tracking()
-    proc = start_launcher(ws, 0.3)
+    # deterministic on a busy machine: the first trials wait for each other, so neither worker
+    # can take the whole budget before the other has started
+    proc = start_launcher(ws, 0.3, barrier=(tmp_path / "barrier", 2))
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-4000:]
     assert "gpus: trials" in err  # one progress display for the study

@@ -38,6 +38,33 @@ def test_a_short_run_has_system_metrics_with_the_node_id(tmp_path, mlflow_uri, m
     assert len(client.get_metric_history(box.run_id, cpu[0])) >= 2
 
 
+def test_a_resumed_run_continues_its_system_metric_steps(tmp_path, mlflow_uri):
+    """A resume (a new process, the same run) must not start the system metrics at step 0
+    again: every step of every system metric is logged once."""
+    from collections import Counter
+
+    from mlflow.tracking import MlflowClient
+
+    for attempt in range(2):  # the first training, then its resume in the same run
+        box = Outbox(tmp_path / "tracking", mlflow_uri)
+        if attempt == 0:
+            box.put("create_run", experiment="tests", run_name="resumed", tags={})
+        else:
+            box.put("set_status", status="RUNNING")
+        assert box.flush_once()
+        assert start_system_metrics(box, interval_s=0.2, node_id="n") is not None
+        time.sleep(1.2)
+        box.put("end_run", status="KILLED" if attempt == 0 else "FINISHED")
+        assert box.close(timeout_s=10)
+    client = MlflowClient(mlflow_uri)
+    keys = [k for k in client.get_run(box.run_id).data.metrics if k.startswith("system/")]
+    assert keys
+    for key in keys:
+        steps = Counter(m.step for m in client.get_metric_history(box.run_id, key))
+        assert len(steps) >= 3, (key, steps)
+        assert max(steps.values()) == 1, (key, sorted(steps.items()))
+
+
 def test_no_system_metrics_before_the_run_reaches_the_server(tmp_path):
     box = Outbox(tmp_path / "tracking", "http://127.0.0.1:9")  # nothing listens there
     box.put("create_run", experiment="tests", run_name="offline", tags={})

@@ -16,6 +16,7 @@ import sys
 import poseops
 from poseops.commands import COMMANDS
 from poseops.core.errors import PoseopsError
+from poseops.core.redact import install_log_redaction, redact
 
 # Nothing may call home.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -46,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()  # no password in any log line (console, train.txt, files)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         result = args.func(args)
     except PoseopsError as e:
-        print(f"poseops {args.command}: error: {e}", file=sys.stderr)
+        print(redact(f"poseops {args.command}: error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"poseops {args.command}: interrupted", file=sys.stderr)

@@ -23,11 +23,24 @@ EPOCH_SECONDS_ENV = "SWEEP_DOUBLE_EPOCH_SECONDS"
 GATE_ENV = "SWEEP_DOUBLE_GATE"
 
 
-def wait_for_gate(poll_s: float = 0.05) -> None:
-    """Block while ``$SWEEP_DOUBLE_GATE`` names a file that does not exist yet."""
+# "<folder>:<n>": each trial checks in (a file in the folder) after its first epoch and waits until
+# n trials have checked in, so n workers are known to run trials at the same time
+BARRIER_ENV = "SWEEP_DOUBLE_BARRIER"
+
+
+def wait_for_gate(trial_name: str = "trial", poll_s: float = 0.05) -> None:
+    """Block while ``$SWEEP_DOUBLE_GATE`` names a file that does not exist yet, and (with
+    ``$SWEEP_DOUBLE_BARRIER``) until enough trials have checked in."""
     gate = os.environ.get(GATE_ENV)
     while gate and not Path(gate).exists():
         time.sleep(poll_s)
+    barrier = os.environ.get(BARRIER_ENV)
+    if barrier:
+        folder, _, n = barrier.rpartition(":")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{trial_name}-{os.getpid()}").touch()
+        while len(list(Path(folder).iterdir())) < int(n):
+            time.sleep(poll_s)
 
 
 def val_curve(lr: float, batch_size: int, epoch: int) -> float:
@@ -80,7 +93,7 @@ def sleepy_train(
             if epoch_callback is not None:
                 epoch_callback(epoch, {"val.rmse": val})
             if epoch == 1:
-                wait_for_gate()
+                wait_for_gate(run_name or "trial")
     except BaseException:
         client.set_terminated(run_id, status="KILLED")
         raise

@@ -35,7 +35,5 @@ def run(workdir: str | Path, uri: str | None = None, timeout_s: float = 60.0,
 
 def _cli_sync(args: argparse.Namespace) -> int:
     res = run(args.workdir, args.tracking_uri, args.timeout, skip_failed=args.skip_failed)
-    print(f"synced run {res.run_id}: {res.sent} operation(s) sent, {res.pending} pending"
-          + (f", {res.skipped} skipped" if res.skipped else "")
-          + (f" ({res.journals} journals)" if res.journals > 1 else ""))
+    print(res.message())
     return 0

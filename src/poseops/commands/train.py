@@ -31,6 +31,7 @@ def run(params_file: str | None = None, overrides: dict[str, Any] | None = None)
     """The DVC stage: consensus table + split -> data/train + MLflow run + metrics JSON."""
     cfg = PipelineParams.load(params_file)
     params = train_params(params_file, overrides)
+    params.validate()  # every value checked before any output is touched
     labels_path = Path(cfg.consensus.out)
     split_path = Path(cfg.split.out)
     project = Path(cfg.project.path)
@@ -54,6 +55,7 @@ def train_params(params_file: str | None = None, overrides: dict[str, Any] | Non
     """params.yaml ``train:`` with ``-P`` overrides, checked like params.yaml (types, unknown
     keys, closest name)."""
     cfg = PipelineParams.load(params_file)
+    cfg.require("train")
     params = cfg.train
     if not overrides:
         return params

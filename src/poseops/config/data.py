@@ -91,7 +91,9 @@ class ValidateParams:
     input: str = "data/interim/consensus.parquet"  # the labels table to check (consensus.out)
     out: str = "reports/validation/dataset.json"
     docs: str = "reports/validation/dataset-docs"  # Data Docs HTML site
-    max_nan_share: float = 0.25  # per bodypart (multi-animal: per individual and bodypart)
+    # per bodypart (multi-animal: per individual and bodypart): a number, or a mapping whose keys
+    # are 'default', bodypart and individual names: {default: 0.25, Tongue: 0.8, pup7: 1.0}
+    max_nan_share: float | dict[str, float] = 0.25
     min_frames_per_condition: int = 5
     max_condition_ratio: float = 3.0  # max/min frames per condition
     min_total_frames: int = 20

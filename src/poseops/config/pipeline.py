@@ -33,6 +33,7 @@ from poseops.config.refine import (
 )
 from poseops.config.sweep import SweepParams
 from poseops.config.train import TrainParams
+from poseops.core.errors import PoseopsError
 
 T = TypeVar("T")
 
@@ -89,6 +90,15 @@ class PipelineParams:
     def load(cls, path: str | Path | None = None) -> PipelineParams:
         """Parse params.yaml (``path``, else ``$POSEOPS_PARAMS``, else ./params.yaml) once."""
         return cls(load_params(path), params_path(path))
+
+    def require(self, *names: str) -> None:
+        """The sections a command cannot run without: a missing one is an error naming it (a
+        deleted ``train:`` section must not train on code defaults and replace the last model)."""
+        for name in names:
+            if self.data.get(name) is None:
+                raise PoseopsError(f"no [{name}] section: this command reads it (restore it from "
+                                   "the shipped params.yaml; an empty mapping takes the defaults)",
+                                   file=self.path)
 
     def read(self, name: str, cls: type[T]) -> T:
         """Section ``name`` validated into ``cls`` (defaults when the section is absent)."""

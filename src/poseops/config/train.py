@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -45,6 +47,7 @@ class TrainParams:
     save_epochs: int = 5
     max_snapshots: int = 5
     eval_interval: int = 1  # validation every N epochs (model selection needs it)
+    paf_prune_frames: int = 200  # PAF pruning: at most N train + N val frames (0 = all)
     key_metric: str = "test.rmse"  # DLC's name: "test" = the frames DLC evaluates = our VAL split
     snapshot: str = "best"  # one of SNAPSHOTS (checked by validate): wrapped as the MLflow model
     workdir: str = "data/train"
@@ -71,11 +74,94 @@ class TrainParams:
             raise PoseopsError(f"{where}: snapshot must be best or last, got {self.snapshot!r}")
         if len(self.scaling) != 2:
             raise PoseopsError(f"{where}: scaling must be [min, max], got {self.scaling}")
+        _check_numbers(self, where)
+        _check_choices(self, where)
 
     @property
     def key_metric_asc(self) -> bool:
         """True when larger is better (mAP/mAR); errors and losses are smaller-is-better."""
         return any(t in self.key_metric.lower() for t in ("map", "mar"))
+
+
+KEY_METRICS: tuple[str, ...] = ("test.rmse", "test.rmse_pcutoff", "test.mAP", "test.mAR")
+"""The metrics DLC's pose runner reports each evaluation (``metrics/test.<name>`` from
+``deeplabcut.core.metrics.compute_metrics``): the only names its best-snapshot choice can use."""
+
+SCHEDULERS_WITHOUT_PARAMS = ("default", "none")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
+def _check_numbers(p: TrainParams, where: str) -> None:
+    """Ranges of the numeric params (a one-line error naming the key)."""
+    positive = {"lr": p.lr, "save_epochs": p.save_epochs, "max_snapshots": p.max_snapshots,
+                "eval_interval": p.eval_interval, "system_metrics_interval_s": p.system_metrics_interval_s,
+                "resume_interval_s": p.resume_interval_s}
+    for key, value in positive.items():
+        if not value > 0:
+            raise PoseopsError(f"{where} {key}: must be > 0, got {value}")
+    for key in ("crop_width", "crop_height"):
+        value = getattr(p, key)
+        if value is not None and value < 1:
+            raise PoseopsError(f"{where} {key}: must be a positive number of pixels or null, got {value}")
+    for key in ("affine_p", "hflip"):
+        value = getattr(p, key)
+        if not 0 <= value <= 1:
+            raise PoseopsError(f"{where} {key}: must be a probability in [0, 1], got {value}")
+    for key in ("gaussian_noise", "translation", "tracking_timeout_s"):
+        if getattr(p, key) < 0:
+            raise PoseopsError(f"{where} {key}: must be >= 0, got {getattr(p, key)}")
+    lo, hi = p.scaling
+    if not 0 < lo <= hi:
+        raise PoseopsError(f"{where} scaling: must be [min, max] with 0 < min <= max, got {p.scaling}")
+
+
+def _choice_error(where: str, key: str, value: Any, choices: list[str]) -> PoseopsError:
+    near = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else f" (one of: {', '.join(choices)})"
+    return PoseopsError(f"{where} {key}: unknown {key} {value!r}{hint}")
+
+
+def _check_choices(p: TrainParams, where: str) -> None:
+    """net_type, optimizer, scheduler (+ scheduler_params), device and key_metric against
+    DeepLabCut's own registries (its model configs, torch.optim, torch.optim.lr_scheduler)."""
+    if not _DEVICE.match(p.device.strip()):
+        raise PoseopsError(f"{where} device: expected auto, cpu, cuda, cuda:N or mps, got {p.device!r}")
+    if p.key_metric not in KEY_METRICS:
+        raise _choice_error(where, "key_metric", p.key_metric, list(KEY_METRICS))
+    nets = dlc_net_types()
+    if p.net_type not in nets:
+        raise _choice_error(where, "net_type", p.net_type, nets)
+    optimizers = torch_classes("torch.optim", "Optimizer")
+    if p.optimizer not in optimizers:
+        raise _choice_error(where, "optimizer", p.optimizer, optimizers)
+    sched = (p.scheduler or "none").strip()
+    if sched.lower() in SCHEDULERS_WITHOUT_PARAMS:
+        return
+    schedulers = ["LRListScheduler", *torch_classes("torch.optim.lr_scheduler", "LRScheduler")]
+    if sched not in schedulers:
+        raise _choice_error(where, "scheduler", sched, schedulers)
+    if p.scheduler_params is None:
+        raise PoseopsError(f"{where} scheduler_params: scheduler {sched!r} needs scheduler_params "
+                           "(its keyword arguments, e.g. {step_size: 30} for StepLR)")
+
+
+def dlc_net_types() -> list[str]:
+    """Every net type DeepLabCut 3 can build (its model config registry)."""
+    from deeplabcut.pose_estimation_pytorch.config.utils import available_models
+
+    return sorted(available_models())
+
+
+def torch_classes(module: str, base: str) -> list[str]:
+    """The public subclasses of ``module.base`` in ``module`` (torch.optim optimizers,
+    torch.optim.lr_scheduler schedulers): what DLC's builders look up by name."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    parent = getattr(mod, base)
+    return sorted(n for n, c in vars(mod).items()
+                  if isinstance(c, type) and issubclass(c, parent) and c is not parent
+                  and not n.startswith("_"))
 
 
 def resolve_dataloader_workers(value: int | str) -> int:

@@ -17,6 +17,7 @@ sending heartbeats and its trial is failed and retried by the other workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -25,13 +26,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from poseops.config.sweep import SweepParams
 from poseops.core.errors import PoseopsError
+from poseops.core.redact import install_log_redaction
 from poseops.sweep.study import is_rdb_url, open_storage, state_counts
 
 log = logging.getLogger(__name__)
@@ -235,7 +237,35 @@ def slurm_worker(task: SlurmTask, argv: list[str], env: dict[str, str]) -> dict[
         task_id = os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
         os.environ[NODE_ID_ENV] = f"{socket.gethostname()}:{task_id or os.getpid()}"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     return task(argv)
+
+
+SECRET_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+               "MLFLOW_TRACKING_TOKEN")
+
+
+def job_secrets(storage: str) -> dict[str, str]:
+    """What a worker needs that must not be written to disk: the storage URL and the MLflow
+    credentials of this process."""
+    env = {"POSEOPS_SWEEP_STORAGE": storage}
+    env.update({k: os.environ[k] for k in SECRET_KEYS if k in os.environ})
+    return env
+
+
+@contextlib.contextmanager
+def exported(env: dict[str, str]) -> Iterator[None]:
+    """``env`` set in this process's environment for the duration (then put back as it was)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def check_slurm_storage(url: str) -> None:
@@ -258,6 +288,9 @@ def submit_slurm(p: SweepParams, opts: WorkerOptions, pfile: Path, task: SlurmTa
     if s.cluster in (None, "slurm") and shutil.which("sbatch") is None:
         raise PoseopsError("--slurm: no sbatch on this machine (run it on a SLURM login node; "
                            "sweep.slurm.cluster: local runs the job array here, to try it)")
+    if not str(s.additional.get("export", "ALL")).upper().startswith("ALL"):
+        raise PoseopsError("sweep.slurm.additional export: the jobs must inherit the environment "
+                           "(ALL): the storage URL and MLflow credentials travel in it")
     folder = Path(s.folder)
     folder.mkdir(parents=True, exist_ok=True)
     executor = submitit.AutoExecutor(folder=str(folder), cluster=s.cluster or "slurm")
@@ -279,13 +312,13 @@ def submit_slurm(p: SweepParams, opts: WorkerOptions, pfile: Path, task: SlurmTa
         if getattr(s, key):
             params[f"slurm_{key}"] = getattr(s, key)
     executor.update_parameters(**params)
-    env = {"POSEOPS_SWEEP_STORAGE": p.storage}
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        if key in os.environ:
-            env[key] = os.environ[key]
     argv = worker_argv(opts, pfile.resolve(), device=opts.device)
     n = s.n_workers
-    jobs = executor.map_array(slurm_worker, [task] * n, [argv] * n, [env] * n)
+    # the secrets (storage URL, MLflow credentials) reach the jobs through the environment they
+    # inherit at submission (sbatch exports it; the local executor starts them here), never
+    # through the pickled call: submitit keeps *_submitted.pkl in the folder after the job
+    with exported(job_secrets(p.storage)):
+        jobs = executor.map_array(slurm_worker, [task] * n, [argv] * n, [{}] * n)
     ids = [j.job_id for j in jobs]
     log.info("submitted %d sweep workers: %s (logs in %s)", len(jobs), ids, folder)
     print(f"submitted {len(jobs)} workers as SLURM job array {ids[0].split('_')[0]}: {ids}",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from poseops.config.sweep import SweepParams
 from poseops.core.errors import PoseopsError
+from poseops.core.redact import redact  # the one redaction (sweep modules import it here)
 
 if TYPE_CHECKING:
     import optuna
@@ -121,18 +122,6 @@ def _patience_pruner(
 # storage and study (race-free)
 
 
-def redact(url: str) -> str:
-    """The storage URL without its password (for logs and MLflow tags)."""
-    if "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL we cannot parse is shown as its scheme only
-        return url.split("://", 1)[0] + "://..."
-
-
 def is_rdb_url(url: str) -> bool:
     """A database URL (``sqlite:///``, ``postgresql+psycopg://``), not a journal file path."""
     return "://" in url
@@ -176,7 +165,7 @@ def open_storage(p: SweepParams, *, attempts: int = 8) -> optuna.storages.BaseSt
         except SQLAlchemyError as e:  # e.g. "table studies already exists" from a sibling
             last = e
             time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
-    raise PoseopsError(f"cannot open Optuna storage {redact(url)}: {last}")
+    raise PoseopsError(redact(f"cannot open Optuna storage {url}: {last}"))
 
 
 def open_study(

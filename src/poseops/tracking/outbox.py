@@ -15,7 +15,10 @@ already made before making it again (a client-side run id tag `poseops.client_ru
 process at a time sends a journal (a lock file, `tracking/send.lock`).
 
 Operations are sent by the handlers of :data:`HANDLERS` (operation name -> function); ``put``
-refuses a name that has none.
+refuses a name that has none. Only the journal's last line can be cut (by a kill): it is dropped
+when the journal is opened; any other unreadable line stops with a one-line error naming the file
+and line, nothing sent or removed. An unreadable `state.json` is kept aside and the progress
+rebuilt (every op replayed; the handlers find what the server already has).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from poseops.core.fileio import write_json
+from poseops.core.errors import PoseopsError
+from poseops.core.redact import redact, redact_obj, restore_uri
 from poseops.tracking.runs import (
     absolute_sqlite,
     ensure_experiment,
@@ -48,8 +52,9 @@ CLIENT_RUN_ID_TAG = "poseops.client_run_id"  # set before create_run: a replay f
 TRANSIENT_HTTP = {408, 429}  # 4xx codes worth retrying (timeout, rate limit)
 METRICS_PER_BATCH = 50  # consecutive log_metrics operations sent in one go
 
-# (pytorch_config.yaml, snapshot, model name) -> MLflow ModelInfo: logs the model in the active
-# run (poseops.train.model.log_pose_model); given to the Outbox by its owner
+# (pytorch_config.yaml, snapshot, model name[, model_id=]) -> MLflow ModelInfo: logs the model in
+# the active run (poseops.train.model.log_pose_model), into the logged model ``model_id`` when
+# given (a PENDING one an interrupted upload left); given to the Outbox by its owner
 ModelLogger = Callable[[Path, Path, str], Any]
 
 
@@ -78,7 +83,7 @@ def describe_op(op: dict[str, Any]) -> str:
     """`#12 log_params (lr, epochs)`: an operation named for a person reading an error."""
     name = op.get("op")
     key: Any = None
-    if name == "log_metrics":
+    if name in ("log_metrics", "redo_metrics"):
         key = f"step {op.get('step')}"
     elif name in ("log_params", "set_tags"):
         d = op.get("params") or op.get("tags") or {}
@@ -95,17 +100,64 @@ def describe_op(op: dict[str, Any]) -> str:
 
 
 def journal_ops(journal: Path) -> list[dict[str, Any]]:
-    """The operations of an outbox journal file, in order; a line cut by a kill is skipped (its
-    op was never acknowledged)."""
-    ops = []
-    for line in journal.read_text().splitlines():
-        if not line.strip():
+    """The operations of an outbox journal file, in order. Only the last line can come from a
+    kill (cut while written, its op never acknowledged): it is skipped with a warning. Any other
+    line that is not an operation (not JSON, not ``{"seq": n, "op": <known name>}``, a seq out of
+    order) raises a one-line PoseopsError naming the file and line; a line repeated whole is read
+    once."""
+    return _parse_journal(journal)[0]
+
+
+def _parse_journal(journal: Path) -> tuple[list[dict[str, Any]], int | None]:
+    """(operations, byte offset where a torn last line starts, or None)."""
+    data = journal.read_bytes()
+    ops: list[dict[str, Any]] = []
+    by_seq: dict[int, dict[str, Any]] = {}
+    lines = data.split(b"\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    offset = 0
+    for i, raw in enumerate(lines):
+        start, offset = offset, offset + len(raw) + 1
+        if not raw.strip():
             continue
         try:
-            ops.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("outbox: skipping a truncated journal line in %s", journal)
-    return ops
+            rec = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            if i == last:  # cut by a kill: never acknowledged
+                log.warning("outbox: skipping the truncated last line %d of %s", i + 1, journal)
+                return ops, start
+            raise _bad_line(journal, i + 1, f"not JSON ({e})") from None
+        why = _not_an_op(rec)
+        if why:
+            raise _bad_line(journal, i + 1, why)
+        seq = rec["seq"]
+        if seq in by_seq:
+            if by_seq[seq] == rec:
+                continue  # the same line twice: one operation
+            raise _bad_line(journal, i + 1, f"seq {seq} already used by another operation")
+        if ops and seq < ops[-1]["seq"]:
+            raise _bad_line(journal, i + 1, f"seq {seq} after seq {ops[-1]['seq']}")
+        by_seq[seq] = rec
+        ops.append(rec)
+    return ops, None
+
+
+def _not_an_op(rec: Any) -> str | None:
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an operation"
+    if not isinstance(rec.get("seq"), int) or isinstance(rec.get("seq"), bool):
+        return "no integer 'seq'"
+    if rec.get("op") not in HANDLERS:
+        return f"unknown operation {rec.get('op')!r}"
+    return None
+
+
+def _bad_line(journal: Path, line: int, why: str) -> PoseopsError:
+    return PoseopsError(
+        f"line {line}: unreadable outbox journal line ({' '.join(why.split())[:200]}); nothing "
+        "was sent or removed: fix or delete that line, then run `poseops sync` again",
+        file=journal,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +205,21 @@ def _log_metrics(box: Outbox, client: Any, batch: list[dict[str, Any]]) -> None:
     ]
     for start in range(0, len(metrics), 900):
         client.log_batch(box.run_id, metrics=metrics[start : start + 900])
+
+
+REDONE_TAG = "redone_epochs"  # the epochs trained again after a resume fell back: "3,4"
+
+
+def _redo_metrics(box: Outbox, client: Any, batch: list[dict[str, Any]]) -> None:
+    """An epoch trained again (a resume fell back before it): its new values at the same step,
+    logged later so MLflow's latest value is the new one, and the step named in a run tag."""
+    from mlflow.entities import RunTag
+
+    _log_metrics(box, client, batch)
+    tags = client.get_run(box.run_id).data.tags
+    steps = {int(s) for s in (tags.get(REDONE_TAG) or "").split(",") if s.strip()}
+    steps |= {int(o["step"]) for o in batch}
+    client.log_batch(box.run_id, tags=[RunTag(REDONE_TAG, ",".join(map(str, sorted(steps))))])
 
 
 def _log_params(box: Outbox, client: Any, batch: list[dict[str, Any]]) -> None:
@@ -207,15 +274,25 @@ def _log_model(box: Outbox, client: Any, batch: list[dict[str, Any]]) -> None:
         return
     name = op.get("name", "model")
     exp_id = client.get_run(box.run_id).info.experiment_id
-    # an earlier attempt whose answer was lost: adopt its (complete) model
+    # an earlier attempt whose answer was lost: adopt its (complete) model; one cut during its
+    # upload (PENDING, or FAILED) is finished: its artifacts uploaded again into it, then READY
+    pending = None
     for m in client.search_logged_models([exp_id], filter_string=f"source_run_id = '{box.run_id}'"):
-        if m.name == name and str(getattr(m.status, "name", m.status)).upper() == "READY":
+        status = str(getattr(m.status, "name", m.status)).upper()
+        if m.name == name and status == "READY":
             box.update_state(model_uri=m.model_uri, model_id=m.model_id)
             return
+        if m.name == name and status in ("PENDING", "FAILED"):  # cut, or failed mid-upload
+            pending = m.model_id
     if box.model_logger is None:
         raise PermanentOpError("no model logger given to this outbox (send it with `poseops sync`)")
-    with global_uri(box.uri), mlflow.start_run(run_id=box.run_id):
-        info = box.model_logger(Path(op["pytorch_config"]), Path(op["snapshot"]), name)
+    args = (Path(op["pytorch_config"]), Path(op["snapshot"]), name)
+    with global_uri(box.uri):
+        if pending:  # outside the run: its link to the model (and the model's metrics) exist
+            info = box.model_logger(*args, model_id=pending)
+        else:
+            with mlflow.start_run(run_id=box.run_id):
+                info = box.model_logger(*args)
     box.update_state(model_uri=info.model_uri, model_id=getattr(info, "model_id", None))
 
 
@@ -255,6 +332,7 @@ HANDLERS: dict[str, OpHandler] = {
     "log_params": _log_params,
     "set_tags": _set_tags,
     "log_metrics": _log_metrics,
+    "redo_metrics": _redo_metrics,
     "log_artifact": _log_artifact,
     "log_input": _log_input,
     "log_model": _log_model,
@@ -284,23 +362,48 @@ class Journal:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.journal = self.folder / "outbox.jsonl"
         self.state_path = self.folder / "state.json"
-        self.state: dict[str, Any] = {"sent": 0, "run_id": None}
-        if self.state_path.exists():
-            self.state.update(json.loads(self.state_path.read_text()))
-        self._ops: list[dict[str, Any]] = self._read_journal()
         self._lock = threading.Lock()
+        self._ops: list[dict[str, Any]] = self._read_journal()
+        self.state: dict[str, Any] = {"sent": 0, "run_id": None}
+        self.state.update(self._read_state())
 
     def _read_journal(self) -> list[dict[str, Any]]:
         if not self.journal.exists():
             return []
-        text = self.journal.read_bytes()
-        if text and not text.endswith(b"\n"):  # cut by a kill: end it so appends stay whole lines
-            with self.journal.open("ab") as f:
-                f.write(b"\n")
-        return journal_ops(self.journal)
+        ops, torn = _parse_journal(self.journal)
+        if torn is not None:  # cut by a kill: its op was never acknowledged; appends follow it
+            with self.journal.open("r+b") as f:
+                f.truncate(torn)
+                f.flush()
+                os.fsync(f.fileno())
+        return ops
+
+    def _read_state(self) -> dict[str, Any]:
+        """state.json; an unreadable one (cut, edited) is kept aside as state.json.bad and the
+        progress rebuilt: every op is sent again, and the handlers find what the server already
+        has (the run by its client id, identical metric points, params, the model, the version)."""
+        if not self.state_path.exists():
+            return {}
+        try:
+            state = json.loads(self.state_path.read_text())
+            if not isinstance(state, dict) or not isinstance(state.get("sent", 0), int):
+                raise ValueError("not a state object")
+            return state
+        except (OSError, ValueError) as e:
+            bad = self.state_path.with_name("state.json.bad")
+            os.replace(self.state_path, bad)
+            log.warning("outbox: %s unreadable (%s), kept as %s; progress rebuilt from the journal "
+                        "and the tracking server", self.state_path, " ".join(str(e).split())[:200], bad)
+            return {"rebuilt": True}
 
     def _save_state(self) -> None:
-        write_json(self.state, self.state_path)
+        """Write state.json whole or not at all (temp file, fsync, rename)."""
+        tmp = self.state_path.with_name(f".state.json.{os.getpid()}.{threading.get_ident()}.tmp")
+        with tmp.open("w") as f:
+            json.dump(redact_obj(self.state), f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)
 
     def update_state(self, **values: Any) -> None:
         """Set ``values`` in state.json (saved at once)."""
@@ -335,6 +438,21 @@ class Journal:
             self._ops.append(rec)
         self._appended()
 
+    def put_once(self, op: str, **fields: Any) -> bool:
+        """:meth:`put` unless the journal already holds this operation (same name and fields,
+        its ``timestamp`` aside): a finalisation run again after a kill queues nothing twice.
+        True when appended."""
+        def key(rec: dict[str, Any]) -> str:  # as journaled (NaN compares equal as text)
+            rest = {k: v for k, v in rec.items() if k not in ("seq", "timestamp")}
+            return json.dumps(json.loads(json.dumps(rest, default=str)), sort_keys=True)
+
+        want = key({"op": op, **fields})
+        with self._lock:
+            if any(rec.get("op") == op and key(rec) == want for rec in self._ops):
+                return False
+        self.put(op, **fields)
+        return True
+
     def _appended(self) -> None:
         """Called after each durable append (the Outbox wakes its sender)."""
 
@@ -367,8 +485,11 @@ class Outbox(Journal):
                  model_logger: ModelLogger | None = None) -> None:
         quiet_env()
         super().__init__(folder)
-        self.uri = absolute_sqlite(tracking_uri(uri or self.state.get("tracking_uri")))
-        self.state["tracking_uri"] = self.uri
+        # state.json keeps the URI without its password (it is in a DVC output): the password
+        # comes back from $MLFLOW_TRACKING_URI when that names the same store (poseops.core.redact)
+        stored = restore_uri(self.state.get("tracking_uri"), os.environ.get("MLFLOW_TRACKING_URI"))
+        self.uri = absolute_sqlite(tracking_uri(uri or stored))
+        self.state["tracking_uri"] = redact(self.uri)
         self.model_logger = model_logger
         self.system_metrics: Any = None  # MLflow's monitor (poseops.tracking.system), if on
         self._send_lock = threading.Lock()  # one sender at a time (thread or close/sync)

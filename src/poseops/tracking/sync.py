@@ -20,6 +20,7 @@ from typing import Any
 
 from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_json
+from poseops.core.redact import redact
 from poseops.tracking.outbox import ModelLogger, Outbox, journal_ops
 from poseops.tracking.runs import quiet_env
 
@@ -51,12 +52,18 @@ def set_aside_unsent(folder: str | Path, pending_root: str | Path, label: str = 
     folder = Path(folder)
     if not folder.exists():
         return None
-    unsent = unsent_ops(folder)
+    dest = Path(pending_root) / f"{label}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    try:
+        unsent = unsent_ops(folder)
+    except PoseopsError as e:  # an unreadable journal is kept as it is: sync names the line
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), dest)
+        log.warning("%s; kept as %s", e, dest)
+        return dest
     if not unsent:
         shutil.rmtree(folder, ignore_errors=True)
         return None
     ops = journal_ops(folder / "outbox.jsonl")
-    dest = Path(pending_root) / f"{label}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(folder), dest)
     seqs = {op["seq"] for op in unsent}
@@ -87,6 +94,18 @@ class SyncResult:
     pending: int
     skipped: int = 0
     journals: int = 1  # outboxes sent: tracking/ and each tracking-pending/* folder
+    run_ids: tuple[str, ...] = ()  # the runs of every journal sent (set-aside ones included)
+
+    def message(self) -> str:
+        """One line: `synced run <id>: ...`, or for set-aside journals only `synced N set-aside
+        journal(s) (runs a, b): ...`."""
+        what = f"{self.sent} operation(s) sent, {self.pending} pending" + (
+            f", {self.skipped} skipped" if self.skipped else "")
+        if self.run_id is None:
+            runs = ", ".join(self.run_ids) or "none created"
+            return f"synced {self.journals} set-aside journal(s) (runs {runs}): {what}"
+        return f"synced run {self.run_id}: {what}" + (
+            f" ({self.journals} journals)" if self.journals > 1 else "")
 
 
 def sync(workdir: str | Path, uri: str | None = None, timeout_s: float = 60.0,
@@ -105,15 +124,18 @@ def sync(workdir: str | Path, uri: str | None = None, timeout_s: float = 60.0,
     if not folders:
         raise PoseopsError("no tracking outbox here (train first)", file=main)
     sent = pending = skipped = 0
-    run_id, errors = None, []
-    for folder in folders:
-        box = Outbox(folder, uri, model_logger=model_logger)
+    run_id, errors, run_ids = None, [], []
+    # every journal is read (and refused whole, naming its bad line) before anything is sent
+    boxes = [Outbox(folder, uri, model_logger=model_logger) for folder in folders]
+    for folder, box in zip(folders, boxes, strict=True):
         box.skip_failed = skip_failed
         before, skipped_before = len(box.pending), len(box.state.get("skipped") or [])
         box.close(timeout_s=timeout_s)
         after = len(box.pending)
         n_skipped = len(box.state.get("skipped") or []) - skipped_before
         sent, pending, skipped = sent + before - after - n_skipped, pending + after, skipped + n_skipped
+        if box.run_id and box.run_id not in run_ids:
+            run_ids.append(box.run_id)
         if folder == main:
             run_id = box.run_id
             _update_run_json(workdir, box)
@@ -123,13 +145,20 @@ def sync(workdir: str | Path, uri: str | None = None, timeout_s: float = 60.0,
             errors.append((box, after))
     if errors:
         box, after = errors[0]
+        why = box.last_error if box.blocked else f"tracking server {box.uri} unreachable ({box.last_error})"
         raise PoseopsError(
-            f"{pending} operation(s) still pending in {len(errors)} journal(s); {box.journal}: "
-            + (box.last_error if box.blocked else f"tracking server {box.uri} unreachable "
-               f"({box.last_error})"),
+            f"{pending} operation(s) still pending in {len(errors)} journal(s): "
+            + redact(_one_line(str(why))),  # no password of the tracking URI
             file=box.journal,
         )
-    return SyncResult(run_id if folders[0] == main else None, sent, pending, skipped, len(folders))
+    return SyncResult(run_id if folders[0] == main else None, sent, pending, skipped, len(folders),
+                      tuple(run_ids))
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """``text`` on one line (a server's multi-line answer, a traceback), at most ``limit`` chars."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _update_run_json(workdir: Path, box: Outbox) -> None:

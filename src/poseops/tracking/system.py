@@ -41,8 +41,10 @@ def start_system_metrics(outbox: Outbox, interval_s: float = 10.0,
 
         node = node_id or system_metrics_node_id()
         mlflow.system_metrics.set_system_metrics_node_id(node)
+        # resume_logging: a resumed run's system metrics continue after its last step (a new
+        # run has none: step 0)
         monitor = SystemMetricsMonitor(outbox.run_id, sampling_interval=interval_s,
-                                       node_id=node, tracking_uri=outbox.uri)
+                                       resume_logging=True, node_id=node, tracking_uri=outbox.uri)
         monitor.start()
     except Exception as e:  # noqa: BLE001 - telemetry: never fail a training for it
         log.warning("system metrics off: %s", e)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from poseops.dlc.inference import as_image_list, individuals_table, inference_by_size
+from poseops.dlc.inference import as_image_list, individuals_table, stream_tables
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,15 @@ def _pyfunc_class() -> type:
 
         def _get_runner(self) -> Any:
             if self._runner is None:
-                from deeplabcut.pose_estimation_pytorch.apis.utils import (
-                    get_pose_inference_runner,
-                )
+                from poseops.dlc.inference import pose_runner
 
                 device = os.environ.get("POSEOPS_DEVICE") or (
                     "cuda" if _cuda_available() else "cpu"
                 )
                 # batches hold images of one size (inference_by_size): mixed sizes are fine
-                self._runner = get_pose_inference_runner(
-                    model_config=self._cfg, snapshot_path=self._snapshot, batch_size=8, device=device
-                )
+                # PAF assembly one image at a time (bounded memory, same poses)
+                self._runner = pose_runner(self._cfg, self._snapshot, batch_size=8,
+                                           device=device)
             return self._runner
 
         def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads hints)
@@ -77,14 +75,20 @@ def predict_images(
 ) -> Any:
     """Run a DLC inference runner on images; tidy table image, individual, bodypart, x, y,
     likelihood (one row per image x individual x bodypart; a multi-animal model's
-    ``unique_bodyparts`` follow under individual ``single``)."""
+    ``unique_bodyparts`` follow under individual ``single``). Streams: each chunk of images is
+    flattened to rows before the next one runs (memory flat in the number of images)."""
     images, names = as_image_list(model_input)
-    outputs = inference_by_size(runner, images)
-    return individuals_table(names, outputs, bodyparts, individuals, unique_bodyparts)
+
+    def flatten(chunk_names: Any, outputs: Any) -> Any:
+        return individuals_table(chunk_names, outputs, bodyparts, individuals, unique_bodyparts)
+
+    return stream_tables(runner, images, names, flatten)
 
 
-def log_pose_model(pytorch_config: Path, snapshot: Path, name: str = "model") -> Any:
-    """Log the DLC snapshot as a pyfunc model in the active run; returns MLflow's ModelInfo."""
+def log_pose_model(pytorch_config: Path, snapshot: Path, name: str = "model",
+                   model_id: str | None = None) -> Any:
+    """Log the DLC snapshot as a pyfunc model in the active run; returns MLflow's ModelInfo.
+    ``model_id``: finish that (PENDING) logged model instead of making a new one."""
     import mlflow
 
     import poseops
@@ -100,4 +104,5 @@ def log_pose_model(pytorch_config: Path, snapshot: Path, name: str = "model") ->
             "torchvision==0.29.1",
             f"poseops=={poseops.__version__}",
         ],
+        model_id=model_id,
     )

@@ -155,7 +155,7 @@ def image_size(labels: pd.DataFrame) -> tuple[int, int]:
 def source_config(source_project: Path, labels: pd.DataFrame) -> dict[str, Any]:
     """The project's config.yaml, or for a folder without one (Lightning Pose) DeepLabCut's own
     single-animal defaults (``ProjectConfig``) with the labels' scorer and bodyparts (in the
-    labels' order) and the folder name as Task."""
+    CSV header's order) and the folder name as Task."""
     path = Path(source_project) / "config.yaml"
     if path.is_file():
         return dlcio.read_config(path)
@@ -164,7 +164,9 @@ def source_config(source_project: Path, labels: pd.DataFrame) -> dict[str, Any]:
     from deeplabcut.core.config.project_config import ProjectConfig
 
     scorer = str(labels[S.SCORER].iloc[0])
-    bodyparts = list(dict.fromkeys(labels[S.BODYPART].astype(str)))
+    # the CSV header's order (the labels table may be sorted), then any other labeled name
+    header = dlcio.lightning_pose_bodyparts(Path(source_project))
+    bodyparts = list(dict.fromkeys([*header, *labels[S.BODYPART].astype(str)]))
     cfg = ProjectConfig(multianimalproject=False, bodyparts=bodyparts, Task=Path(source_project).name,
                         scorer=scorer).to_dict()
     # ProjectConfig leaves these unset; create_project writes them so (DLC's training code needs them)
@@ -199,8 +201,14 @@ def prepare_dlc_project(
     if project.exists():
         shutil.rmtree(project)
     (project / "videos").mkdir(parents=True)
-    _link_images(frames, source_project, project)
-    videos = _write_label_files(labels, frames, src_cfg, multi, project)
+    # DLC reads labeled-data/<video>/<image>: Lightning Pose's flat labeled-data/<image> gets
+    # the video folder in the working project (linked at both paths: inference uses ours)
+    to_dlc = {i: dlcio.dlc_image_path(i, str(v)) for i, v in
+              labels[[S.IMAGE, S.VIDEO]].drop_duplicates(S.IMAGE).itertuples(index=False)}
+    _link_images(frames, source_project, project, to_dlc)
+    videos = _write_label_files(labels.assign(**{S.IMAGE: labels[S.IMAGE].map(to_dlc)}),
+                                {k: [to_dlc[i] for i in v] for k, v in frames.items()},
+                                src_cfg, multi, project)
     size = image_size(labels)
     n_train, n_val = len(frames[S.TRAIN]), len(frames[S.VAL])
     train_fraction = round(n_train / (n_train + n_val), 2)
@@ -208,7 +216,8 @@ def prepare_dlc_project(
     cfg_path = project / "config.yaml"
     cfg_path.write_text(_yaml_text(cfg))
 
-    train_idx, val_idx = _merged_positions(cfg, project, frames)
+    train_idx, val_idx = _merged_positions(
+        cfg, project, {k: [to_dlc[i] for i in v] for k, v in frames.items()})
     _create_shuffle(cfg_path, train_idx, val_idx, params)
     loader = dlc_loader(cfg_path)
     split_check = loader.split
@@ -237,14 +246,19 @@ def prepare_dlc_project(
     )
 
 
-def _link_images(frames: dict[str, list[str]], source_project: Path, project: Path) -> None:
-    """Every split's images into the working project (test images only for inference later)."""
+def _link_images(frames: dict[str, list[str]], source_project: Path, project: Path,
+                 to_dlc: dict[str, str] | None = None) -> None:
+    """Every split's images into the working project (test images only for inference later),
+    also at their DLC path (``to_dlc``) where that differs."""
     all_images = [i for name in S.SPLITS for i in frames[name]]
     for img in all_images:
         src = source_project / img
         if not src.exists():
             raise PoseopsError("image of the labels table not found in the source project", file=src)
         _link_or_copy(src, project / img)
+        dlc = (to_dlc or {}).get(img, img)
+        if dlc != img:
+            _link_or_copy(src, project / dlc)
 
 
 def _write_label_files(
@@ -491,13 +505,50 @@ def apply_updates(loader: Any, updates: dict[str, Any]) -> None:
     loader.model_cfg.to_yaml(loader.model_config_path)
 
 
-def prune_paf_graph(ds: DlcDataset, snapshot: Path) -> list[int] | None:
+class _CappedLoader:
+    """A DLC loader whose ``ground_truth_keypoints(mode)`` holds at most ``max_frames`` images
+    (evenly spaced over the sorted image paths; all of them when there are no more), everything
+    else passed through: what ``benchmark_paf_graphs`` runs its forward passes on."""
+
+    def __init__(self, loader: Any, max_frames: int):
+        self._loader, self.max_frames = loader, max_frames
+        self.used: dict[str, list[str]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def ground_truth_keypoints(self, mode: str, *args: Any, **kwargs: Any) -> dict:
+        gt = self._loader.ground_truth_keypoints(mode, *args, **kwargs)
+        if self.max_frames <= 0 or len(gt) <= self.max_frames:
+            self.used[mode] = list(gt)
+            return gt  # untouched: a project under the cap prunes exactly as DLC does
+        self.used[mode] = capped_sample(sorted(gt), self.max_frames)
+        return {k: gt[k] for k in self.used[mode]}
+
+
+def capped_sample(items: list[Any], cap: int) -> list[Any]:
+    """At most ``cap`` of ``items``, evenly spaced (first and last kept), in their order; all of
+    them when ``len(items) <= cap``."""
+    if cap <= 0 or len(items) <= cap:
+        return list(items)
+    if cap == 1:
+        return [items[0]]
+    step = (len(items) - 1) / (cap - 1)
+    return [items[round(k * step)] for k in range(cap)]
+
+
+def prune_paf_graph(ds: DlcDataset, snapshot: Path, max_frames: int = 200) -> list[int] | None:
     """Multi-animal models with a part-affinity-field head (DLCRNetHead): keep the PAF edges that
     assemble best, as DLC's ``evaluate_network`` does before it evaluates (its
     ``benchmark_paf_graphs``: candidate graphs from the train frames, ranked by mAP on DLC's "test"
     frames = our validation frames, never our test set). The choice is written to
     pytorch_config.yaml (``edges_to_keep``), so evaluate, the MLflow model and DLC's own tools
-    assemble animals with the same graph. Returns the kept edges (None: not a PAF model)."""
+    assemble animals with the same graph. Returns the kept edges (None: not a PAF model).
+
+    Its cost is one forward pass per train frame plus one forward and ten assemblies per
+    validation frame: each of the two sets is capped at ``max_frames`` (``train.
+    paf_prune_frames``; evenly spaced frames; 0 = no cap), so pruning costs at most about
+    ``2 * max_frames`` forward passes whatever the project's size."""
     if not ds.multianimal:
         return None
     loader = dlc_loader(ds.config_path)
@@ -505,9 +556,11 @@ def prune_paf_graph(ds: DlcDataset, snapshot: Path) -> list[int] | None:
         return None
     from deeplabcut.pose_estimation_pytorch.apis import prune_paf_graph as dlc_prune
 
+    capped = _CappedLoader(loader, max_frames)
     with _quiet_stdout():
-        results = dlc_prune.benchmark_paf_graphs(loader=loader, snapshot_path=snapshot)
+        results = dlc_prune.benchmark_paf_graphs(loader=capped, snapshot_path=snapshot)
     edges = [int(e) for e in results[0]["edges_to_keep"]] if results else None
-    log.info("PAF graph: %s edge(s) kept (DLC's benchmark_paf_graphs on %s)",
-             len(edges) if edges is not None else "all", snapshot.name)
+    log.info("PAF graph: %s edge(s) kept (DLC's benchmark_paf_graphs on %s, %s train / %s "
+             "validation frames)", len(edges) if edges is not None else "all", snapshot.name,
+             len(capped.used.get("train", [])), len(capped.used.get("test", [])))
     return edges

@@ -33,6 +33,55 @@ log = logging.getLogger(__name__)
 
 RESUME_FILE = "poseops-resume.pt"
 INIT_FILE = "poseops-init.pt"
+RNG_KEY = "poseops_rng"  # the random generators' state, in each saved training state
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator training draws from (torch, CUDA, numpy, random),
+    as tensors, ints and lists (loadable with torch.load(weights_only=True))."""
+    import random
+
+    import numpy as np
+    import torch
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                  float(gauss)],
+        "python": [int(version), [int(v) for v in internal], py_gauss],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s generators."""
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = state["python"]
+    random.setstate((version, tuple(internal), py_gauss))
+
+
+def saved_rng_state(path: Path | None) -> dict[str, Any] | None:
+    """The RNG state saved in a training state file (None: none saved, e.g. an older file)."""
+    if path is None:
+        return None
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False).get(RNG_KEY)
+    except Exception as e:  # noqa: BLE001 - the resume itself reports an unreadable state
+        log.warning("no RNG state read from %s: %s", path, e)
+        return None
 
 
 
@@ -54,9 +103,14 @@ class TrainingSession:
         self._uncommitted: list[int] = []  # epochs run since the last resumable state
         self._last_durable = time.monotonic()
         self.committed: list[int] = []
-        # epochs already in the journal (an earlier attempt of this run): never logged again
-        self._logged = {int(op["step"]) for op in getattr(outbox, "_ops", [])
-                        if op.get("op") == "log_metrics" and op.get("step")}
+        journaled = {int(op["step"]) for op in getattr(outbox, "_ops", [])
+                     if op.get("op") in ("log_metrics", "redo_metrics") and op.get("step")}
+        # epochs already in the journal up to the resume point: never logged again; those after
+        # it (their state was lost: trained again) are logged again as redone, so MLflow holds
+        # the values learning_stats.csv has
+        self._logged = {e for e in journaled if e <= start_epoch}
+        self._redo = {e for e in journaled if e > start_epoch}
+        self.restore_rng: dict[str, Any] | None = None  # RNG state to restore before training
 
     def on_log(self, metrics: dict[str, float], step: int) -> None:
         from poseops.tracking.runs import mlflow_key
@@ -72,10 +126,20 @@ class TrainingSession:
         orig = sm.update
 
         def update(epoch: int, state_dict: dict, last: bool = False) -> None:
+            state_dict[RNG_KEY] = rng_state()  # saved with the snapshot: a resume draws the same
             orig(epoch, state_dict, last)
             self.after_epoch(epoch, state_dict, sm)
 
         sm.update = update
+        orig_epoch = runner._epoch
+
+        def epoch_run(*args: Any, **kwargs: Any) -> Any:
+            if self.restore_rng is not None and kwargs.get("mode", "train") == "train":
+                set_rng_state(self.restore_rng)  # where the interrupted run was after its epoch
+                self.restore_rng = None
+            return orig_epoch(*args, **kwargs)
+
+        runner._epoch = epoch_run
 
     def after_epoch(self, epoch: int, state_dict: dict, sm: Any) -> None:
         saved = any(s.epochs == epoch for s in sm.snapshots())
@@ -130,8 +194,14 @@ class TrainingSession:
             if epoch in self._logged:
                 log.info("epoch %d is already logged to MLflow: not logged again", epoch)
                 continue
-            self.outbox.put("log_metrics", metrics=metrics, step=epoch,
-                            timestamp=int(time.time() * 1000))
+            if epoch in self._redo:  # trained again after a resume fell back: new values
+                log.info("epoch %d was trained again: its MLflow values are replaced", epoch)
+                self.outbox.put("redo_metrics", metrics=metrics, step=epoch,
+                                timestamp=int(time.time() * 1000))
+                self._redo.discard(epoch)
+            else:
+                self.outbox.put("log_metrics", metrics=metrics, step=epoch,
+                                timestamp=int(time.time() * 1000))
             self._logged.add(epoch)
             self.committed.append(epoch)
         self._uncommitted.clear()
@@ -308,6 +378,7 @@ def run_dlc_training(
     from deeplabcut.pose_estimation_pytorch.apis.training import train
     from deeplabcut.pose_estimation_pytorch.task import Task
 
+    from poseops.dlc.inference import per_image_paf_assembly
     from poseops.tracking.hooks import register_dlc_logger
 
     logger_type = register_dlc_logger()
@@ -317,8 +388,10 @@ def run_dlc_training(
     if snapshot_path is None and not params.pretrained:
         snapshot_path = offline_init(loader, train_dir / INIT_FILE, params.seed)
     dlc_utils.fix_seeds(params.seed)
+    session.restore_rng = saved_rng_state(state)  # a resume draws what the first run would have
     device = params.device
-    with file_log(train_dir / "train.txt"), hook_runner(session):
+    # per-epoch validation of PAF models: one image's peak pairs at a time (bounded memory)
+    with file_log(train_dir / "train.txt"), hook_runner(session), per_image_paf_assembly():
         train(
             loader=loader,
             run_config=loader.model_cfg,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from poseops.config.train import TrainParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_csv, write_parquet
+from poseops.core.redact import install_log_redaction, redact
 from poseops.train.project import (
     DlcDataset,
     dataset_from_run_json,
@@ -98,6 +100,7 @@ def train_model(
     from poseops.train.model import log_pose_model
 
     quiet_env()
+    install_log_redaction()  # the console, DLC's train.txt (an MLflow artifact), every log line
     params.validate()
     t0 = time.perf_counter()
     workdir = Path(workdir).resolve()
@@ -111,11 +114,17 @@ def train_model(
         and prev.get("fingerprint") == fp
         and Path(prev.get("config_path", "/nonexistent")).exists()
     )
-    ds = _working_dataset(prev if resume else None, labels, split, source_project, workdir, params)
-    outbox = Outbox(workdir / "tracking", tracking_uri, model_logger=log_pose_model)
-    train_dir = ds.pytorch_config_path.parent
-    loader = dlc_loader(ds.config_path)
-    info = _run_info(ds, outbox, params, fp, version)
+    kept = None if resume else set_aside_previous(workdir, prev)
+    try:  # a failed start puts the previous training back, whole
+        ds = _working_dataset(prev if resume else None, labels, split, source_project, workdir, params)
+        outbox = Outbox(workdir / "tracking", tracking_uri, model_logger=log_pose_model)
+        train_dir = ds.pytorch_config_path.parent
+        loader = dlc_loader(ds.config_path)
+        info = _run_info(ds, outbox, params, fp, version)
+    except BaseException:
+        if kept is not None:
+            restore_previous(workdir, kept)
+        raise
     if resume:
         info = {**prev, **info}
     write_run_json(info, workdir)
@@ -140,6 +149,40 @@ def train_model(
     result.timings = {"prepare_s": t1 - t0, "train_s": t2 - t1, "train_cpu_s": c2 - c1,
                       "finalize_s": time.perf_counter() - t2}
     return result
+
+
+PREVIOUS = "previous"
+"""``workdir/previous/``: the last complete training, set aside while a new one starts and
+trains; put back if the new one fails to start, deleted when the new one is complete."""
+KEPT = ("project", "run.json", "labels.parquet", "split.csv")
+
+
+def set_aside_previous(workdir: Path, prev: dict[str, Any]) -> Path | None:
+    """Move a complete training's files (``KEPT``) into ``workdir/previous`` (renames: nothing is
+    copied or deleted); None when there is no complete training to keep (an unfinished one is
+    rebuilt, and an earlier set-aside complete one stays where it is)."""
+    if prev.get("status") != "complete" or not (workdir / "project").exists():
+        return None
+    dest = workdir / PREVIOUS
+    shutil.rmtree(dest, ignore_errors=True)  # an older complete one, superseded by this one
+    dest.mkdir()
+    for name in KEPT:
+        if (workdir / name).exists():
+            os.replace(workdir / name, dest / name)
+    log.info("previous training set aside in %s until the new one is complete", dest)
+    return dest
+
+
+def restore_previous(workdir: Path, kept: Path) -> None:
+    """Put the set-aside training back in place (the new one's partial files go)."""
+    for name in KEPT:
+        if (kept / name).exists():
+            target = workdir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(kept / name, target)
+    shutil.rmtree(kept, ignore_errors=True)
+    log.warning("the new training did not start: the previous one is back in %s", workdir)
 
 
 def _working_dataset(
@@ -178,7 +221,7 @@ def _run_info(ds: DlcDataset, outbox: Any, params: TrainParams, fp: str, version
         "train_indices": ds.train_indices,
         "val_indices": ds.val_indices,
         "iteration": ds.iteration,
-        "tracking_uri": outbox.uri,
+        "tracking_uri": redact(outbox.uri),  # run.json is in a DVC output: no password
         "experiment": params.experiment,
     }
 
@@ -311,22 +354,23 @@ def _finalize(
     chosen = (best or last) if params.snapshot == "best" else (last or best)
     if chosen is None:
         raise PoseopsError("training produced no snapshot", file=train_dir)
-    prune_paf_graph(ds, chosen)
+    prune_paf_graph(ds, chosen, max_frames=params.paf_prune_frames)
     stats = read_learning_stats(train_dir)
     epoch = next(s.epochs for s in list_snapshots(train_dir, "snapshot") if s.path == chosen)
     metrics = metrics_at(stats, epoch)
     metrics["selected_epoch"] = float(epoch)
     summary = {f"selected.{k}": v for k, v in metrics.items()}
-    outbox.put("log_metrics", metrics=summary, step=0, timestamp=int(time.time() * 1000))
-    outbox.put("set_tags", tags={"selected_snapshot": chosen.name, "best_epoch": epoch})
-    outbox.put("log_artifact", path=str(chosen), artifact_path="snapshots")
+    # put_once: a finalisation run again after a kill (rerun) queues nothing twice
+    outbox.put_once("log_metrics", metrics=summary, step=0, timestamp=int(time.time() * 1000))
+    outbox.put_once("set_tags", tags={"selected_snapshot": chosen.name, "best_epoch": epoch})
+    outbox.put_once("log_artifact", path=str(chosen), artifact_path="snapshots")
     outbox.put("log_artifact", path=str(ds.pytorch_config_path), artifact_path="config")
-    outbox.put("log_model", pytorch_config=str(ds.pytorch_config_path), snapshot=str(chosen))
+    outbox.put_once("log_model", pytorch_config=str(ds.pytorch_config_path), snapshot=str(chosen))
     if params.registered_model:
         from poseops.tracking.runs import model_description
 
         val = {k: v for k, v in metrics.items() if k.startswith("val.")}
-        outbox.put(
+        outbox.put_once(
             "register_model",
             name=params.registered_model,
             tags={k: f"{v:.4f}" for k, v in val.items()},
@@ -337,6 +381,7 @@ def _finalize(
     info["selected_snapshot"] = str(chosen)
     info["metrics"] = metrics
     _write_final_run_json(workdir, info, outbox, train_dir)
+    shutil.rmtree(workdir / PREVIOUS, ignore_errors=True)  # replaced by this complete one
     return TrainResult(
         config_path=ds.config_path,
         shuffle=ds.shuffle,
