@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -237,3 +238,43 @@ def test_init_lightning_pose_folder(repo: Path, tmp_path: Path, caplog):
     dvc("repro", "ingest", cwd=repo)  # the ingest stage has no config.yaml dependency
     labels = pd.read_parquet(repo / params["ingest"]["out"])
     assert labels[S.IMAGE].nunique() == 116 and set(labels[S.WIDTH]) == {160}
+
+
+def test_validation_interval_bounds_the_validated_pixels_per_epoch() -> None:
+    """Validation megapixels per epoch on average (megapixels / interval) stay under the budget
+    unless the interval is capped; small projects validate every epoch."""
+    from poseops.commands.init import (
+        MAX_EVAL_INTERVAL,
+        VALIDATION_MEGAPIXELS_PER_EPOCH,
+        validation_interval,
+    )
+
+    assert validation_interval({(224, 160): 60}, 0.3) == (1, pytest.approx(224 * 160 * 60 * 0.24 / 1e6))
+    seen = []
+    for n in (76, 300, 1000, 5000, 50000):
+        interval, mp = validation_interval({(1280, 720): n}, 0.3)
+        assert mp == pytest.approx(1280 * 720 * n * 0.8 * 0.3 / 1e6)  # the val share of non-test
+        assert 1 <= interval <= MAX_EVAL_INTERVAL
+        if interval < MAX_EVAL_INTERVAL:
+            assert mp / interval <= VALIDATION_MEGAPIXELS_PER_EPOCH
+        if interval > 1:  # not more often skipped than needed
+            assert mp / (interval - 1) > VALIDATION_MEGAPIXELS_PER_EPOCH
+        seen.append(interval)
+    assert seen == sorted(seen) and seen[0] == 1 and seen[-1] == MAX_EVAL_INTERVAL
+
+
+def test_init_sets_eval_interval_for_a_large_multianimal_project(tmp_path: Path, monkeypatch):
+    """A maDLC project with many large frames: init validates every few epochs and says why; the
+    same project with few frames keeps validating every epoch."""
+    from poseops.commands import init as I
+    from poseops.config.demo import DemoParams
+    from poseops.demo.project import generate_demo
+
+    project = generate_demo(tmp_path / "demo", DemoParams.small_multi(animals_per_video=2))
+    updates, notes = I.fitted_params(project, Path("data/raw/demo"), "dlc", {})
+    assert "eval_interval" not in updates.get("train", {})
+    monkeypatch.setattr(I, "labeled_image_sizes", lambda _: {(1280, 720): 600})
+    updates, notes = I.fitted_params(project, Path("data/raw/demo"), "dlc", {})
+    expected = math.ceil(1280 * 720 * 600 * 0.8 * 0.3 / 1e6 / I.VALIDATION_MEGAPIXELS_PER_EPOCH)
+    assert updates["train"]["eval_interval"] == expected > 1
+    assert any(n.startswith(f"train.eval_interval = {expected}") for n in notes)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import shutil
@@ -43,6 +44,7 @@ from typing import Any
 
 import pandas as pd
 
+from poseops.config.data import SplitParams
 from poseops.config.loader import load_params, params_path, update_params
 from poseops.config.pipeline import PipelineParams
 from poseops.config.train import TrainParams
@@ -201,6 +203,12 @@ def project_videos(project: Path) -> list[str]:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DLC_DEFAULT_CROP = 448  # DLC 3's data.train.crop_sampling (larger images are cropped to it)
 MIN_VIDEOS_FOR_GROUPED = 3  # grouped by video needs a train, a val and a test video
+# Per-epoch validation of a multi-animal (PAF) model assembles animals on every validation image,
+# which costs more than the network pass (measured: 2.6x at 320x180 on a weakly trained model)
+# and grows with the pixels validated. Above this many validation megapixels per epoch, init
+# validates every few epochs instead (model selection still sees every eval_interval-th epoch).
+VALIDATION_MEGAPIXELS_PER_EPOCH = 20.0
+MAX_EVAL_INTERVAL = 10
 # (head-like, tail-like) names the field uses for a body-length reference, in preference order,
 # as word sequences: a bodypart matches when its words start or end with one ('pup_snout',
 # 'moth_nose', 'tailBase_pup'); a one-word generic name ('head', 'neck', 'tail') only whole
@@ -308,6 +316,7 @@ def fitted_params(
             notes.append(f"multi-animal project: individuals {dlcio.config_individuals(cfg)}, "
                          f"unique bodyparts {dlcio.config_unique_bodyparts(cfg)}")
             _fit_multianimal_net(current, choose)
+            _fit_eval_interval(sizes, current, choose)
     ev = current.get("evaluate") or {}
     ref = reference_bodyparts(body, ev.get("reference_bodyparts"))
     why = (f"head-like {ref[0]!r} and tail-like {ref[1]!r} (body length for PCK@fraction"
@@ -331,6 +340,30 @@ def fitted_params(
         choose("analyze", "videos", pick,
                "the project's unlabeled videos" if unlabeled else "the project's videos")
     return updates, notes
+
+
+def validation_interval(sizes: dict[tuple[int, int], int], val_fraction: float) -> tuple[int, float]:
+    """(train.eval_interval, validation megapixels per epoch) for a multi-animal project whose
+    labeled images have ``sizes`` ({(width, height): n images}): validate every epoch while the
+    validation images (``val_fraction`` of the non-test ~80 %) hold at most
+    VALIDATION_MEGAPIXELS_PER_EPOCH, else every ceil(megapixels / that) epochs (at most
+    MAX_EVAL_INTERVAL)."""
+    pixels = sum(w * h * n for (w, h), n in sizes.items())
+    megapixels = pixels * 0.8 * val_fraction / 1e6
+    interval = math.ceil(megapixels / VALIDATION_MEGAPIXELS_PER_EPOCH) if megapixels else 1
+    return max(1, min(MAX_EVAL_INTERVAL, interval)), megapixels
+
+
+def _fit_eval_interval(sizes: dict[tuple[int, int], int], current: dict[str, Any],
+                       choose: Any) -> None:
+    val_fraction = (current.get("split") or {}).get("val_fraction", SplitParams.val_fraction)
+    interval, megapixels = validation_interval(sizes, float(val_fraction))
+    now = (current.get("train") or {}).get("eval_interval", TrainParams.eval_interval)
+    if interval > 1 and interval > int(now):
+        choose("train", "eval_interval", interval,
+               f"~{megapixels:.0f} megapixels of validation images per epoch: DLC assembles "
+               f"animals on each, so validate every {interval} epochs "
+               f"(~{VALIDATION_MEGAPIXELS_PER_EPOCH:.0f} per epoch on average)")
 
 
 def _fit_multianimal_net(current: dict[str, Any], choose: Any) -> None:
