@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.sweep import init_tracking, load_study, make_workspace, running_trials
-from support.sweep_doubles import EPOCH_SECONDS_ENV, val_curve
+from support.sweep_doubles import EPOCH_SECONDS_ENV, GATE_ENV, val_curve
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -26,8 +26,11 @@ SRC = TESTS.parent / "src"
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-def start_worker(ws: Path, epoch_s: float, *extra: str) -> subprocess.Popen:
+def start_worker(ws: Path, epoch_s: float, *extra: str, gate: Path | None = None
+                 ) -> subprocess.Popen:
     env = dict(os.environ)
+    if gate is not None:  # trials hold after their first epoch until this file exists
+        env[GATE_ENV] = str(gate)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(SRC), env.get("PYTHONPATH", "")])
     env[EPOCH_SECONDS_ENV] = str(epoch_s)
     cmd = [sys.executable, "-m", "poseops.cli", "sweep", "--params", str(ws / "params.yaml")]
@@ -156,7 +159,10 @@ def test_killed_worker_trial_fails_and_is_retried(tmp_path, postgres_url, mlflow
     init_tracking()
     # The victim starts first, so it surely holds a trial when it is killed; the survivor runs
     # alongside it from then on.
-    victim = start_worker(ws, epoch_s)
+    # Trials hold after their first epoch until the victim is killed (gate file), so its trial
+    # cannot finish between the test seeing it run and the kill.
+    gate = tmp_path / "released"
+    victim = start_worker(ws, epoch_s, gate=gate)
     survivor = None
     killed = None
     deadline = time.monotonic() + 180
@@ -168,13 +174,14 @@ def test_killed_worker_trial_fails_and_is_retried(tmp_path, postgres_url, mlflow
         victim_trial = [n for n, (pid, ep) in running.items() if pid == victim.pid and ep >= 1]
         if survivor is None:
             if victim_trial:
-                survivor = start_worker(ws, epoch_s)
+                survivor = start_worker(ws, epoch_s, gate=gate)
             continue
         survivor_busy = any(pid == survivor.pid for pid, _ in running.values())
         if victim_trial and survivor_busy:  # both mid-trial: kill the victim
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             killed = victim_trial[0]
+            gate.touch()
     report = finish(survivor)
 
     study = load_study(postgres_url, "killme")

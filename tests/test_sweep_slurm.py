@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.sweep import init_tracking, load_study, make_workspace, running_trials
-from support.sweep_doubles import EPOCH_SECONDS_ENV
+from support.sweep_doubles import EPOCH_SECONDS_ENV, GATE_ENV
 
 from poseops import cli
 from poseops.core.errors import PoseopsError
@@ -55,6 +55,10 @@ def test_slurm_array_on_local_executor_retries_a_killed_worker(
     init_tracking()
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(SRC)]))
     monkeypatch.setenv(EPOCH_SECONDS_ENV, "0.4")
+    # trials hold after their first epoch until the victim is killed: the killed trial cannot
+    # finish between the test seeing it run and the kill (no race with a busy machine)
+    gate = tmp_path / "released"
+    monkeypatch.setenv(GATE_ENV, str(gate))
     monkeypatch.chdir(ws)
     args = cli.build_parser().parse_args(
         ["sweep", "--params", str(ws / "params.yaml"), "--slurm",
@@ -73,6 +77,7 @@ def test_slurm_array_on_local_executor_retries_a_killed_worker(
             if len(busy) == 2:  # both workers mid-trial: the "scheduler" kills one
                 victim, killed = next(iter(busy.items()))
                 os.kill(victim, signal.SIGKILL)
+                gate.touch()  # the survivor (and the retry) go on
         assert wait_jobs(p, jobs, poll_s=0.5) == 0
     finally:
         for j in jobs:
