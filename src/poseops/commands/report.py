@@ -39,7 +39,7 @@ def run(params_file: str | None = None) -> Path:
     """The DVC stage: the stage outputs -> ``report.out``; the page also goes to MLflow."""
     cfg = PipelineParams.load(params_file)
     rp = cfg.report
-    inp = load_inputs(params_file, rp.title)
+    inp = load_inputs(cfg, rp.title)
     page = build_html(inp, rp.example_frames, rp.max_table_rows)
     path = write_text(page, rp.out)
     log.info("report: %s (%d kB)", path, len(page) // 1024)
@@ -56,9 +56,8 @@ def run(params_file: str | None = None) -> Path:
     return path
 
 
-def load_inputs(params_file: str | None = None, title: str | None = None) -> ReportInputs:
+def load_inputs(cfg: PipelineParams, title: str | None = None) -> ReportInputs:
     """Read the evaluate / validate-report / composition / train outputs named in params.yaml."""
-    cfg = PipelineParams.load(params_file)
     ep = cfg.evaluate
     out = Path(ep.out)
     need = [out / "summary.json", out / "errors.parquet", out / "stratified.csv",

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def run(params_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainResult:
     """The DVC stage: consensus table + split -> data/train + MLflow run + metrics JSON."""
     cfg = PipelineParams.load(params_file)
-    params = train_params(params_file, overrides)
+    params = train_params(params_file, overrides, cfg=cfg)
     params.validate()  # every value checked before any output is touched
     labels_path = Path(cfg.consensus.out)
     split_path = Path(cfg.split.out)
@@ -51,10 +51,11 @@ def run(params_file: str | None = None, overrides: dict[str, Any] | None = None)
     return res
 
 
-def train_params(params_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainParams:
+def train_params(params_file: str | None = None, overrides: dict[str, Any] | None = None, *,
+                 cfg: PipelineParams | None = None) -> TrainParams:
     """params.yaml ``train:`` with ``-P`` overrides, checked like params.yaml (types, unknown
-    keys, closest name)."""
-    cfg = PipelineParams.load(params_file)
+    keys, closest name); ``cfg``: the params file already parsed (else read ``params_file``)."""
+    cfg = cfg or PipelineParams.load(params_file)
     cfg.require("train")
     params = cfg.train
     if not overrides:
