@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from support.multianimal import (
     BPS,
-    H,
     W,
     animal,
+    dlc_arrays,
     labels_table,
     preds_table,
     random_project,
@@ -103,23 +103,7 @@ def test_errors_table_mean_equals_dlc_rmse_after_matching(pcutoff):
     # DLC's own arrays (built here independently of pose_arrays) and DLC's compute_metrics
     for split_name in (S.TRAIN, S.TEST):
         imgs = split.loc[split[S.SPLIT] == split_name, S.IMAGE]
-        gt, pr, gu, pu = {}, {}, {}, {}
-        for image in imgs:
-            lab = labels[labels[S.IMAGE] == image]
-            g = np.zeros((3, 3, 3))
-            for i, n in enumerate(names):
-                for b, bp in enumerate(BPS):
-                    r = lab[(lab[S.INDIVIDUAL] == n) & (lab[S.BODYPART] == bp)].iloc[0]
-                    ok = np.isfinite(r[S.X]) and 0 < r[S.X] < W and 0 < r[S.Y] < H
-                    g[i, b] = [r[S.X], r[S.Y], 2] if ok else [0, 0, 0]
-            gt[image] = g
-            p = preds[(preds[S.IMAGE] == image) & (preds[S.ASSEMBLY] >= 0)]
-            pr[image] = p[[S.X, S.Y, S.LIKELIHOOD]].to_numpy().reshape(-1, 3, 3)
-            u = lab[lab[S.INDIVIDUAL] == S.SINGLE].iloc[0]
-            gu[image] = np.array([[[u[S.X], u[S.Y], 2 if np.isfinite(u[S.X]) else 0]]])
-            gu[image][np.isnan(gu[image])] = 0
-            q = preds[(preds[S.IMAGE] == image) & (preds[S.ASSEMBLY] < 0)]
-            pu[image] = q[[S.X, S.Y, S.LIKELIHOOD]].to_numpy().reshape(1, 1, 3)
+        gt, pr, gu, pu = dlc_arrays(labels, preds, imgs, names)
         cut = pcutoff if not isinstance(pcutoff, dict) else [pcutoff[b] for b in BPS + ["corner"]]
         want = compute_metrics(gt, pr, single_animal=False, unique_bodypart_gt=gu,
                                unique_bodypart_poses=pu, pcutoff=cut,
