@@ -19,6 +19,7 @@ from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_text
 from poseops.evaluate import diagnose as D
 from poseops.report.html import ReportInputs, build_html
+from poseops.report.sections import load_folder, load_iterations
 from poseops.train.record import read_run_json
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def run(params_file: str | None = None) -> Path:
 
 
 def load_inputs(cfg: PipelineParams, title: str | None = None) -> ReportInputs:
-    """Read the evaluate / validate-report / composition / train outputs named in params.yaml."""
+    """Read the evaluate / validate-report / validate / composition / train outputs named in
+    params.yaml, and the optional inputs of ``report:`` (iterations, behaviour, ablation) that
+    exist."""
     ep = cfg.evaluate
     out = Path(ep.out)
     need = [out / "summary.json", out / "errors.parquet", out / "stratified.csv",
@@ -88,7 +91,23 @@ def load_inputs(cfg: PipelineParams, title: str | None = None) -> ReportInputs:
         project_dir=Path(summary["project_dir"]) if summary.get("project_dir") else None,
         title=f"{title or 'poseops iteration report'} (iteration {run_info.get('iteration', '?')})",
         context=summary,
+        dataset_validation=_json_or_none(Path(cfg.validate.out)),
+        visibility=pd.read_csv(out / "visibility.csv") if (out / "visibility.csv").exists()
+        else pd.DataFrame(),
+        iterations=load_iterations(cfg.report.iterations),
+        behaviour=load_folder(cfg.report.behaviour),
+        ablation=load_folder(cfg.report.ablation),
     )
+
+
+def _json_or_none(path: Path) -> dict[str, Any] | None:
+    """An optional JSON input: None when absent, one-line error naming it when unreadable."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PoseopsError(f"report: cannot read JSON: {e}", file=path) from e
 
 
 def _read_plots(plots: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
