@@ -3,7 +3,9 @@ frames, on generated multi-animal images (default 1280x720, as the maDLC project
 
 A multi-animal model (``--net``, default resnet_50: DLC's PAF head) with random weights (no
 download; the time and memory of inference do not depend on the weights) predicts every frame
-count in a fresh process; each process prints its peak resident memory (``ru_maxrss``). Target:
+count in a fresh process; each process prints its peak resident memory (``ru_maxrss``) and the
+resident memory before predicting (``imports MB``: Python, torch and DeepLabCut imported, the
+floor every evaluation pays). Target:
 the peak is flat in the number of frames (evaluate keeps the tidy table, never every image's
 outputs) and under 3 GB at 1280x720.
 
@@ -129,6 +131,9 @@ def child(args: argparse.Namespace) -> None:
 
     project = Path(args.project)
     images = add_frames(project, args.child, *args.wh)
+    import deeplabcut.pose_estimation_pytorch.apis.utils  # noqa: F401 - the import floor
+    import torch  # noqa: F401
+
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     table = predict(args.pytorch_config, args.snapshot, project, images, batch_size=args.batch,
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         project = Path(tmp) / "project"
         model_cfg, snapshot = make_project(project, *args.wh, net=args.net,
                                            heatmap_bias=args.heatmap_bias)
-        print(f"{'size':>10} {'batch':>5} {'frames':>6} {'peak RSS MB':>11} {'s/frame':>8}")
+        print(f"{'size':>10} {'batch':>5} {'frames':>6} {'peak RSS MB':>11} {'s/frame':>8} "
+              f"{'imports MB':>10}")
         peaks = []
         for n in args.frames:
             cmd = [sys.executable, __file__, "--child", str(n), "--project", str(project),
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             res = json.loads(r.stdout.strip().splitlines()[-1])
             peaks.append(res["peak_mb"])
             print(f"{args.size:>10} {args.batch:>5} {n:>6} {res['peak_mb']:>11.0f} "
-                  f"{res['s_per_frame']:>8.2f}")
+                  f"{res['s_per_frame']:>8.2f} {res['before_mb']:>10.0f}")
     growth = peaks[-1] / peaks[0]
     print(f"peak RSS growth: {args.frames[-1] / args.frames[0]:.1f}x frames -> {growth:.2f}x "
           f"memory ({peaks[-1] / 1024:.2f} GB at {args.frames[-1]} frames; target flat, < 3 GB)")

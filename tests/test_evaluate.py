@@ -181,8 +181,9 @@ def _dlc_results(model_dir: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_matches_deeplabcut_evaluate_network(trained_demo, tmp_path):
-    """Our mean error (DLC's "rmse") and its pcutoff variant equal DLC's own evaluate_network on
-    the same snapshot and the same frames (DLC's train = our train, DLC's test = our val)."""
+    """Our mean error (DLC's "rmse") and its pcutoff variant, and the OKS mAP / mAR, equal DLC's
+    own evaluate_network on the same snapshot and the same frames (DLC's train = our train, DLC's
+    test = our val)."""
     import deeplabcut
     import yaml
 
@@ -220,6 +221,10 @@ def test_matches_deeplabcut_evaluate_network(trained_demo, tmp_path):
             assert np.isnan(ours)
         else:
             assert abs(ours - theirs) <= 0.01
+    # issue 25: single-animal OKS mAP / mAR are DLC's (its table: 2 decimals)
+    for ours, theirs in [("train", "train"), ("val", "test")]:
+        for k in ("mAP", "mAR"):
+            assert abs(h[ours][k] - dlc[f"{theirs} {k}"]) <= 0.005 + 1e-9, (ours, k)
     # the frames: DLC evaluated exactly our train and val images
     assert h["train"]["n"] == ev.errors.query("split == 'train'")[S.ERROR_PX].notna().sum()
     assert set(ev.errors.loc[ev.errors[S.SPLIT] == S.TEST, S.IMAGE]) == set(tr.images[S.TEST])

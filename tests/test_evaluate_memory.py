@@ -1,5 +1,5 @@
-"""Issue 21: evaluate's memory does not grow with the number of frames, DLC's PAF assembly runs
-one image at a time (same poses), and the PAF pruning after training runs on a capped number of
+"""Issue 21: evaluate's memory does not grow with the number of frames (images read one batch at
+a time, no read-ahead), DLC's PAF assembly runs one image at a time (same poses), and the PAF pruning after training runs on a capped number of
 frames. A tiny maDLC project with a random-weight resnet_50 (DLC's PAF head), built by
 benchmarks/evaluate_memory.py."""
 
@@ -156,3 +156,39 @@ def test_paf_pruning_uses_at_most_the_cap_of_frames(ma_model, monkeypatch):
     assert 0 < sum(capped) <= 6, capped
     assert edges and written["edges_to_keep"] == edges
     assert sum(calls) == 16, calls  # uncapped: every train and validation frame
+
+
+def test_images_are_read_one_batch_at_a_time(ma_model, monkeypatch):
+    """predict on 40 frames at batch 8: when the network starts a batch, no image past that
+    batch has been read yet, so the images held in memory are one batch, whatever the number
+    of frames. DLC's default runner reads ahead in a thread (a queue of 4 stacked batches: up
+    to ~5 batches of whole float32 frames, 88 MB each at 8 x 1280x720; the growth of issue 21's
+    benchmark, 2962 MB at 8 frames -> 3256 MB at 16)."""
+    import time
+
+    from deeplabcut.pose_estimation_pytorch.data.preprocessor import ComposePreprocessor
+    from deeplabcut.pose_estimation_pytorch.models import PoseModel
+
+    from poseops.dlc.inference import predict
+
+    root, cfg, snapshot = ma_model
+    images = _bench().add_frames(root, 40, W, H)
+    read, seen = [0], []  # images preprocessed; (read, predicted incl. this batch) per forward
+    preprocess, forward = ComposePreprocessor.__call__, PoseModel.forward
+
+    def counting_preprocess(self, image, context):
+        read[0] += 1
+        return preprocess(self, image, context)
+
+    def slow_forward(self, x, *args, **kwargs):
+        time.sleep(0.05)  # a forward pass that takes longer than reading an image (as on a GPU)
+        seen.append((read[0], (seen[-1][1] if seen else 0) + int(x.shape[0])))
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(ComposePreprocessor, "__call__", counting_preprocess)
+    monkeypatch.setattr(PoseModel, "forward", slow_forward)
+    table = predict(cfg, snapshot, root, images, batch_size=8, device="cpu", multi_animal=True)
+    assert set(table["image"]) == set(images) and read[0] == 40
+    assert [n for _, n in seen] == [8, 16, 24, 32, 40]
+    ahead = [r - n for r, n in seen]
+    assert max(ahead) <= 0, seen

@@ -289,3 +289,140 @@ def test_unknown_reference_bodypart_is_an_error(tables):
     labels, preds, split = tables
     with pytest.raises(PoseopsError, match="nose"):
         M.compute_errors(labels, preds, split, reference_bodyparts=("nose", "tailbase"))
+
+
+# --------------------------------------------- issue 25: PCK AUC, visibility, single-animal OKS
+
+
+def _stage(labels, preds, split, tmp_path, **kw):
+    """The evaluate stage's tables and files (write_outputs) on these tables; returns
+    (metrics.json as read back, eval folder)."""
+    import json
+    from pathlib import Path
+
+    from poseops.commands.evaluate import write_outputs
+    from poseops.config.evaluate import EvaluateParams
+    from poseops.evaluate.tables import evaluate_tables
+
+    params = EvaluateParams(out=str(tmp_path / "eval"), metrics=str(tmp_path / "metrics.json"),
+                            plots=str(tmp_path / "plots"), log_mlflow=False,
+                            reference_bodyparts=None, **kw)
+    write_outputs(evaluate_tables(labels, preds, split, None, params, 0.6), params)
+    return json.loads(Path(params.metrics).read_text()), Path(params.out)
+
+
+def _tables(errors_px, likelihood, labeled=None, split=S.TEST, bodyparts=("a", "b")):
+    """labels, predictions, split for one image per row of ``errors_px`` (n_images x
+    bodyparts): each prediction ``errors_px`` right of its label, unlabeled where ``labeled``
+    is False (the prediction then sits at (30, 30))."""
+    errors_px, likelihood = np.asarray(errors_px, float), np.asarray(likelihood, float)
+    labeled = np.ones(errors_px.shape, bool) if labeled is None else np.asarray(labeled, bool)
+    lab, pred, spl = [], [], []
+    for i in range(len(errors_px)):
+        image = f"labeled-data/v{i % 2}/img{i:03d}.png"
+        spl.append({S.IMAGE: image, S.SPLIT: split})
+        for j, bp in enumerate(bodyparts):
+            x, y = 40.0 + 17 * j + i, 60.0 - 9 * j
+            lab.append({S.IMAGE: image, S.VIDEO: f"v{i % 2}", S.BODYPART: bp,
+                        S.X: x if labeled[i, j] else np.nan, S.Y: y if labeled[i, j] else np.nan})
+            px = x + errors_px[i, j] if labeled[i, j] else 30.0
+            pred.append({S.IMAGE: image, S.BODYPART: bp, S.X: px, S.Y: y if labeled[i, j] else 30.0,
+                         S.LIKELIHOOD: likelihood[i, j]})
+    return pd.DataFrame(lab), pd.DataFrame(pred), pd.DataFrame(spl)
+
+
+def test_pck_auc_is_the_trapezoid_area_over_the_curve_range():
+    """A constructed curve, by hand: thresholds 0, 1, 2, 4 px with PCK 0, .5, .5, 1 enclose
+    .25 + .5 + 1.5 = 2.25 px over a 4 px range: AUC 0.5625 (rows given out of order)."""
+    curve = pd.DataFrame({S.SPLIT: [S.TEST] * 4 + [S.VAL] * 2,
+                          "threshold_px": [2.0, 0.0, 4.0, 1.0, 0.0, 10.0],
+                          "pck": [0.5, 0.0, 1.0, 0.5, 1.0, 1.0]})
+    assert M.pck_auc(curve) == {S.TEST: pytest.approx(0.5625), S.VAL: pytest.approx(1.0)}
+
+
+def test_evaluate_writes_the_pck_auc_of_its_curve(tmp_path):
+    """Half the test keypoints 0.75 px off, half 3.25 px, on the shipped curve (0..20 px, step
+    0.5): PCK 0 up to 0.5 px, .5 from 1 to 3 px, 1 from 3.5 px. Trapezoids by hand: .125 + 1 +
+    .375 + 16.5 = 18 px over 20 px -> 0.9 in reports/metrics.json."""
+    errs = np.array([[0.75, 3.25]] * 6)
+    metrics, _ = _stage(*_tables(errs, np.full(errs.shape, 0.9)), tmp_path)
+    assert metrics[S.TEST]["pck_auc"] == pytest.approx(0.9, abs=1e-12)
+
+
+@pytest.mark.parametrize("pcutoff, want", [
+    # a: labeled thrice, likelihood .9 .5 .7; b: labeled in image 0 (.95), not in 1 (.8), 2 (.1)
+    (0.6, {"a": (2, 0, 1, 0), "b": (1, 1, 0, 1), "all": (3, 1, 1, 1)}),
+    ({"a": 0.4, "b": 0.9}, {"a": (3, 0, 0, 0), "b": (1, 0, 0, 2), "all": (4, 0, 0, 2)}),
+])
+def test_visibility_precision_recall_per_bodypart_on_constructed_cases(tmp_path, pcutoff, want):
+    """A keypoint predicted above pcutoff where none is labeled is a false positive; labeled
+    but predicted below pcutoff a false negative: counts, precision and recall per bodypart in
+    data/eval/visibility.csv and pooled in reports/metrics.json."""
+    lik = [[0.9, 0.95], [0.5, 0.8], [0.7, 0.1]]
+    labeled = [[True, True], [True, False], [True, False]]
+    metrics, out = _stage(*_tables(np.ones((3, 2)), lik, labeled), tmp_path, pcutoff=pcutoff)
+    vis = pd.read_csv(out / "visibility.csv").set_index(S.BODYPART)
+    for bp, (tp, fp, fn, tn) in want.items():
+        row = vis.loc[bp]
+        assert (row.tp, row.fp, row.fn, row.tn) == (tp, fp, fn, tn), bp
+        assert row.precision == pytest.approx(tp / (tp + fp)), bp
+        assert row.recall == pytest.approx(tp / (tp + fn)), bp
+    tp, fp, fn, _ = want["all"]
+    assert metrics[S.TEST]["visibility_precision"] == pytest.approx(tp / (tp + fp))
+    assert metrics[S.TEST]["visibility_recall"] == pytest.approx(tp / (tp + fn))
+
+
+def _coco_oks_map(labels, preds, split_images):
+    """pycocotools' COCOeval keypoint AP@[.5:.95] and AR (percent): OKS sigma 0.1 for every
+    keypoint, the object scale the labeled keypoints' bounding-box area, a detection's score the
+    mean likelihood (DLC's choices)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    bps = list(pd.unique(labels[S.BODYPART]))
+    gts, dts, imgs = [], [], []
+    for k, image in enumerate(split_images):
+        lab = labels[labels[S.IMAGE] == image].set_index(S.BODYPART).loc[bps]
+        prd = preds[preds[S.IMAGE] == image].set_index(S.BODYPART).loc[bps]
+        vis = lab[S.X].notna().to_numpy()
+        xs, ys = lab[S.X].to_numpy()[vis], lab[S.Y].to_numpy()[vis]
+        kp = np.column_stack([lab[S.X].fillna(0), lab[S.Y].fillna(0), np.where(vis, 2, 0)])
+        w, h = np.ptp(xs), np.ptp(ys)
+        imgs.append({"id": k})
+        gts.append({"id": k + 1, "image_id": k, "category_id": 1, "iscrowd": 0, "area": w * h,
+                    "bbox": [xs.min(), ys.min(), w, h], "num_keypoints": int(vis.sum()),
+                    "keypoints": kp.ravel().tolist()})
+        dk = np.column_stack([prd[S.X], prd[S.Y], np.ones(len(bps))])
+        dts.append({"image_id": k, "category_id": 1, "keypoints": dk.ravel().tolist(),
+                    "score": float(prd[S.LIKELIHOOD].mean())})
+    coco = COCO()
+    coco.dataset = {"images": imgs, "annotations": gts,
+                    "categories": [{"id": 1, "name": "animal", "keypoints": bps}]}
+    coco.createIndex()
+    ev = COCOeval(coco, coco.loadRes(dts), "keypoints")
+    ev.params.kpt_oks_sigmas = np.full(len(bps), 0.1)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return 100 * ev.stats[0], 100 * ev.stats[5]
+
+
+def test_single_animal_oks_map_matches_pycocotools(tmp_path):
+    """Single-animal OKS mAP / mAR per split in reports/metrics.json (DLC's compute_metrics)
+    equal COCO's own COCOeval on the same predictions."""
+    rng = np.random.default_rng(3)
+    bps = ["snout", "leftear", "rightear", "neck", "tailbase"]
+    n = 40
+    errs = rng.gamma(2.0, 1.0, (n, len(bps))) * rng.choice([0.3, 1.0, 3.0], (n, 1))
+    labeled = rng.random((n, len(bps))) > 0.15
+    labeled[:, :2] = True  # >= 2 labeled keypoints per image (an OKS scale)
+    labels, preds, split = _tables(errs, rng.uniform(0.1, 1.0, errs.shape), labeled,
+                                   bodyparts=tuple(bps))
+    split.loc[split.index % 4 == 0, S.SPLIT] = S.VAL
+    metrics, _ = _stage(labels, preds, split, tmp_path)
+    for name in (S.VAL, S.TEST):
+        images = split.loc[split[S.SPLIT] == name, S.IMAGE].tolist()
+        coco_map, coco_mar = _coco_oks_map(labels, preds, images)
+        assert 5 < coco_map < 95  # thresholds spread over the OKS values: a real comparison
+        assert metrics[name]["mAP"] == pytest.approx(coco_map, abs=1e-6)
+        assert metrics[name]["mAR"] == pytest.approx(coco_mar, abs=1e-6)

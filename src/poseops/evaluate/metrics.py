@@ -1,5 +1,7 @@
-"""Pose-error metrics: pure, vectorised functions over tidy tables (no I/O, no DLC): the errors
-table, the stratified table, headline numbers, PCK, condition-bias tests.
+"""Pose-error metrics: pure, vectorised functions over tidy tables (no I/O; DLC only for its own
+metric functions): the errors
+table, the stratified table, headline numbers, PCK (and the PCK curve's AUC), keypoint
+visibility precision / recall, single-animal OKS mAP / mAR (DLC's own), condition-bias tests.
 
 Two "RMSE"s, named apart everywhere:
 
@@ -25,7 +27,7 @@ Tables (column names from :mod:`poseops.core.schema`):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +44,12 @@ from poseops.evaluate.common import (
     pcutoff_array,
     reference_lengths,
 )
-from poseops.evaluate.matching import compute_errors_multianimal, is_multianimal
+from poseops.evaluate.matching import (
+    compute_errors_multianimal,
+    dlc_pcutoff_list,
+    dlc_visible,
+    is_multianimal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -526,3 +533,102 @@ def condition_bias(
     for c in ("n_units", "n_frames", "n", "k"):
         out[c] = out[c].astype(int)
     return out
+
+
+# ------------------------------------------------------- PCK AUC, visibility, single-animal OKS
+
+VISIBILITY_COLUMNS = [S.SPLIT, S.BODYPART, "n", "n_labeled", "tp", "fp", "fn", "tn",
+                      "precision", "recall"]
+
+
+def pck_auc(pck: pd.DataFrame) -> dict[str, float]:
+    """Normalised area under each split's PCK curve (:func:`pck_curve`'s table): the trapezoid
+    integral of ``pck`` over ``threshold_px`` divided by the thresholds' range, so 1.0 means
+    every keypoint within the smallest threshold and 0.0 none within the largest. ``{split:
+    auc}``; NaN for a split whose curve has fewer than two distinct thresholds."""
+    out: dict[str, float] = {}
+    for split_name, g in pck.groupby(S.SPLIT, sort=False):
+        g = g.sort_values("threshold_px")
+        t, p = g["threshold_px"].to_numpy(float), g["pck"].to_numpy(float)
+        span = t[-1] - t[0] if len(t) else 0.0
+        out[str(split_name)] = float(np.trapezoid(p, t) / span) if span > 0 else float("nan")
+    return out
+
+
+def visibility_table(errors: pd.DataFrame, pcutoff: Pcutoff = 0.6) -> pd.DataFrame:
+    """Keypoint visibility as a detection problem, per (split, bodypart) and per split over all
+    bodyparts (bodypart ``all``): a keypoint predicted with likelihood >= pcutoff counts as
+    "visible". ``tp``: labeled and visible; ``fp``: visible where none is labeled; ``fn``:
+    labeled but below pcutoff (or not predicted); ``tn``: neither. ``precision`` = tp / (tp +
+    fp), ``recall`` = tp / (tp + fn) (NaN when the denominator is 0). Multi-animal errors
+    tables count the keypoints of the labeled individuals (an assembly matched to none is in
+    ``identity.csv``'s false positives). Columns: :data:`VISIBILITY_COLUMNS`."""
+    S.require_columns(errors, [S.SPLIT, S.BODYPART, S.LIKELIHOOD], "errors")
+    if S.LABELED in errors.columns:
+        lab = errors[S.LABELED].to_numpy(bool)
+    else:
+        lab = np.isfinite(errors[S.X].to_numpy(float)) & np.isfinite(errors[S.Y].to_numpy(float))
+    lik = errors[S.LIKELIHOOD].to_numpy(float)
+    cut = pcutoff_array(errors[S.BODYPART].to_numpy(), pcutoff)
+    vis = np.isfinite(lik) & (lik >= cut)
+    df = pd.DataFrame({S.SPLIT: errors[S.SPLIT].astype(str).to_numpy(),
+                       S.BODYPART: errors[S.BODYPART].astype(str).to_numpy(),
+                       "n": 1, "n_labeled": lab.astype(int), "tp": (lab & vis).astype(int),
+                       "fp": (~lab & vis).astype(int), "fn": (lab & ~vis).astype(int),
+                       "tn": (~lab & ~vis).astype(int)})
+    per_bp = df.groupby([S.SPLIT, S.BODYPART], sort=True).sum().reset_index()
+    per_split = df.drop(columns=S.BODYPART).groupby(S.SPLIT, sort=True).sum().reset_index()
+    out = pd.concat([per_split.assign(**{S.BODYPART: ALL}), per_bp], ignore_index=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tp, fp, fn = (out[c].to_numpy(float) for c in ("tp", "fp", "fn"))
+        out["precision"] = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        out["recall"] = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+    rank = out[S.SPLIT].map({s: i for i, s in enumerate(S.SPLITS)}).fillna(len(S.SPLITS))
+    out = out.assign(_o=rank, _a=out[S.BODYPART] != ALL)
+    out = out.sort_values(["_o", S.SPLIT, "_a"], kind="stable").drop(columns=["_o", "_a"])
+    return out[VISIBILITY_COLUMNS].reset_index(drop=True)
+
+
+def dlc_oks_metrics(errors: pd.DataFrame, pcutoff: Pcutoff = 0.6) -> dict[str, dict[str, float]]:
+    """Single-animal OKS ``mAP`` / ``mAR`` (percent) per split as DeepLabCut computes them
+    (``deeplabcut.core.metrics.compute_metrics``, as ``evaluate_network`` calls it for a
+    one-animal project: OKS sigma 0.1, the OKS scale the labeled keypoints' bounding box, an
+    image counted when >= 2 keypoints are labeled; COCO's 10 OKS thresholds 0.5..0.95 and 101
+    recall points). A keypoint is labeled as DLC reads labels: finite and inside the image."""
+    from deeplabcut.core.metrics import compute_metrics
+
+    S.require_columns(errors, [S.IMAGE, S.SPLIT, S.BODYPART, S.X, S.Y, PRED_X, PRED_Y,
+                               S.LIKELIHOOD], "errors")
+    bodyparts = pd.Index(pd.unique(errors[S.BODYPART].astype(str)))
+    out: dict[str, dict[str, float]] = {}
+    for split_name, df in errors.groupby(S.SPLIT, sort=False):
+        images = pd.Index(sorted(pd.unique(df[S.IMAGE])))
+        i = images.get_indexer(df[S.IMAGE])
+        b = bodyparts.get_indexer(df[S.BODYPART].astype(str))
+        vis = dlc_visible(df)
+        gt = np.full((len(images), len(bodyparts), 3), np.nan)
+        pred = np.full((len(images), len(bodyparts), 3), np.nan)
+        gt[i, b] = np.column_stack([df[S.X], df[S.Y], np.where(vis, 2.0, 0.0)])
+        pred[i, b] = df[[PRED_X, PRED_Y, S.LIKELIHOOD]].to_numpy(float)
+        r = compute_metrics({im: gt[k][None] for k, im in enumerate(images)},
+                            {im: pred[k][None] for k, im in enumerate(images)},
+                            single_animal=True,
+                            pcutoff=dlc_pcutoff_list(pcutoff, list(bodyparts), []),
+                            compute_detection_rmse=False)
+        out[str(split_name)] = {"mAP": float(r["mAP"]), "mAR": float(r["mAR"])}
+    return out
+
+
+def add_curve_headline(headline: dict[str, dict[str, float]], auc: Mapping[str, float],
+                       visibility: pd.DataFrame) -> None:
+    """Per split, into ``headline`` in place: ``pck_auc`` (:func:`pck_auc`),
+    ``visibility_precision`` and ``visibility_recall`` (:func:`visibility_table`'s ``all``
+    rows)."""
+    pooled = visibility[visibility[S.BODYPART] == ALL].set_index(S.SPLIT)
+    for split_name, d in headline.items():
+        if split_name not in S.SPLITS:
+            continue
+        d["pck_auc"] = _num(auc.get(split_name))
+        row = pooled.loc[split_name] if split_name in pooled.index else None
+        d["visibility_precision"] = _num(None if row is None else row["precision"])
+        d["visibility_recall"] = _num(None if row is None else row["recall"])
