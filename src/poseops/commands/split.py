@@ -2,7 +2,8 @@
 
 Reads params.yaml ``split``, the labels table (``split.input``) and, when it exists, the previous
 iteration's split (``split.fixed_split``, kept: fixed test set); writes ``split.out``
-(see :mod:`poseops.data.split` for the modes and the table).
+(see :mod:`poseops.data.split` for the modes and the table; ``split.cohorts``:
+:mod:`poseops.data.cohorts`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from poseops.config.pipeline import PipelineParams
 from poseops.core import schema as S
 from poseops.core.fileio import write_csv
+from poseops.data.cohorts import cohort_members, enforce_cohorts
 from poseops.data.labels import read_table
 from poseops.data.split import drop_gap_frames, honour_fixed_split, make_split, summary
 
@@ -33,6 +35,8 @@ def run(params_file: str | None = None, input_path: str | None = None) -> pd.Dat
         split = honour_fixed_split(
             split, pd.read_csv(p.fixed_split), held_out=p.mode == "leave-one-out"
         )
+        if p.cohorts:  # a cohort's frames stay held out whatever the fixed split said
+            split = enforce_cohorts(split, cohort_members(labels, p.cohorts))
         if p.mode == "temporal-blocks":
             needed = (S.TRAIN, S.VAL, S.TEST) if p.val_fraction > 0 else (S.TRAIN, S.TEST)
             split = drop_gap_frames(split, p.gap_frames, needed)

@@ -49,7 +49,8 @@ def run(params_file: str | None = None, fail_on_error: bool | None = None) -> An
         meta = read_pytorch_config(Path(pcfg))["metadata"]
         # multi-animal: the unique bodyparts are evaluated too
         bodyparts = list(meta["bodyparts"]) + list(meta.get("unique_bodyparts") or [])
-    result = validate(params, summary["headline"], errors, conditions, bodyparts, allp)
+    result = validate(params, summary["headline"], errors, conditions, bodyparts, allp,
+                      max_cohort_drop_pct=ep.max_cohort_drop_pct)
     result.save(params.out)
     if summary.get("run_id"):
         try:

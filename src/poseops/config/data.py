@@ -58,7 +58,6 @@ class ConsensusParams:
     drift_by: str | None = None  # batch column; null: batch, else session, else video
     drift_sd: float = 2.0
     labeler_order: list[str] | None = None  # stop rule order; null: gold first, then most labels
-    weight_scale_px: float = 5.0  # sample_weight = 1 / (1 + (frame_ila_px / scale)^2)
     # multi-animal: a labeler's individuals are renamed (identity swap) when matching them to the
     # reference labeler's by position lowers their mean distance by more than this
     swap_margin_px: float = 5.0
@@ -69,7 +68,6 @@ class ConsensusParams:
             "mad_k": self.mad_k >= 1,
             "min_scale_px": self.min_scale_px >= 0,
             "stop_rule_px": self.stop_rule_px > 0,
-            "weight_scale_px": self.weight_scale_px > 0,
             "swap_margin_px": self.swap_margin_px >= 0,
             "max_removed_share": 0 <= self.max_removed_share <= 1,
             "min_icc": self.min_icc <= self.excellent_icc,
@@ -77,7 +75,7 @@ class ConsensusParams:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            rules = "mad_k >= 1, min_scale_px >= 0, stop_rule_px > 0, weight_scale_px > 0, "
+            rules = "mad_k >= 1, min_scale_px >= 0, stop_rule_px > 0, "
             rules += "0 <= max_removed_share <= 1, min_icc <= excellent_icc, icc_min_frames >= 2, "
             rules += "swap_margin_px >= 0"
             raise PoseopsError(f"consensus: invalid {bad} (need {rules})")
@@ -121,6 +119,9 @@ class SplitParams:
     seed: int = 42
     # written by `poseops merge`: the previous iteration's split, kept (fixed test set)
     fixed_split: str | None = "data/processed/fixed_split.csv"
+    # generalisation cohorts: extra held-out test sets, name -> {metadata column: value or [values]}
+    # (e.g. {new_animal: {animal: m4}}); their frames get split "cohort:<name>" (never train/val)
+    cohorts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

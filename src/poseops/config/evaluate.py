@@ -11,6 +11,24 @@ from poseops.core import schema as S
 
 log = logging.getLogger(__name__)
 
+# today's strata: single columns, then crossed ones; the multi-animal strata (individual,
+# animals_in_frame) and any default column absent from a table are skipped there
+DEFAULT_STRATA: tuple[str | tuple[str, ...], ...] = (
+    S.BODYPART,
+    S.CONDITION,
+    S.ANIMAL,
+    S.SESSION,
+    S.VIDEO,
+    (S.BODYPART, S.CONDITION),
+    S.INDIVIDUAL,
+    S.ANIMALS_IN_FRAME,
+)
+
+
+def default_strata() -> list[str | list[str]]:
+    """``evaluate.strata``'s default (:data:`DEFAULT_STRATA`, crossed strata as lists)."""
+    return [s if isinstance(s, str) else list(s) for s in DEFAULT_STRATA]
+
 
 @dataclass
 class EvaluateParams:
@@ -22,6 +40,9 @@ class EvaluateParams:
     reference_bodyparts: list[str] | None = field(default_factory=lambda: ["snout", "tailbase"])
     pck_curve_max_px: float = 20.0
     pck_curve_step_px: float = 0.5
+    # strata of the stratified table: metadata columns (any column of the metadata CSV: camera,
+    # arena, ...) and crossed combinations ([condition, bodypart]); see DEFAULT_STRATA
+    strata: list[str | list[str]] = field(default_factory=lambda: default_strata())
     bias_factors: list[str] = field(default_factory=lambda: [S.CONDITION, S.ANIMAL])
     bias_unit: str = S.VIDEO  # condition-bias tests on per-video means; "image": per frame (optimistic)
     batch_size: int = 8
@@ -32,6 +53,9 @@ class EvaluateParams:
     metrics: str = "reports/metrics.json"
     plots: str = "reports/plots"
     log_mlflow: bool = True
+    # generalisation cohorts (split.cohorts): the largest allowed increase of a cohort's test RMSE
+    # over the standard test set's, in percent (GE expectation in validate-report); null: recorded only
+    max_cohort_drop_pct: float | None = None
 
 
 @dataclass
@@ -43,3 +67,7 @@ class ReportParams:
     example_frames: int = 6  # test frames drawn with labels vs predictions (worst first)
     max_table_rows: int = 60
     log_mlflow: bool = True
+    # optional inputs, shown when present (not DVC deps: absent until their stage has run)
+    iterations: str | None = "reports/iterations.csv"  # refinement history (iteration, RMSE...)
+    behaviour: str | None = "reports/behaviour"  # poseops behaviour: summary.json, *.png, *.csv
+    ablation: str | None = "reports/ablation"  # poseops ablation: summary.json, *.png, *.csv

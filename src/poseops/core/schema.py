@@ -42,6 +42,8 @@ GROUP = "group"
 SPLIT = "split"
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS = (TRAIN, VAL, TEST)
+# generalisation cohorts (split.cohorts): extra held-out test sets, split value "cohort:<name>"
+COHORT_PREFIX = "cohort:"
 # errors / predictions
 ERROR_PX = "error_px"
 SNAPSHOT = "snapshot"
@@ -49,8 +51,9 @@ SNAPSHOT = "snapshot"
 # bodyparts), and the number of labeled individuals (animals, not SINGLE) in an image
 ASSEMBLY = "assembly"
 ANIMALS_IN_FRAME = "animals_in_frame"
-# consensus (per keypoint: n_labelers, n_removed, ila_px, disagreement; per frame: frame_ila_px,
-# sample_weight)
+# consensus (per keypoint: n_labelers, n_removed, ila_px, disagreement; per frame: frame_ila_px).
+# SAMPLE_WEIGHT: no longer written (DeepLabCut 3 cannot weight samples, issue 22); the name stays
+# so an older consensus table's column is not taken for metadata
 CONSENSUS_SCORER = "consensus"
 N_LABELERS = "n_labelers"
 N_REMOVED = "n_removed"
@@ -89,3 +92,8 @@ def metadata_columns(df: pd.DataFrame) -> list[str]:
     std = [c for c in METADATA_COLUMNS if c in df.columns]
     extra = [c for c in df.columns if c not in core and c not in std]
     return std + extra
+
+
+def is_cohort(split_value: object) -> bool:
+    """Is a split value a generalisation cohort's (``cohort:<name>``)?"""
+    return isinstance(split_value, str) and split_value.startswith(COHORT_PREFIX)

@@ -10,6 +10,9 @@ mode (and temporal-blocks' block_frames, gap_frames, blocks per split), the labe
 out of the split (temporal-blocks: the gap), the smallest frame distance between two frames of
 one video in different splits (computed here from the frame numbers, independently of the split
 code), and a loud warning when every image is its own group (``group_by: [image]`` leaks).
+With generalisation cohorts (``split.cohorts``, split values ``cohort:<name>``): per cohort its
+filter, frames, videos, animals, sessions, conditions, and ``frames_in_training`` (frames matching
+a cohort's filter found in train or val: must be 0).
 
 Multi-animal labels (an ``individual`` column): frames are still images (not rows); keypoints are
 (image, individual, bodypart), so pose variance pools the individuals per bodypart (egocentric:
@@ -33,6 +36,7 @@ import pandas as pd
 
 from poseops.core import schema as S
 from poseops.data import labels as L
+from poseops.data.cohorts import COHORT, check_cohorts, cohort_members, cohort_summary
 from poseops.data.labelers import point_distances
 from poseops.data.labels import bodypart_stats, keypoint_missing
 from poseops.data.robust import label_cube
@@ -235,6 +239,9 @@ def split_composition(
         if out["frame_level_groups"]
         else None
     )
+    cohorts = getattr(split_params, "cohorts", None)
+    if cohorts or split[S.SPLIT].map(S.is_cohort).any():
+        out["cohorts"] = cohort_composition(split, labels, cohorts)
     if stratify_by in split.columns:
         per = split.groupby([S.SPLIT, split[stratify_by].astype(str)]).size()
         out[f"frames_per_{stratify_by}"] = {
@@ -249,6 +256,26 @@ def split_composition(
                 for s in S.SPLITS
             }
     return out
+
+
+def cohort_composition(
+    split: pd.DataFrame, labels: pd.DataFrame | None, cohorts: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Generalisation cohorts (``split.cohorts``) of a split table: per cohort its filter, frames,
+    videos, animals, sessions and conditions (``cohort_summary``), and
+    ``frames_in_training``: labeled frames matching a cohort's filter (recomputed from the
+    labels' metadata) that sit in train or val (must be 0)."""
+    table = cohort_summary(split, labels)
+    spec = check_cohorts(cohorts)
+    per = {str(r[COHORT]): {k: (int(v) if k.startswith("n_") else v) for k, v in r.items()
+                            if k not in (COHORT, S.SPLIT)} | {"filter": spec.get(str(r[COHORT]))}
+           for r in table.to_dict("records")}
+    in_training = 0
+    if labels is not None and spec:
+        members = cohort_members(labels, spec)
+        trained = split.loc[split[S.SPLIT].isin([S.TRAIN, S.VAL]), S.IMAGE]
+        in_training = int(trained.isin(members.index).sum())
+    return {"per_cohort": per, "frames_in_training": in_training}
 
 
 def composition_metrics(
@@ -384,4 +411,11 @@ def composition_table(metrics: dict[str, Any]) -> pd.DataFrame:
             if key in sp:
                 rows.append((f"split_{key}" if key == "mode" else key, ALL, ALL, ALL, sp[key]))
         rows.append(("frame_level_groups", ALL, ALL, ALL, int(sp.get("frame_level_groups", 0))))
+        for name, c in (sp.get("cohorts") or {}).get("per_cohort", {}).items():
+            for k in ("n_frames", "n_videos", "n_animals", "n_sessions", "n_conditions"):
+                if k in c:
+                    rows.append((k[2:], COHORT, name, f"{S.COHORT_PREFIX}{name}", c[k]))
+        if sp.get("cohorts"):
+            rows.append(("cohort_frames_in_training", ALL, ALL, ALL,
+                         sp["cohorts"]["frames_in_training"]))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)

@@ -28,6 +28,9 @@ Multi-animal tables (several rows per image: one per individual and bodypart) sp
 every count and fraction is of images, never of rows.
 Output (``split.out``): CSV ``image, video, group, split`` + the stratification column
 (+ ``frame, block_start, block_end`` in temporal-blocks mode).
+``split.cohorts`` (generalisation cohorts, :mod:`poseops.data.cohorts`): the frames matching a
+cohort's filter are taken out before any mode draws train / val / test and are listed with split
+``cohort:<name>`` (extra held-out test sets, evaluated beside ``test``; never trained on).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import pandas as pd
 from poseops.config.data import MODES, SplitParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
+from poseops.data.cohorts import cohort_members, cohort_rows
 from poseops.dlc.files import frame_from_image
 
 log = logging.getLogger(__name__)
@@ -496,7 +500,23 @@ def _check_fraction(name: str, value: float, allow_zero: bool) -> None:
 def make_split(labels: pd.DataFrame, p: SplitParams, gaps: bool = True) -> pd.DataFrame:
     """The split table for ``labels``: ``image, video, group, split`` (+ ``stratify_by``; +
     ``frame, block_start, block_end`` in temporal-blocks mode, where ``gaps=False`` keeps the gap
-    frames, for ``honour_fixed_split`` before ``drop_gap_frames``)."""
+    frames, for ``honour_fixed_split`` before ``drop_gap_frames``). ``split.cohorts``: the frames
+    of each cohort are taken out first and listed with split ``cohort:<name>``
+    (:mod:`poseops.data.cohorts`); train / val / test are drawn from the other frames."""
+    members = cohort_members(labels, p.cohorts)
+    if members.empty:
+        return _make_split(labels, p, gaps)
+    out = _make_split(labels[~labels[S.IMAGE].isin(members.index)], p, gaps)
+    group_by = [S.VIDEO] if p.mode == "temporal-blocks" else (
+        [p.group_by] if isinstance(p.group_by, str) else list(p.group_by))
+    rows = cohort_rows(labels, members, list(out.columns), group_by)
+    log.info("split: %d frame(s) in %d cohort(s) held out beside test: %s", len(rows),
+             members.nunique(), {k: int(v) for k, v in sorted(members.value_counts().items())})
+    return pd.concat([out, rows], ignore_index=True)
+
+
+def _make_split(labels: pd.DataFrame, p: SplitParams, gaps: bool = True) -> pd.DataFrame:
+    """:func:`make_split` without cohorts."""
     if p.mode not in MODES:
         raise PoseopsError(f"split.mode must be one of {list(MODES)}, got {p.mode!r}")
     group_by = [p.group_by] if isinstance(p.group_by, str) else list(p.group_by)
@@ -544,8 +564,9 @@ def groups_crossing_splits(split: pd.DataFrame, column: str = S.GROUP) -> list[s
 def summary(split: pd.DataFrame) -> str:
     counts = split[S.SPLIT].value_counts()
     groups = split.groupby(S.SPLIT)[S.GROUP].nunique()
+    names = [*S.SPLITS, *sorted(s for s in counts.index if S.is_cohort(s))]
     return ", ".join(
-        f"{s} {int(counts.get(s, 0))} frames / {int(groups.get(s, 0))} groups" for s in S.SPLITS
+        f"{s} {int(counts.get(s, 0))} frames / {int(groups.get(s, 0))} groups" for s in names
     )
 
 

@@ -8,15 +8,16 @@ and the wide tables of the DVC plots. ``poseops.commands.evaluate`` predicts, ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from poseops.config.evaluate import EvaluateParams
+from poseops.config.evaluate import DEFAULT_STRATA, EvaluateParams
 from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
 from poseops.evaluate import diagnose as D
 from poseops.evaluate import matching as MA
 from poseops.evaluate import metrics as M
@@ -40,6 +41,8 @@ class Evaluation:
     diagnosis: D.Diagnosis
     context: dict[str, Any]
     identity: pd.DataFrame | None = None  # multi-animal: per image (matching.identity_table)
+    visibility: pd.DataFrame | None = None  # per split x bodypart (metrics.visibility_table)
+    cohorts: pd.DataFrame | None = None  # split.cohorts: test + each cohort, drops (cohort_table)
 
 
 def metric_spec(params: EvaluateParams, config_pcutoff: float = 0.6) -> M.MetricSpec:
@@ -60,24 +63,37 @@ def evaluate_tables(
     params: EvaluateParams,
     config_pcutoff: float = 0.6,
     individuals: list[str] | None = None,
+    metadata_file: str | None = None,
 ) -> Evaluation:
     """Everything after inference: errors, stratified table, headline, bias, PCK, diagnosis.
     Multi-animal ``labels`` (with ``individual``): predictions are matched to the labeled
-    animals first; ``individuals`` is DLC's config order (it breaks ties as DLC does)."""
+    animals first; ``individuals`` is DLC's config order (it breaks ties as DLC does).
+    ``params.strata`` / ``params.bias_factors`` name columns of the labels (:func:`check_strata`;
+    ``metadata_file`` is named in the error). Split values ``cohort:<name>`` (``split.cohorts``)
+    are scored like the splits, with their drop vs ``test`` (:func:`cohort_table`)."""
     spec = metric_spec(params, config_pcutoff)
     identity = None
     if MA.is_multianimal(labels):
         predictions = MA.match_predictions(labels, predictions, individuals)
     errors = M.compute_errors(labels, predictions, split, params.reference_bodyparts)
-    stratified = M.stratified_table(errors, spec)
+    strata = check_strata(labels, errors, params.strata, params.bias_factors, metadata_file)
+    stratified = M.stratified_table(errors, spec, strata)
     headline = M.headline_metrics(stratified)
+    cohorts = cohort_table(stratified, errors)
+    add_cohort_drops(headline, cohorts)
     if MA.is_multianimal(labels):
         identity = MA.identity_table(errors, predictions)
         add_multianimal_headline(headline, labels, predictions, errors, identity, spec.pcutoff,
                                  individuals)
     thresholds = np.arange(0, params.pck_curve_max_px + 1e-9, params.pck_curve_step_px)
     pck = M.pck_curve(errors, thresholds)
-    bias = M.condition_bias(errors, params.bias_factors, unit=params.bias_unit)
+    visibility = M.visibility_table(errors, spec.pcutoff)
+    M.add_curve_headline(headline, M.pck_auc(pck), visibility)
+    if not MA.is_multianimal(labels):  # multi-animal: DLC's mAP / mAR above
+        for split_name, oks in M.dlc_oks_metrics(errors, spec.pcutoff).items():
+            headline.get(split_name, {}).update(oks)
+    factors = [f for f in params.bias_factors if f in errors.columns]  # checked above
+    bias = M.condition_bias(errors, factors, unit=params.bias_unit)
     th = D.Thresholds(**params.diagnosis)
     if learning_stats is not None and len(learning_stats):
         curves = D.curves_from_learning_stats(learning_stats)
@@ -87,10 +103,90 @@ def evaluate_tables(
     return Evaluation(
         predictions=predictions, errors=errors, stratified=stratified, headline=headline,
         bias=bias, pck=pck, curves=curves, diagnosis=diagnosis, identity=identity,
+        visibility=visibility, cohorts=cohorts,
         context={"pcutoff": spec.pcutoff, "pck_thresholds_px": list(spec.pck_px),
                  "pck_fractions": list(spec.pck_fractions),
                  "reference_bodyparts": params.reference_bodyparts},
     )
+
+
+def _columns(stratum: str | Sequence[str]) -> tuple[str, ...]:
+    return (stratum,) if isinstance(stratum, str) else tuple(stratum)
+
+
+def check_strata(
+    labels: pd.DataFrame, errors: pd.DataFrame, strata: Sequence[str | Sequence[str]],
+    bias_factors: Sequence[str] = (), metadata_file: str | None = None,
+) -> list[str | tuple[str, ...]]:
+    """``evaluate.strata`` as :func:`poseops.evaluate.metrics.stratified_table` takes them
+    (crossed strata as tuples). A column of the default strata (:data:`DEFAULT_STRATA`: the
+    multi-animal ``individual`` and ``animals_in_frame`` on a single-animal project) or of the
+    default bias factors is skipped where the table lacks it, as before; any other column that is
+    not in the errors table is a PoseopsError naming it and the metadata columns there are."""
+    optional = {c for s in DEFAULT_STRATA for c in _columns(s)} | {S.CONDITION, S.ANIMAL}
+    out: list[str | tuple[str, ...]] = []
+    for key, items in (("strata", strata), ("bias_factors", [[f] for f in bias_factors])):
+        for stratum in items:
+            cols = _columns(stratum)
+            if not cols or not all(isinstance(c, str) and c for c in cols):
+                raise PoseopsError(f"evaluate.{key}: {stratum!r} is not a column name or a list "
+                                   "of column names")
+            for col in cols:
+                if col not in errors.columns and col not in optional:
+                    meta = [c for c in S.metadata_columns(labels) if c not in _NOT_METADATA]
+                    raise PoseopsError(
+                        f"evaluate.{key}: column {col!r} is not in the labels (metadata "
+                        f"columns: {meta}); add it to the metadata CSV or remove it from "
+                        f"evaluate.{key}", file=metadata_file)
+            if key == "strata" and all(c in errors.columns for c in cols):
+                out.append(cols[0] if len(cols) == 1 else cols)
+    return out
+
+
+_NOT_METADATA = {S.WIDTH, S.HEIGHT, S.LABELED, *S.KEYPOINT_COLUMNS}
+COHORT_METRICS = ("n", "mean_px", "rmse_px", "median_px", "p95_px", "mean_px_pcutoff",
+                  "rmse_px_pcutoff", "pcutoff_coverage")
+
+
+def cohort_table(stratified: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame | None:
+    """Generalisation cohorts (split values ``cohort:<name>``) beside the standard test set:
+    one row for ``test`` and one per cohort, ``cohort, split, n_images, n_videos`` and the
+    ``all`` row's metrics (:data:`COHORT_METRICS`, PCK), then the drop vs ``test``:
+    ``rmse_drop_px`` = cohort rmse_px - test rmse_px, ``rmse_drop_pct`` = 100 * that / test
+    rmse_px, and the same for ``mean_px`` (``mean_drop_px``, ``mean_drop_pct``). None without
+    cohorts. Positive drop: the cohort's error is larger (the model generalises worse)."""
+    names = sorted(s for s in errors[S.SPLIT].unique() if S.is_cohort(s))
+    if not names:
+        return None
+    rows = stratified[stratified[M.STRATUM_TYPE] == M.ALL].set_index(S.SPLIT)
+    metrics = [c for c in rows.columns if c in COHORT_METRICS or c.startswith("pck_")]
+    labeled = errors[np.isfinite(errors[S.ERROR_PX].to_numpy(float))]
+    out = []
+    for split_name in [S.TEST, *names]:
+        part = labeled[labeled[S.SPLIT] == split_name]
+        row: dict[str, Any] = {
+            "cohort": split_name[len(S.COHORT_PREFIX):] if S.is_cohort(split_name) else S.TEST,
+            S.SPLIT: split_name, "n_images": int(part[S.IMAGE].nunique()),
+            "n_videos": int(part[S.VIDEO].nunique()) if S.VIDEO in part else 0}
+        for m in metrics:
+            row[m] = rows.at[split_name, m] if split_name in rows.index else np.nan
+        out.append(row)
+    table = pd.DataFrame(out)
+    for m, name in (("rmse_px", "rmse"), ("mean_px", "mean")):
+        test = float(table[m].iloc[0]) if len(table) else np.nan
+        table[f"{name}_drop_px"] = table[m] - test
+        table[f"{name}_drop_pct"] = [M.gap_pct(test, v) for v in table[m]]
+    return table
+
+
+def add_cohort_drops(headline: dict[str, dict[str, float]], cohorts: pd.DataFrame | None) -> None:
+    """Each cohort's headline entry (``cohort:<name>``) gains its drop vs ``test``
+    (``rmse_drop_px``, ``rmse_drop_pct``, ``mean_drop_px``, ``mean_drop_pct``), in place."""
+    if cohorts is None:
+        return
+    drops = [c for c in cohorts.columns if c.endswith(("_drop_px", "_drop_pct"))]
+    for _, row in cohorts.iloc[1:].iterrows():
+        headline.setdefault(row[S.SPLIT], {}).update({c: float(row[c]) for c in drops})
 
 
 def add_multianimal_headline(
@@ -103,7 +199,7 @@ def add_multianimal_headline(
     (:func:`poseops.evaluate.matching.identity_summary`), into ``headline`` in place."""
     ident = MA.identity_summary(identity)
     for split_name, d in headline.items():
-        if split_name not in S.SPLITS:
+        if split_name not in S.SPLITS and not S.is_cohort(split_name):
             continue
         images = sorted(errors.loc[errors[S.SPLIT] == split_name, S.IMAGE].unique())
         dlc = MA.dlc_multianimal_metrics(labels, predictions, images, pcutoff, individuals)

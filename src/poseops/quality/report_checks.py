@@ -8,6 +8,9 @@ Tables given to the suite (built by :func:`report_tables`, pure):
     conditions  ``stratum, n``: per condition with rows in the errors table, its labeled
                 keypoints with a prediction (a condition expected but absent has no row)
     bodyparts   ``stratum, n``: the same per bodypart
+    cohorts     ``cohort, rmse_px, test_rmse_px, rmse_drop_pct``: per generalisation cohort
+                (split.cohorts; only when there are cohorts), checked against
+                ``evaluate.max_cohort_drop_pct`` (null: skipped, recorded only)
 ``poseops.commands.validate_report`` writes the results to `validate_report.out` and tags them on
 the training's MLflow run (:func:`tag_run`); a failure stops
 the pipeline (or only warns when `validate_report.fail_on_error` is false) naming the failed
@@ -58,12 +61,26 @@ def report_tables(
         cats = sorted(set(e[col].dropna().astype(str)))
         return pd.DataFrame({"stratum": cats, "n": [int(n.get(c, 0)) for c in cats]})
 
-    return {
+    tables = {
         "metrics": metrics,
         "headline": pd.DataFrame(rows),
         "conditions": counts(S.CONDITION),
         "bodyparts": counts(S.BODYPART),
     }
+    cohorts = cohort_drops(headline)
+    if len(cohorts):
+        tables["cohorts"] = cohorts
+    return tables
+
+
+def cohort_drops(headline: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """``cohort, rmse_px, test_rmse_px, rmse_drop_pct``: one row per generalisation cohort
+    (headline entries ``cohort:<name>``, split.cohorts), empty without cohorts."""
+    test = _f((headline.get(S.TEST) or {}).get("rmse_px"))
+    rows = [{"cohort": k[len(S.COHORT_PREFIX):], "rmse_px": _f(d.get("rmse_px")),
+             "test_rmse_px": test, "rmse_drop_pct": _f(d.get("rmse_drop_pct"))}
+            for k, d in headline.items() if S.is_cohort(k)]
+    return pd.DataFrame(rows, columns=["cohort", "rmse_px", "test_rmse_px", "rmse_drop_pct"])
 
 
 def _f(v: Any) -> float:
@@ -77,14 +94,20 @@ def validate(
     expected_conditions: Sequence[str],
     expected_bodyparts: Sequence[str],
     all_params: Mapping[str, Any] | None = None,
+    max_cohort_drop_pct: float | None = None,
 ) -> Any:
-    """Run the suite; returns poseops.quality.gx.ValidationResult (not raising: call ``.check``)."""
+    """Run the suite; returns poseops.quality.gx.ValidationResult (not raising: call ``.check``).
+    ``max_cohort_drop_pct`` (``evaluate.max_cohort_drop_pct``): the largest allowed
+    ``rmse_drop_pct`` of a generalisation cohort (None: the expectation is skipped, the drops
+    are only recorded)."""
     from poseops.quality import gx
 
     tables = report_tables(headline, errors, params.headline, params.presence_split)
     p = {**(all_params or {}), "validate_report": asdict(params),
          "expected": {"conditions": sorted(map(str, expected_conditions)),
-                      "bodyparts": sorted(map(str, expected_bodyparts))}}
+                      "bodyparts": sorted(map(str, expected_bodyparts))},
+         "cohorts": {"max_drop_pct": max_cohort_drop_pct,
+                     "check_drop": max_cohort_drop_pct is not None}}
     return gx.validate_tables(params.suite, tables, p)
 
 
