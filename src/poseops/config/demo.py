@@ -33,6 +33,9 @@ class DemoParams:
     speeds: list[float] = field(default_factory=lambda: [0.6, 1.0, 1.6])  # px/frame per condition
     unlabeled_videos: int = 1  # extra recordings with no labels (analysis / outliers)
     occlusion_rate: float = 0.04  # share of keypoints hidden in the image and left NaN
+    # condition -> bedding patches per frame near the animal, keypoints still labeled (heavier
+    # occlusion in one condition, e.g. {high_dose: 3}: what the ablation's occlusion arm is for)
+    clutter: dict[str, int] = field(default_factory=dict)
     labelers: list[str] = field(default_factory=lambda: ["alice", "bob", "carol"])
     multi_labeled_fraction: float = 0.4  # share of labeled frames relabeled by the others
     labeler_noise_px: float = 1.0  # sd per coordinate
@@ -77,6 +80,10 @@ class DemoParams:
             raise PoseopsError(f"demo: biased_bodypart must be one of {BODYPARTS}")
         if self.width < 64 or self.height < 48:
             raise PoseopsError("demo: width/height too small (min 64x48)")
+        bad = {c: n for c, n in self.clutter.items() if c not in self.conditions or n < 0}
+        if bad:
+            raise PoseopsError(f"demo: clutter {bad}: keys must be conditions {self.conditions}, "
+                               "values >= 0 patches per frame")
         if not 0 <= self.occlusion_rate < 1 or not 0 <= self.multi_labeled_fraction <= 1:
             raise PoseopsError("demo: occlusion_rate and multi_labeled_fraction must be in [0, 1)")
         if not 1 <= self.animals_per_video <= 4:

@@ -180,7 +180,8 @@ def _demo_video(p: DemoParams, out: Path, spec: VideoSpec, ss: np.random.SeedSeq
     else:
         frames_l, occl = np.array([], int), np.zeros((0, len(kp_bps)), bool)
     occl_of = {int(f): list(np.flatnonzero(occl[k])) for k, f in enumerate(frames_l)}
-    frames = render_video(bg, poses[depth], kps[depth], pts, rng_img, occl_of)
+    clutter = clutter_patches(p, spec.condition, pts, ss)  # demo.clutter (default: none)
+    frames = render_video(bg, poses[depth], kps[depth], pts, rng_img, occl_of, clutter)
     video = out / "videos" / f"{spec.name}.mp4"
     write_video(video, frames, p.fps)
     acc.written.add(video)
@@ -192,6 +193,23 @@ def _demo_video(p: DemoParams, out: Path, spec: VideoSpec, ss: np.random.SeedSeq
     if spec.labeled:
         _label_video(p, out, spec.name, frames_l, frames, pts, occl,
                      (poses, kps, marks, depth), rng_lab, acc)
+
+
+def clutter_patches(p: DemoParams, condition: str, pts: np.ndarray,
+                    ss: np.random.SeedSequence) -> dict[int, np.ndarray] | None:
+    """``demo.clutter[condition]`` bedding patches per frame, each centred within 4 px of a
+    random keypoint: heavier occlusion in that condition, the keypoints still labeled (a labeler
+    estimates a paw under bedding). None (no random draw at all) when the condition has none,
+    so the default demo stays byte-identical."""
+    n = int(p.clutter.get(condition, 0))
+    if n <= 0:
+        return None
+    rng = np.random.default_rng(ss.spawn(1)[0])
+    out = {}
+    for t in range(len(pts)):
+        k = rng.integers(0, len(pts[t]), n)
+        out[t] = pts[t][k] + rng.uniform(-4.0, 4.0, (n, 2))
+    return out
 
 
 def _label_video(p: DemoParams, out: Path, video: str, frames_l: np.ndarray,
@@ -256,6 +274,8 @@ def _manifest(p: DemoParams, specs: list[VideoSpec], meta: pd.DataFrame, n_beddi
     if not p.multi:  # a single-animal demo's manifest stays as it was before multi-animal keys
         for k in _MULTI_KEYS:
             params_out.pop(k)
+    if not p.clutter:  # the default demo's manifest stays as it was before demo.clutter
+        params_out.pop("clutter")
     videos = meta.assign(labeled=[v.labeled for v in specs]).to_dict(orient="records")
     manifest: dict[str, Any] = {
         "seed": p.seed,

@@ -77,13 +77,18 @@ def render_frame(
 
 
 def render_video(bg: np.ndarray, poses: np.ndarray, kps: np.ndarray, pts: np.ndarray,
-                 rng: np.random.Generator, hidden: dict[int, list[int]]) -> list[np.ndarray]:
+                 rng: np.random.Generator, hidden: dict[int, list[int]],
+                 clutter: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
     """Every frame of a video (:func:`render_frame`; poses and kps in depth order), a bedding
-    patch over the keypoints ``hidden[t]`` (indices into ``pts[t]``, (keypoints, 2)) of frame t."""
-    return [
-        render_frame(bg, poses, kps, t, rng, pts[t][hidden[t]] if t in hidden else None)
-        for t in range(len(pts))
-    ]
+    patch over the keypoints ``hidden[t]`` (indices into ``pts[t]``, (keypoints, 2)) of frame t,
+    and one over each point of ``clutter[t]`` (m, 2) (``demo.clutter``: labeled, partly hidden)."""
+    clutter = clutter or {}
+    out = []
+    for t in range(len(pts)):
+        at = [pts[t][hidden[t]]] if t in hidden else []
+        at += [clutter[t]] if t in clutter else []
+        out.append(render_frame(bg, poses, kps, t, rng, np.concatenate(at) if at else None))
+    return out
 
 
 def _draw_animal(img: np.ndarray, pose_t: np.ndarray, kps_t: np.ndarray, t: int,
