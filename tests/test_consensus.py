@@ -206,13 +206,15 @@ def test_frames_labeled_once_pass_through_unchanged():
     np.testing.assert_array_equal(got[[S.X, S.Y]].to_numpy(), src.to_numpy())
     assert (got[C.N_LABELERS] == 1).all() and got[C.ILA_PX].isna().all()
     dave = cons[cons[S.VIDEO] == "vid9"]
-    assert len(dave) == 4 and (dave[C.SAMPLE_WEIGHT] == 1.0).all()
+    assert len(dave) == 4 and dave[C.FRAME_ILA_PX].isna().all()
     assert (dave[S.SESSION] == "s9").all() and (dave[S.WIDTH] == 160).all()
     qc = C.analyse(labels).qc.set_index([S.SCORER, S.BODYPART])
     assert qc.loc[("dave", C.ALL), "n"] == 0 and qc.loc[("dave", C.ALL), "n_single"] == 4
 
 
-def test_frame_ila_and_sample_weight():
+def test_frame_ila_and_no_sample_weight():
+    """frame_ila_px: the mean pairwise distance of the frame's points; no sample_weight column
+    (DLC 3 cannot weight samples: removed, issue 22)."""
     labels = labels_table(
         [
             (IMG, "a", "snout", 10.0, 10.0),
@@ -221,9 +223,9 @@ def test_frame_ila_and_sample_weight():
             (IMG, "b", "tailbase", 51.0, 50.0),  # 1 px
         ]
     )
-    cons = C.build_consensus(labels, ConsensusParams(weight_scale_px=3.0))
+    cons = C.build_consensus(labels, ConsensusParams())
     assert cons[C.FRAME_ILA_PX].tolist() == [3.0, 3.0]
-    np.testing.assert_allclose(cons[C.SAMPLE_WEIGHT], 1 / (1 + (3.0 / 3.0) ** 2))
+    assert "sample_weight" not in cons.columns
 
 
 def test_metadata_columns_are_kept_and_order_is_labels_first():
@@ -231,7 +233,7 @@ def test_metadata_columns_are_kept_and_order_is_labels_first():
     labels[S.CONDITION] = "vehicle"
     cons = C.build_consensus(labels)
     assert list(cons.columns[: len(S.LABEL_COLUMNS)]) == S.LABEL_COLUMNS
-    for c in [S.SESSION, S.CONDITION, C.N_LABELERS, C.N_REMOVED, C.ILA_PX, C.SAMPLE_WEIGHT]:
+    for c in [S.SESSION, S.CONDITION, C.N_LABELERS, C.N_REMOVED, C.ILA_PX, C.FRAME_ILA_PX]:
         assert c in cons.columns
     assert cons[C.N_LABELERS].dtype.kind == "i"
 
@@ -578,7 +580,7 @@ def test_single_scorer_project_passes_through(openfield: Path, tmp_path: Path):
     src = labels.set_index([S.IMAGE, S.BODYPART]).loc[cons.index]
     np.testing.assert_array_equal(cons[[S.X, S.Y]], src[[S.X, S.Y]])
     assert (cons[C.N_LABELERS] == src[S.LABELED].astype(int)).all()
-    assert cons[C.ILA_PX].isna().all() and (cons[C.SAMPLE_WEIGHT] == 1).all()
+    assert cons[C.ILA_PX].isna().all() and cons[C.FRAME_ILA_PX].isna().all()
     assert res.icc["icc"].isna().all() and res.pairwise.empty and res.stop_rule.empty
     assert res.summary["n_labelers"] == 1 and res.summary["n_removed"] == 0
     p = ConsensusParams(

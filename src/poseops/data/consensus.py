@@ -6,7 +6,8 @@ Reads the tidy labels table of ingest (one row per image, scorer, bodypart) and 
   plus ``n_labelers`` (labelers kept after outlier removal), ``n_removed``, ``ila_px``
   (inter-labeler agreement: mean pairwise distance of the kept points, NaN when labeled once),
   ``disagreement`` (two labelers further apart than ``two_labeler_disagreement_px``),
-  ``frame_ila_px`` (ILA of the whole frame) and ``sample_weight`` (see :func:`sample_weights`);
+  ``frame_ila_px`` (ILA of the whole frame; no ``sample_weight``: DeepLabCut 3 cannot weight
+  training samples, docs/data-quality.md);
 - labeler QC tables under ``reports/labelers/`` (qc, pairwise, icc, drift, stop_rule, heatmap)
   and a summary JSON (DVC metrics).
 
@@ -64,19 +65,7 @@ N_LABELERS = "n_labelers"
 N_REMOVED = "n_removed"
 ILA_PX = "ila_px"
 FRAME_ILA_PX = "frame_ila_px"
-SAMPLE_WEIGHT = "sample_weight"
 DISAGREEMENT = "disagreement"
-
-
-def sample_weights(frame_ila_px: pd.Series | np.ndarray, scale_px: float) -> np.ndarray:
-    """Per-frame training weight from the frame's ILA: ``1 / (1 + (ila / scale_px)^2)``.
-
-    Frames where labelers agree get ~1, frames whose ILA equals ``scale_px`` get 0.5; frames
-    labeled once (ILA NaN: no evidence of ambiguity) get 1.
-    """
-    ila = np.asarray(frame_ila_px, dtype=float)
-    w = 1.0 / (1.0 + (ila / scale_px) ** 2)
-    return np.where(np.isfinite(ila), w, 1.0)
 
 
 def build_consensus(
@@ -84,7 +73,7 @@ def build_consensus(
 ) -> pd.DataFrame:
     """Consensus table: labels columns with scorer "consensus", one row per (image, bodypart)
     (multi-animal: per (image, individual, bodypart)), plus n_labelers, n_removed, ila_px,
-    disagreement, frame_ila_px, sample_weight. Multi-animal labels are first re-matched by
+    disagreement, frame_ila_px. Multi-animal labels are first re-matched by
     position (:func:`match_identities`) unless ``match`` is False (already done)."""
     p = p or ConsensusParams()
     if match and S.INDIVIDUAL in labels.columns:
@@ -104,7 +93,6 @@ def build_consensus(
     frame = frame.groupby(S.IMAGE, sort=False)[["s", "c"]].sum()
     frame_ila = (frame["s"] / frame["c"].where(frame["c"] > 0)).rename(FRAME_ILA_PX)
     out = out.merge(frame_ila, left_on=S.IMAGE, right_index=True, how="left")
-    out[SAMPLE_WEIGHT] = sample_weights(out[FRAME_ILA_PX], p.weight_scale_px)
     # every other column (video, frame, width, height, metadata) is per image: take it from
     # any scorer's row of the same key
     other = [c for c in labels.columns if c not in {S.X, S.Y, S.SCORER, S.LABELED, *keys}]

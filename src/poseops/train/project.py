@@ -24,6 +24,7 @@ from poseops.core import schema as S
 from poseops.core.device import resolve_device
 from poseops.core.errors import PoseopsError
 from poseops.dlc import files as dlcio
+from poseops.train.augment import covering_config
 from poseops.train.record import single_scorer
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,10 @@ def training_frames(labels: pd.DataFrame, split: pd.DataFrame) -> dict[str, list
     """
     S.require_columns(labels, [S.IMAGE, S.VIDEO, S.BODYPART, S.X, S.Y], "labels")
     S.require_columns(split, [S.IMAGE, S.SPLIT], "split")
-    bad = split.loc[~split[S.SPLIT].isin(S.SPLITS), S.SPLIT]
+    cohort = split[S.SPLIT].map(S.is_cohort)  # split.cohorts: held out, never trained on
+    if cohort.any():
+        log.info("%d frame(s) of generalisation cohorts are not used for training", int(cohort.sum()))
+    bad = split.loc[~split[S.SPLIT].isin(S.SPLITS) & ~cohort, S.SPLIT]
     if len(bad):
         raise PoseopsError(f"unknown split value {bad.iloc[0]!r} (expected {S.SPLITS})", row=bad.index[0])
     dup = split[S.IMAGE].duplicated()
@@ -467,7 +471,7 @@ def config_updates(params: TrainParams, size: tuple[int, int]) -> dict[str, Any]
         "train_settings.dataloader_workers": resolve_dataloader_workers(params.dataloader_workers),
         # page-locked batches copy to the GPU asynchronously; no use on CPU / MPS
         "train_settings.dataloader_pin_memory": resolve_device(params.device).startswith("cuda"),
-        "runner.optimizer": {"type": params.optimizer, "params": {"lr": params.lr}},
+        "runner.optimizer": {"type": params.optimizer, "params": {"lr": params.effective_lr}},
         "runner.key_metric": params.key_metric,
         "runner.key_metric_asc": params.key_metric_asc,
         "runner.eval_interval": params.eval_interval,
@@ -495,7 +499,21 @@ def config_updates(params: TrainParams, size: tuple[int, int]) -> dict[str, Any]
         if params.scheduler_params is None:
             raise PoseopsError(f"params.yaml [train]: scheduler {sched!r} needs scheduler_params")
         up["runner.scheduler"] = {"type": sched, "params": dict(params.scheduler_params)}
+    up.update(augmentation_updates(params))
     up.update(params.pytorch_cfg_updates or {})
+    return up
+
+
+def augmentation_updates(params: TrainParams) -> dict[str, Any]:
+    """DLC's occlusion / grayscale / elastic keys, written only when switched on (the default
+    pytorch_config.yaml stays as DLC makes it); see :mod:`poseops.train.augment`."""
+    up: dict[str, Any] = {}
+    if (cover := covering_config(params)) is not None:
+        up["data.train.covering"] = cover
+    if params.grayscale:
+        up["data.train.grayscale"] = True
+    if params.elastic:
+        up["data.train.elastic_transform"] = True
     return up
 
 

@@ -91,8 +91,10 @@ class TrainingSession:
 
     def __init__(self, outbox: Any, train_dir: Path, total_epochs: int, start_epoch: int,
                  callback: Callable[[int, dict[str, float]], None] | None,
-                 best_metric: float | None, resume_interval_s: float = 60.0) -> None:
+                 best_metric: float | None, resume_interval_s: float = 60.0,
+                 steering: Any | None = None) -> None:
         self.outbox = outbox
+        self.steering = steering  # poseops.train.steering.Steering: freeze, early stop, plateau
         self.train_dir = train_dir
         self.total = total_epochs
         self.start_epoch = start_epoch
@@ -128,12 +130,27 @@ class TrainingSession:
         def update(epoch: int, state_dict: dict, last: bool = False) -> None:
             state_dict[RNG_KEY] = rng_state()  # saved with the snapshot: a resume draws the same
             orig(epoch, state_dict, last)
+            stop = None
+            if self.steering is not None:
+                stop = self.steering.after_epoch(runner, epoch, state_dict["metadata"]["metrics"])
+                if last:
+                    stop = None  # patience ran out at the last epoch: not an early stop
+                elif stop is not None:
+                    orig(epoch, state_dict, True)  # the stop epoch's snapshot: the run's last
             self.after_epoch(epoch, state_dict, sm)
+            if stop is not None:
+                self.commit()
+                raise stop
 
         sm.update = update
         orig_epoch = runner._epoch
 
         def epoch_run(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("mode", "train") == "train":
+                epoch = int(runner.current_epoch)
+                self._pending.setdefault(epoch, {})["train.lr"] = float(runner.optimizer.param_groups[0]["lr"])
+                if self.steering is not None:
+                    self.steering.before_train_epoch(runner, epoch)
             if self.restore_rng is not None and kwargs.get("mode", "train") == "train":
                 set_rng_state(self.restore_rng)  # where the interrupted run was after its epoch
                 self.restore_rng = None
@@ -369,23 +386,25 @@ def offline_init(loader: Any, path: Path, seed: int) -> Path:
 
 def run_dlc_training(
     loader: Any, params: TrainParams, session: TrainingSession, train_dir: Path, state: Path | None,
-    start_epoch: int,
+    start_epoch: int, init: Path | None = None,
 ) -> None:
     """Run DLC's training loop from ``start_epoch`` (``state``: the saved state to resume from;
-    None: a fresh start, from a seeded random init unless ``params.pretrained``), with the
-    session hooked in and the logs also written to ``train_dir/train.txt``."""
+    None: a fresh start, from ``init`` (a warm start's weights-only snapshot), else a seeded
+    random init unless ``params.init_mode`` is imagenet), with the session hooked in and the
+    logs also written to ``train_dir/train.txt``."""
     from deeplabcut.pose_estimation_pytorch import utils as dlc_utils
     from deeplabcut.pose_estimation_pytorch.apis.training import train
     from deeplabcut.pose_estimation_pytorch.task import Task
 
     from poseops.dlc.inference import per_image_paf_assembly
     from poseops.tracking.hooks import register_dlc_logger
+    from poseops.train.augment import train_transform
 
     logger_type = register_dlc_logger()
     # DLC adds the snapshot's epoch to train_settings.epochs when resuming
     loader.model_cfg.set_nested("train_settings.epochs", params.epochs - start_epoch)
-    snapshot_path = state
-    if snapshot_path is None and not params.pretrained:
+    snapshot_path = state if state is not None else init
+    if snapshot_path is None and params.init_mode == "random":
         snapshot_path = offline_init(loader, train_dir / INIT_FILE, params.seed)
     dlc_utils.fix_seeds(params.seed)
     session.restore_rng = saved_rng_state(state)  # a resume draws what the first run would have
@@ -400,6 +419,7 @@ def run_dlc_training(
             logger_config={"type": logger_type, "sink": session},
             snapshot_path=str(snapshot_path) if snapshot_path else None,
             max_snapshots_to_keep=params.max_snapshots,
+            transform=train_transform(loader.model_cfg["data"]["train"], params),  # None: DLC's
         )
 
 
@@ -434,6 +454,14 @@ def fingerprint(params: TrainParams, version: str) -> str:
     d = dataclasses.asdict(params)
     # settings that change how a run is executed or tracked, not the model it trains
     for k in ("device", "tracking_timeout_s", "resume_interval_s", "experiment", "registered_model",
+              "run_name",
               "metrics", "system_metrics", "system_metrics_interval_s", "dataloader_workers"):
         d.pop(k, None)
+    # issue 22's settings at their defaults leave the fingerprint as it was (an interrupted
+    # training from before them still resumes)
+    for k, default in (("init", None), ("freeze_backbone_epochs", 0), ("finetune_lr", None),
+                       ("early_stopping_patience", None), ("early_stopping_min_delta", 0.0),
+                       ("lr_on_plateau", None)):
+        if k in d and d[k] == default:
+            d.pop(k)
     return hashlib.md5(json.dumps([d, version], sort_keys=True, default=str).encode(), usedforsecurity=False).hexdigest()

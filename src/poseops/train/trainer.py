@@ -64,6 +64,8 @@ from poseops.train.session import (
     run_dlc_training,
     truncate_learning_stats,
 )
+from poseops.train.steering import EarlyStopped, Steering
+from poseops.train.warm import Parent, check_bodyparts, find_parent, prepare_init
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,8 @@ def train_model(
         and prev.get("fingerprint") == fp
         and Path(prev.get("config_path", "/nonexistent")).exists()
     )
+    if params.warm_start and not resume:
+        find_parent(params, workdir)  # no parent: refused before anything is touched
     kept = None if resume else set_aside_previous(workdir, prev)
     try:  # a failed start puts the previous training back, whole
         ds = _working_dataset(prev if resume else None, labels, split, source_project, workdir, params)
@@ -121,6 +125,7 @@ def train_model(
         train_dir = ds.pytorch_config_path.parent
         loader = dlc_loader(ds.config_path)
         info = _run_info(ds, outbox, params, fp, version)
+        parent = None if resume else _warm_start(params, workdir, ds, loader, info)
     except BaseException:
         if kept is not None:
             restore_previous(workdir, kept)
@@ -131,16 +136,21 @@ def train_model(
     if resume:
         outbox.put("set_status", status="RUNNING")
     else:
-        _open_run(outbox, params, ds, workdir, version, dvc_md5s, tags, run_name, mlflow_parent_run_id)
+        lineage = {**(parent.tags() if parent else {"init": params.init_mode}), **(tags or {})}
+        _open_run(outbox, params, ds, workdir, version, dvc_md5s, lineage, run_name, mlflow_parent_run_id)
     _start_sending(outbox, params)
     start_epoch, state = _resume_point(outbox, train_dir) if resume else (0, None)
     best_metric = best_so_far(read_learning_stats(train_dir), params) if start_epoch else None
+    steering = Steering(params, read_learning_stats(train_dir) if start_epoch else None)
     session = TrainingSession(outbox, train_dir, params.epochs, start_epoch, epoch_callback, best_metric,
-                              params.resume_interval_s)
+                              params.resume_interval_s, steering=steering)
+    init = train_dir / INIT_FILE if params.warm_start and (train_dir / INIT_FILE).is_file() else None
     t1, c1 = time.perf_counter(), time.process_time()
     try:
         if start_epoch < params.epochs:
-            run_dlc_training(loader, params, session, train_dir, state, start_epoch)
+            run_dlc_training(loader, params, session, train_dir, state, start_epoch, init=init)
+    except EarlyStopped as stop:
+        _record_early_stop(stop, outbox, info, params)
     except BaseException as e:
         _record_failure(e, outbox, train_dir, params, workdir, info)
         raise
@@ -206,6 +216,31 @@ def _working_dataset(
     return ds
 
 
+def _warm_start(params: TrainParams, workdir: Path, ds: DlcDataset, loader: Any,
+                info: dict[str, Any]) -> Parent | None:
+    """train.init previous / a snapshot: the parent found and checked (same bodyparts, every
+    weight fits the new model), its weights written for DLC's runner, run.json ``warm_start``."""
+    parent = find_parent(params, workdir)
+    if parent is None:
+        return None
+    check_bodyparts(parent, ds.pytorch_config_path)
+    prepare_init(loader, parent, ds.pytorch_config_path.parent / INIT_FILE)
+    info["warm_start"] = {**parent.record(), "lr": params.effective_lr,
+                          "freeze_backbone_epochs": params.freeze_backbone_epochs}
+    return parent
+
+
+def _record_early_stop(stop: EarlyStopped, outbox: Any, info: dict[str, Any], params: TrainParams) -> None:
+    """An early stop: a tag on the MLflow run and ``early_stopping`` in run.json."""
+    log.info("stopped early at epoch %d of %d (best %s %.4g at epoch %d)", stop.epoch, params.epochs,
+             params.key_metric, stop.best, stop.best_epoch)
+    outbox.put_once("set_tags", tags={"stopped_early_at_epoch": stop.epoch})
+    info["early_stopping"] = {"stopped_at_epoch": stop.epoch, "best_epoch": stop.best_epoch,
+                              "best": stop.best, "key_metric": params.key_metric,
+                              "patience": params.early_stopping_patience,
+                              "min_delta": params.early_stopping_min_delta}
+
+
 def _run_info(ds: DlcDataset, outbox: Any, params: TrainParams, fp: str, version: str) -> dict[str, Any]:
     """run.json at the start of a training (status running)."""
     return {
@@ -233,6 +268,7 @@ def _open_run(
 ) -> None:
     """Queue a new MLflow run: its tags, params, pytorch_config.yaml and the labels dataset."""
     import poseops
+    from poseops.tracking.runs import dvc_tags
 
     run_tags = {
         "git_commit": _git_commit(),
@@ -248,6 +284,7 @@ def _open_run(
         "n_test": len(ds.images[S.TEST]),
         **({"multianimal": True, "individuals": ",".join(ds.individuals)} if ds.multianimal else {}),
         **{f"dvc_md5.{k}": v for k, v in (dvc_md5s or {}).items()},
+        **dvc_tags(),
         **(tags or {}),
     }
     # `mlflow run -e train` made a run for us (MLFLOW_RUN_ID): log into it
@@ -256,7 +293,7 @@ def _open_run(
         "create_run",
         run_id=adopt,
         experiment=params.experiment,
-        run_name=run_name,
+        run_name=run_name or params.run_name or default_run_name(ds, params),
         parent_run_id=parent_run_id,
         tags={k: str(v) for k, v in run_tags.items()},
     )
@@ -268,6 +305,20 @@ def _open_run(
         name=f"labels-{version}",
         context="training",
     )
+
+
+def default_run_name(ds: DlcDataset, params: TrainParams) -> str:
+    """``<project>-it<iteration>-<net_type>`` (project: the DLC config's Task)."""
+    import yaml
+
+    from poseops.dlc.files import read_config_unchecked
+    from poseops.tracking.runs import training_run_name
+
+    try:
+        project = read_config_unchecked(ds.config_path).get("Task") or ds.config_path.parent.name
+    except (OSError, ValueError, yaml.YAMLError):
+        project = ds.config_path.parent.name
+    return training_run_name(str(project), ds.iteration, params.net_type)
 
 
 def _start_sending(outbox: Any, params: TrainParams) -> None:
@@ -365,7 +416,10 @@ def _finalize(
     outbox.put_once("set_tags", tags={"selected_snapshot": chosen.name, "best_epoch": epoch})
     outbox.put_once("log_artifact", path=str(chosen), artifact_path="snapshots")
     outbox.put("log_artifact", path=str(ds.pytorch_config_path), artifact_path="config")
-    outbox.put_once("log_model", pytorch_config=str(ds.pytorch_config_path), snapshot=str(chosen))
+    example = next((ds.config_path.parent / i for s in (S.VAL, S.TRAIN) for i in ds.images.get(s) or []
+                    if (ds.config_path.parent / i).exists()), None)  # the model's input example
+    outbox.put_once("log_model", pytorch_config=str(ds.pytorch_config_path), snapshot=str(chosen),
+                    **({"example_image": str(example)} if example else {}))
     if params.registered_model:
         from poseops.tracking.runs import model_description
 
