@@ -295,3 +295,54 @@ def test_iterations_and_run_ids_resolve_through_mlflow(tmp_path, mlflow_uri):
     assert by_id["median_diff_px"] == pytest.approx(direct["median_diff_px"])
     with pytest.raises(PoseopsError, match="no errors for iteration 7"):
         C.compare_models(params, "0", "7")
+
+
+def _rmse_np(x) -> float:
+    x = np.asarray(x, float)
+    return float(np.sqrt(np.mean(x**2)))
+
+
+def test_history_rows_per_iteration_and_stop_rule(tmp_path):
+    """`poseops compare` adds the baseline's and candidate's rows to reports/iterations.csv
+    (test RMSE overall and per condition, frames added / outliers found from merge's report),
+    draws the figure, and says "stop refining" when a round changed test RMSE by < 2 %."""
+    import yaml
+
+    from poseops.cli import main
+
+    e0 = _errors(0, {})
+    e1 = e0.assign(error_px=e0.error_px * 0.8)
+    e2 = e1.assign(error_px=e1.error_px * 0.99)
+    for i, e in enumerate((e0, e1, e2)):
+        e.to_parquet(tmp_path / f"e{i}.parquet")
+    hist = tmp_path / "reports" / "iterations.csv"
+    merge_report = tmp_path / "merge.json"
+    merge_report.write_text(json.dumps({"iteration_before": 0, "iteration": 1,
+                                        "frames_added": 5, "outliers_picked": 7}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "compare": {"n_boot": 100, "log_mlflow": False, "gate": False, "history": str(hist),
+                    "out": str(tmp_path / "cmp"), "stop_change_pct": 2.0},
+        "merge": {"report": str(merge_report)}}))
+    argv = ["--params", str(tmp_path / "params.yaml")]
+    # iterations from merge's report (0 -> 1)
+    assert main(["compare", str(tmp_path / "e0.parquet"), str(tmp_path / "e1.parquet"), *argv]) == 0
+    h = pd.read_csv(hist)
+    assert h.iteration.tolist() == [0, 1]
+    t0, t1 = e0[e0.split == "test"], e1[e1.split == "test"]
+    assert h.test_rmse_px.tolist() == pytest.approx([_rmse_np(t0.error_px), _rmse_np(t1.error_px)])
+    for cond in ("drug", "vehicle"):
+        assert h[f"test_rmse_px_{cond}"].tolist() == pytest.approx(
+            [_rmse_np(t.loc[t.condition == cond, "error_px"]) for t in (t0, t1)])
+    assert h.loc[1, "frames_added"] == 5 and h.loc[1, "outliers_found"] == 7
+    assert h.loc[1, "change_pct"] == pytest.approx(-20.0) and not h.loc[1, "stop_refining"]
+    assert (hist.with_suffix(".png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the next round changes test RMSE by -1 %: stop refining (history and compare's summary)
+    assert main(["compare", str(tmp_path / "e1.parquet"), str(tmp_path / "e2.parquet"),
+                 "--iterations", "1", "2", *argv]) == 0
+    h = pd.read_csv(hist)
+    assert h.iteration.tolist() == [0, 1, 2]
+    assert h.loc[1, "frames_added"] == 5  # the baseline's row is refreshed, its counts kept
+    assert h.loc[2, "change_pct"] == pytest.approx(-1.0) and h.loc[2, "stop_refining"]
+    s = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert s["stop_refining"] is True and s["advice"].startswith("stop refining")
+    assert s["iterations"] == [1, 2]

@@ -131,3 +131,68 @@ def test_honour_fixed_split_keeps_the_test_set():
     with pytest.raises(PoseopsError, match="a/2"):
         honour_fixed_split(new[new.image != "a/2"], fixed)
     assert np.array_equal(fixed.image, ["a/1", "a/2", "b/1", "c/1"])
+
+
+def _nan_row(project: Path, image: str, scorer: str = "alice") -> None:
+    """DLC's labeling GUI saves an untouched frame as an all-NaN row."""
+    h5 = project / "labeled-data/m1-s4" / f"CollectedData_{scorer}.h5"
+    wide = dlcio.read_collected_data(h5)
+    long = dlcio.wide_to_long(wide)
+    cfg = dlcio.read_config(project)
+    nan = long[long.image == long.image.iloc[0]].assign(image=image, x=np.nan, y=np.nan)
+    new = pd.concat([long, nan], ignore_index=True)[["image", "scorer", "bodypart", "x", "y"]]
+    dlcio.write_collected_data(dlcio.labels_to_wide(new, scorer, list(cfg["bodyparts"])), h5)
+
+
+def test_skip_unrefined_merges_the_relabeled_and_keeps_the_rest(picked):
+    """Frames 4 and 17 relabeled, 9 saved untouched (all NaN): 4 and 17 join iteration 1, 9 is
+    recorded as skipped and kept in merge.pending; the next round merges it once relabeled."""
+    repo, project, manifest, params = picked
+    relabel_from_truth(project, manifest[manifest.frame != 9], "alice")
+    img9 = manifest.loc[manifest.frame == 9, "image"].item()
+    _nan_row(project, img9)
+    params.skip_unrefined = True
+    report = M.merge_iteration(params, project)
+    assert report["iteration"] == 1 and report["frames_added"] == 2
+    assert report["frames_skipped"] == 1 and report["skipped"] == [img9]
+    pending = pd.read_csv(params.pending)
+    assert pending.image.tolist() == [img9] and pending.iteration.tolist() == [0]
+    # the dataset of iteration 1: the labels DLC reads (ingest) hold 4 and 17, not 9
+    from poseops.data.ingest import ingest_project
+
+    labels = ingest_project(project, repo / "data/metadata/videos.csv")
+    m14 = labels[labels.video == "m1-s4"]
+    assert sorted(m14.loc[m14.labeled, "image"].unique()) == sorted(
+        manifest.loc[manifest.frame != 9, "image"])
+    assert "data/refine/outliers/pending.csv" in sh(["git", "show", "--stat", "iteration-1"], repo)
+    # next round: outliers lists the pending frame again; relabeled, a plain merge takes it
+    man2 = O.with_pending(manifest.iloc[:0], Path(params.pending))
+    assert man2.image.tolist() == [img9] and man2.rule.tolist() == ["pending"]
+    man2.to_csv(params.manifest, index=False)
+    relabel_from_truth(project, man2, "alice")
+    params.skip_unrefined = False
+    report2 = M.merge_iteration(params, project)
+    assert report2["iteration"] == 2 and report2["frames_added"] == 1
+    assert pd.read_csv(params.pending).empty
+
+
+def test_skip_unrefined_with_nothing_relabeled_is_refused(picked):
+    repo, project, manifest, params = picked
+    before = _state(repo, project)
+    params.skip_unrefined = True
+    with pytest.raises(PoseopsError, match="none of the 3 manifest frames is relabeled yet"):
+        M.merge_iteration(params, project)
+    assert _state(repo, project) == before and not Path(params.pending).exists()
+
+
+def test_skip_unrefined_from_the_command_line(picked, capsys):
+    from poseops.cli import main
+
+    repo, project, manifest, params = picked
+    relabel_from_truth(project, manifest[manifest.frame == 4], "alice")
+    (repo / "params.yaml").write_text("project:\n  path: data/raw/demo\n")
+    assert main(["merge", "--no-git"]) == 2  # default: a frame not relabeled is refused
+    assert "not relabeled" in capsys.readouterr().err
+    assert main(["merge", "--no-git", "--skip-unrefined"]) == 0
+    rep = __import__("json").loads(Path(params.report).read_text())
+    assert rep["frames_added"] == 1 and rep["frames_skipped"] == 2

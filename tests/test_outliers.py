@@ -150,3 +150,87 @@ def test_quota_per_condition_on_demo(demo_src, tmp_path):
     man = O.pick_outliers(params, proj, demo_src[1])
     assert man.condition.value_counts().to_dict() == {"vehicle": 2, "low_dose": 2, "high_dose": 2}
     assert man.cluster.notna().all() and (man.quota == 2).all()
+
+
+def _demo_preds(demo_src, tmp_path, planted: dict) -> tuple[Path, Path, pd.DataFrame]:
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_src[0], proj)
+    preds = _preds_from_truth(proj, ["m1-s4", "m1-s2", "m1-s3", "m2-s3"], planted)
+    preds.to_parquet(tmp_path / "preds.parquet")
+    return proj, tmp_path / "preds.parquet", preds
+
+
+def _free(proj: Path, v: str, after: int) -> int:
+    return next(f for f in range(after + 1, 30)
+                if not (proj / "labeled-data" / v / f"img{f:02d}.png").exists())
+
+
+def test_targeted_bodypart_scores_only_that_bodypart(demo_src, tmp_path):
+    """A leftear drop (frame A) and a tailbase jump (frame B) in m1-s4: aimed at tailbase, only
+    the jump (and the frame after it) is picked; the machinelabels still hold every bodypart."""
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_src[0], proj)
+    a = _free(proj, "m1-s4", 3)
+    b = _free(proj, "m1-s4", 15)
+    proj2, ppath, preds = _demo_preds(demo_src, tmp_path / "x", {("m1-s4", a): "low",
+                                                                  ("m1-s4", b): "jump"})
+    params = OutliersParams(predictions=str(ppath), p_bound=0.6, epsilon=20,
+                            uncertain_fraction=0.0, n_frames=20, bodyparts=["tailbase"],
+                            manifest=str(tmp_path / "out" / "manifest.csv"))
+    man = O.pick_outliers(params, proj2, demo_src[1])
+    picked = set(zip(man.video, man.frame, strict=True))
+    assert ("m1-s4", b) in picked and ("m1-s4", a) not in picked
+    assert set(man.rule) == {"jump"}
+    untargeted = O.pick_outliers(OutliersParams(**{**params.__dict__, "bodyparts": [],
+                                                   "write_frames": False}), proj2, demo_src[1])
+    assert ("m1-s4", a) in set(zip(untargeted.video, untargeted.frame, strict=True))
+    ml = pd.read_hdf(proj2 / "labeled-data/m1-s4/machinelabels-iter0.h5", "df_with_missing")
+    assert list(dict.fromkeys(ml.columns.get_level_values("bodyparts"))) == BPS
+    row = ml.loc[("labeled-data", "m1-s4", f"img{b:02d}.png")]
+    truth = preds[(preds.video == "m1-s4") & (preds.frame == b)].set_index("bodypart")
+    assert row[("DLC_test", "leftear", "x")] == pytest.approx(truth.loc["leftear", "x"])
+
+
+def test_targeted_condition_gets_the_whole_quota(demo_src, tmp_path):
+    proj, ppath, _ = _demo_preds(demo_src, tmp_path, {})
+    params = OutliersParams(predictions=str(ppath), uncertain_fraction=1.0, n_frames=6,
+                            write_frames=False, conditions=["high_dose"],
+                            manifest=str(tmp_path / "out" / "manifest.csv"))
+    man = O.pick_outliers(params, proj, demo_src[1])
+    meta = pd.read_csv(demo_src[1])
+    high = set(meta.loc[meta.condition == "high_dose", "video"])
+    assert len(man) == 6 and set(man.video) <= high and set(man.condition) == {"high_dose"}
+    assert (man.quota == 6).all()
+
+
+def test_targeting_a_bodypart_or_condition_that_is_not_there_is_one_line(demo_src, tmp_path,
+                                                                         capsys):
+    from poseops.cli import main
+
+    proj, ppath, _ = _demo_preds(demo_src, tmp_path, {})
+    (tmp_path / "params.yaml").write_text(
+        f"outliers:\n  manifest: {tmp_path / 'out' / 'manifest.csv'}\n"
+        f"merge:\n  pending: {tmp_path / 'pending.csv'}\n")
+    base = ["outliers", "--project", str(proj), "--metadata", str(demo_src[1]), "--predictions",
+            str(ppath), "--params", str(tmp_path / "params.yaml")]
+    assert main([*base, "--bodypart", "nose"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bodypart 'nose'" in err and "preds.parquet" in err
+    assert main([*base, "--condition", "mega_dose"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'mega_dose'" in err and "videos.csv" in err
+
+
+def test_pending_frames_of_a_partial_merge_are_listed_again(demo_src, tmp_path):
+    proj, ppath, _ = _demo_preds(demo_src, tmp_path, {})
+    pending = tmp_path / "pending.csv"
+    pd.DataFrame({"image": ["labeled-data/m9-s1/img07.png"], "video": ["m9-s1"], "frame": [7],
+                  "iteration": [0], "rule": ["low_likelihood"]}).to_csv(pending, index=False)
+    params = OutliersParams(predictions=str(ppath), uncertain_fraction=1.0, n_frames=4,
+                            write_frames=False, pending=str(pending),
+                            manifest=str(tmp_path / "out" / "manifest.csv"))
+    man = O.pick_outliers(params, proj, demo_src[1])
+    back = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert len(man) == len(back) == 5
+    row = back[back.image == "labeled-data/m9-s1/img07.png"].iloc[0]
+    assert row.rule == "pending" and row.video == "m9-s1" and row.frame == 7

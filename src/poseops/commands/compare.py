@@ -1,12 +1,18 @@
 """`poseops compare BASELINE CANDIDATE`: did the refinement iteration help, on the same test set?
+Then the backward-compatibility gate: the GE suite ``compare.suite`` on compare's tables; when it
+passes the registry alias ``compare.champion_alias`` moves to the candidate's model version,
+when it fails the alias stays and the command exits 2 naming what got worse.
 
-Reads params ``compare``; the work is :func:`poseops.refine.compare.compare_models`.
+Reads params ``compare`` (and ``train.workdir``: the candidate's run.json when the candidate is a
+file); the work is :func:`poseops.refine.compare.compare_models` and
+:func:`poseops.refine.gate.run_gate` (the suite through :mod:`poseops.quality.gx`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from poseops.config.pipeline import PipelineParams
@@ -21,28 +27,60 @@ def run(
     out: str | None = None,
     log_mlflow: bool = True,
     params_file: str | Path | None = None,
+    gate: bool | None = None,
+    candidate_run: str | None = None,
+    iterations: tuple[int, int] | None = None,
 ) -> dict:
-    """params.yaml ``compare`` (``out`` overrides it; ``log_mlflow=False``: no MLflow run) ->
-    :func:`compare_models`. BASELINE / CANDIDATE: an errors file, an iteration number or an
-    MLflow run id. Returns the result tables and summary."""
+    """params.yaml ``compare`` (``out`` overrides it; ``log_mlflow=False``: no MLflow run;
+    ``gate`` overrides ``compare.gate``; ``candidate_run``: the candidate's MLflow training run
+    id; ``iterations``: their iteration numbers for the history) -> :func:`compare_models`,
+    then the gate. BASELINE / CANDIDATE: an errors file, an
+    iteration number or an MLflow run id. Returns the result tables and summary (``summary
+    ["gate"]``: the gate's outcome)."""
     cfg = PipelineParams.load(params_file)
     params = cfg.compare
     if out:
         params.out = out
     if not log_mlflow:
         params.log_mlflow = False
-    return compare_models(params, baseline, candidate)
+    if gate is not None:
+        params.gate = gate
+    if cfg.data.get("train") is not None:
+        params.train_workdir = cfg.train.workdir
+    if cfg.data.get("merge") is not None:
+        params.merge_report = cfg.merge.report
+    result = compare_models(params, baseline, candidate, tuple(iterations or (None, None)),
+                            write_history=True)
+    if params.gate:
+        from poseops.quality import gx
+        from poseops.refine.gate import run_gate
+
+        values = {"compare": asdict(params)}
+        run_gate(result, params, lambda tables: gx.validate_tables(params.suite, tables, values),
+                 candidate_run=candidate_run)
+    return result
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="paired comparison of two models on the fixed test set")
+    p = sub.add_parser("compare", help="paired comparison of two models on the fixed test set, "
+                                       "then the backward-compatibility gate")
     p.add_argument("baseline", help="errors file, iteration number or MLflow run id")
     p.add_argument("candidate", help="errors file, iteration number or MLflow run id")
     p.add_argument("--out", help="output folder (default: params compare.out)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--candidate-run", help="the candidate's MLflow training run id (default: the "
+                   "run its errors came from, else train.workdir/run.json)")
+    p.add_argument("--no-gate", dest="gate", action="store_const", const=False, default=None,
+                   help="skip the backward-compatibility gate (default: params compare.gate)")
+    p.add_argument("--iterations", nargs=2, type=int, metavar=("B", "C"),
+                   help="iteration numbers of baseline and candidate for reports/iterations.csv "
+                        "(default: from the references or merge's report)")
+    p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:
-    run(args.baseline, args.candidate, args.out, log_mlflow=not args.no_mlflow)
+    run(args.baseline, args.candidate, args.out, log_mlflow=not args.no_mlflow,
+        params_file=args.params_file, gate=args.gate, candidate_run=args.candidate_run,
+        iterations=args.iterations)
     return 0

@@ -22,8 +22,10 @@ def run(
     manifest: str | None = None,
     git: bool = True,
     params_file: str | Path | None = None,
+    skip_unrefined: bool | None = None,
 ) -> dict:
-    """params.yaml ``merge`` (``manifest`` overrides it; ``git=False``: no commit or tag), the
+    """params.yaml ``merge`` (``manifest`` overrides it; ``git=False``: no commit or tag;
+    ``skip_unrefined`` overrides ``merge.skip_unrefined``), the
     split's paths from ``split``, the project folder and format from ``project`` ->
     :func:`merge_iteration`.
     Returns the merge report."""
@@ -36,6 +38,8 @@ def run(
         params.manifest = manifest
     if not git:
         params.git = False
+    if skip_unrefined is not None:
+        params.skip_unrefined = skip_unrefined
     return merge_iteration(params, project or cfg.project.path, fmt=cfg.project.format)
 
 
@@ -44,9 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", help="DLC project folder (default: params project.path)")
     p.add_argument("--manifest", help="outliers manifest (default: params merge.manifest)")
     p.add_argument("--no-git", action="store_true", help="do not commit/tag")
+    p.add_argument("--skip-unrefined", action="store_const", const=True, default=None,
+                   help="merge the relabeled frames, keep the others for the next round "
+                        "(default: params merge.skip_unrefined)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:
-    run(args.project, args.manifest, git=not args.no_git)
+    run(args.project, args.manifest, git=not args.no_git, skip_unrefined=args.skip_unrefined)
     return 0

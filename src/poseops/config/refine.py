@@ -64,6 +64,26 @@ class OutliersParams:
     seed: int = 0
     write_frames: bool = True
     manifest: str = "data/refine/outliers/manifest.csv"
+    # targeted refinement: score and pick only these bodyparts / conditions (empty: all)
+    bodyparts: list[str] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=list)
+    # frames a `merge --skip-unrefined` left unrelabeled: listed again (rule "pending");
+    # the command reads it from params merge.pending (one place)
+    pending: str = "data/refine/outliers/pending.csv"
+
+
+@dataclass
+class HardestParams:
+    """params.yaml ``hardest``: the labeled frames with the highest error, for a relabeling check
+    (``poseops hardest``)."""
+
+    errors: str = "data/eval/errors.parquet"  # evaluate's errors table (command: evaluate.out)
+    bodyparts: list[str] = field(default_factory=list)  # rank by these bodyparts (empty: all)
+    conditions: list[str] = field(default_factory=list)  # only frames of these (empty: all)
+    n_frames: int = 20
+    splits: list[str] = field(default_factory=list)  # only these splits (empty: every split)
+    write_frames: bool = True  # machinelabels-iter<N>.h5 (predictions) beside the labels
+    manifest: str = "data/refine/hardest/manifest.csv"
 
 
 @dataclass
@@ -80,6 +100,8 @@ class MergeParams:
     git: bool = True  # git commit + tag (skipped outside a git repository)
     tag_prefix: str = "iteration-"
     report: str = "reports/merge.json"
+    skip_unrefined: bool = False  # merge the relabeled frames, list the others in ``pending``
+    pending: str = "data/refine/outliers/pending.csv"  # frames left for the next round
 
 
 @dataclass
@@ -101,3 +123,15 @@ class CompareParams:
     iteration_tag: str = "dlc_iteration"  # training-run tag holding the DLC iteration
     out: str = "reports/compare"
     log_mlflow: bool = True
+    # the backward-compatibility gate (suite ``suite`` on compare's tables)
+    gate: bool = True
+    suite: str = "expectations/compare.json"
+    max_rmse_rise_pct: float = 5.0  # test RMSE may rise at most this much (%)
+    fail_on_error: bool = True  # a failed gate stops (exit 2); false: a warning
+    champion_alias: str = "champion"  # registry alias moved to the candidate when it passes
+    stop_change_pct: float = 2.0  # |test RMSE change| below this: "stop refining"
+    history: str = "reports/iterations.csv"  # one row per iteration (+ .png figure)
+    # where the candidate's run.json is when it is given as a file (command: train.workdir)
+    train_workdir: str = "data/train"
+    # merge's report: frames added / outliers found of the iteration it made (command: merge.report)
+    merge_report: str = "reports/merge.json"

@@ -404,13 +404,46 @@ def log_to_mlflow(result: dict, paths: dict[str, Path], refs: dict) -> str | Non
         return run.info.run_id
 
 
-def compare_models(params: CompareParams, baseline: str, candidate: str) -> dict:
-    """Resolve both errors tables, compare, write reports/compare/*, log to MLflow."""
+def iteration_numbers(binfo: dict, cinfo: dict, given: tuple[int | None, int | None],
+                      merge_report: str | Path | None) -> tuple[int, int] | None:
+    """(baseline, candidate) iteration numbers: given, else from the references (iteration
+    numbers), else from merge's report (the iteration it made and the one before); None when
+    unknown."""
+    import json
+
+    b, c = given
+    b = b if b is not None else binfo.get("iteration")
+    c = c if c is not None else cinfo.get("iteration")
+    if (b is None or c is None) and merge_report and Path(merge_report).is_file():
+        rep = json.loads(Path(merge_report).read_text())
+        b = rep.get("iteration_before") if b is None else b
+        c = rep.get("iteration") if c is None else c
+    return (int(b), int(c)) if b is not None and c is not None else None
+
+
+def compare_models(params: CompareParams, baseline: str, candidate: str,
+                   iterations: tuple[int | None, int | None] = (None, None),
+                   write_history: bool = False) -> dict:
+    """Resolve both errors tables, compare, write reports/compare/*, log to MLflow;
+    ``write_history``: add both iterations to ``params.history`` (when their numbers are known:
+    ``iterations``, the references, merge's report)."""
     b, binfo = resolve_errors(str(baseline), params)
     c, cinfo = resolve_errors(str(candidate), params)
     result = compare_tables(b, c, params)
     refs = {BASE: binfo, CAND: cinfo}
     result["summary"]["sources"] = refs
+    from poseops.refine.gate import stop_rule
+    from poseops.refine.history import update_history
+
+    result["summary"].update(stop_rule(result["summary"], params.stop_change_pct))
+    its = iteration_numbers(binfo, cinfo, iterations, params.merge_report)
+    result["summary"]["iterations"] = list(its) if its else None
+    if write_history and params.history and its:
+        update_history(params.history, paired_errors(b, c, params.split), its,
+                       params.stop_change_pct, params.merge_report)
+    elif write_history and params.history:
+        log.info("compare: iteration numbers unknown (give iterations, or --iterations B C): "
+                 "%s not updated", params.history)
     paths = write_outputs(result, params.out)
     if params.log_mlflow:
         result["summary"]["mlflow_run_id"] = log_to_mlflow(result, paths, refs)
@@ -420,4 +453,5 @@ def compare_models(params: CompareParams, baseline: str, candidate: str) -> dict
              s["rmse_change_pct"], s["n_units"], s["unit"], s["wilcoxon"]["p_value"],
              s["wilcoxon"]["rank_biserial"],
              f" ({s['wilcoxon']['reason']})" if s["wilcoxon"]["reason"] else "")
+    log.info("compare: %s", s["advice"])
     return result

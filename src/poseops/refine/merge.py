@@ -10,6 +10,11 @@ the dataset is versioned: ``dvc add <project>``, git commit, git tag ``iteration
 previous commit is tagged ``iteration-<N-1>`` if it has no tag yet), so
 ``git checkout iteration-0 && dvc checkout && dvc repro`` rebuilds either iteration.
 If a DVC or git step fails, config.yaml and fixed_split are restored.
+
+``merge.skip_unrefined`` (``--skip-unrefined``): frames of the manifest not relabeled yet (no
+CollectedData file, frame absent or without a labeled keypoint) are skipped instead of refused:
+the report lists them and ``merge.pending`` keeps them; the next ``poseops outliers`` lists them
+again (rule ``pending``) so the next round merges them once they are relabeled.
 """
 
 from __future__ import annotations
@@ -68,6 +73,19 @@ def check_relabeled(
     return long
 
 
+def pending_table(path: Path, skipped: pd.DataFrame, merged: pd.Series,
+                  iteration: int) -> pd.DataFrame:
+    """Frames still waiting for relabeling: those pending before (``path``) that this merge did
+    not take, then the ones it skipped now (one row per image: image, video, frame, iteration
+    (the round that picked it), rule)."""
+    cols = [S.IMAGE, S.VIDEO, S.FRAME, "iteration", "rule"]
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=cols)
+    new = skipped.assign(iteration=skipped["iteration"] if "iteration" in skipped else iteration)
+    out = pd.concat([old[~old[S.IMAGE].isin(set(merged))], new.reindex(columns=cols)],
+                    ignore_index=True)
+    return out.drop_duplicates(S.IMAGE, keep="last")[cols].reset_index(drop=True)
+
+
 def fixed_split_table(split: pd.DataFrame) -> pd.DataFrame:
     """The split later iterations keep (image, video, group, split): its test images are the
     fixed test set, its train/val images stay where they were (comparable model selection)."""
@@ -104,9 +122,36 @@ def _tags(root: Path) -> list[str]:
     return _sh(["git", "tag", "--list"], root).split()
 
 
+def relabeled_images(wide: pd.DataFrame, images: list[str]) -> set[str]:
+    """The ``images`` a CollectedData frame holds with at least one labeled keypoint (DLC's
+    labeling GUI saves untouched frames as all-NaN rows: those are not relabeled)."""
+    from poseops.dlc.files import wide_to_long
+
+    long = wide_to_long(wide)
+    long = long[long[S.IMAGE].isin(images)]
+    n = long.groupby(S.IMAGE)[S.LABELED].sum()
+    return set(n[n > 0].index)
+
+
+def unrefined_frames(project: Path, cfg: dict, manifest: pd.DataFrame,
+                     ma_cfg: dict | None) -> pd.DataFrame:
+    """The manifest rows not relabeled yet: no CollectedData file for their video, or the frame
+    absent from it or without a labeled keypoint."""
+    from poseops.dlc.files import read_collected_data
+
+    skipped = []
+    for video, part in manifest.groupby(S.VIDEO, sort=True):
+        h5 = project / "labeled-data" / str(video) / f"CollectedData_{cfg['scorer']}.h5"
+        images = part[S.IMAGE].tolist()
+        done = relabeled_images(read_collected_data(h5, ma_cfg), images) if h5.is_file() else set()
+        skipped.append(part[~part[S.IMAGE].isin(done)])
+    return pd.concat(skipped, ignore_index=True) if skipped else manifest.iloc[:0]
+
+
 def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Read and check everything merge needs; touches nothing. Returns (config, manifest,
-    relabeled tidy labels of the manifest frames)."""
+    relabeled tidy labels of the manifest frames). ``params.skip_unrefined``: the manifest
+    returned holds only the relabeled frames; the others are in ``manifest.attrs["skipped"]``."""
     from poseops.dlc.files import config_bodyparts, is_multianimal, read_collected_data
 
     cfg = R.read_config(project)
@@ -114,6 +159,13 @@ def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd
     # multi-animal / unique bodyparts by dlcio (single-animal files keep merge's own checks)
     ma_cfg = cfg if is_multianimal(cfg) else None
     manifest = _read_manifest(Path(params.manifest))
+    skipped = manifest.iloc[:0]
+    if params.skip_unrefined:
+        skipped = unrefined_frames(project, cfg, manifest, ma_cfg)
+        manifest = manifest[~manifest[S.IMAGE].isin(skipped[S.IMAGE])].reset_index(drop=True)
+        if manifest.empty:
+            raise PoseopsError(f"none of the {len(skipped)} manifest frames is relabeled yet:"
+                               " nothing to merge", file=params.manifest)
     parts = []
     for video, part in manifest.groupby(S.VIDEO, sort=True):
         h5 = project / "labeled-data" / str(video) / f"CollectedData_{cfg['scorer']}.h5"
@@ -127,6 +179,7 @@ def validate(project: Path, params: MergeParams) -> tuple[dict, pd.DataFrame, pd
         long = check_relabeled(read_collected_data(h5, ma_cfg), h5, cfg["scorer"],
                                config_bodyparts(cfg), images, params.require_labeled)
         parts.append(long[long[S.IMAGE].isin(images)])
+    manifest.attrs["skipped"] = skipped
     return cfg, manifest, pd.concat(parts, ignore_index=True)
 
 
@@ -216,6 +269,10 @@ def merge_iteration(params: MergeParams, project: str | Path, fmt: str = "dlc") 
 
     project = Path(project).resolve()
     lp = fmt == "lightning-pose"
+    if lp and params.skip_unrefined:
+        raise PoseopsError("merge.skip_unrefined is for DeepLabCut projects; a Lightning Pose"
+                           " folder merges every manifest frame (remove the unrelabeled ones"
+                           " from the manifest)", file=params.manifest)
     if lp:
         cfg, manifest, relabeled, merged = validate_lightning_pose(project, params)
     else:
@@ -239,15 +296,24 @@ def merge_iteration(params: MergeParams, project: str | Path, fmt: str = "dlc") 
     report = {
         "project": str(project), "iteration_before": it_prev, "iteration": it_new,
         "frames_added": int(relabeled[S.IMAGE].nunique()),
+        "outliers_picked": int(manifest[S.IMAGE].nunique()) + int(
+            len(manifest.attrs.get("skipped", []))),
         "keypoints_added": int(relabeled[S.LABELED].sum()),
         "videos": sorted(map(str, set(manifest[S.VIDEO]))),
         "fixed_test_images": None if fixed is None else int((fixed[S.SPLIT] == S.TEST).sum()),
         "tag": tag_new if git_root is not None else None,
     }
+    skipped = manifest.attrs.get("skipped")
+    pending = None
+    if skipped is not None and (params.skip_unrefined or Path(params.pending).is_file()):
+        pending = pending_table(Path(params.pending), skipped, relabeled[S.IMAGE], it_prev)
+        report.update(frames_skipped=int(len(skipped)),
+                      skipped=sorted(map(str, skipped[S.IMAGE])), pending=str(params.pending))
     # -- from here on things change; restore on failure
     changed = ([R.lightning_pose_labels(project), project / R.LP_ITERATION_FILE] if lp
                else [project / "config.yaml"])
-    before = {p: p.read_text() if p.is_file() else None for p in [*changed, fixed_path]}
+    extra = [Path(params.pending)] if pending is not None else []
+    before = {p: p.read_text() if p.is_file() else None for p in [*changed, fixed_path, *extra]}
     try:
         if lp:
             _write_lightning_pose(project, merged, it_new)
@@ -255,17 +321,21 @@ def merge_iteration(params: MergeParams, project: str | Path, fmt: str = "dlc") 
             R.write_config_updates(changed[0], {"iteration": it_new, "video_sets": video_sets})
         if fixed is not None:
             write_csv(fixed, fixed_path)
+        if pending is not None:
+            write_csv(pending, params.pending)
         write_json(report, params.report)
         _version(project, params, git_root, tag_prev, tag_new, report, fixed_path, changed)
     except BaseException:
         for p, text in before.items():
             if text is not None:
                 write_text(text, p)
-            elif p in changed and p.is_file():
+            elif p in [*changed, *extra] and p.is_file():
                 p.unlink()  # a file this merge created (the first iteration file)
         raise
-    log.info("merge: +%d frames -> iteration %d%s", report["frames_added"], it_new,
-             f" (git tag {tag_new})" if report["tag"] else "")
+    log.info("merge: +%d frames -> iteration %d%s%s", report["frames_added"], it_new,
+             f" (git tag {tag_new})" if report["tag"] else "",
+             f"; {report['frames_skipped']} not relabeled yet, kept for the next round in "
+             f"{params.pending}" if report.get("frames_skipped") else "")
     return report
 
 
@@ -282,7 +352,7 @@ def _version(project: Path, params: MergeParams, git_root: Path | None, tag_prev
         return
     if tag_prev not in _tags(git_root):
         _sh(["git", "tag", tag_prev], git_root)  # the state before this merge
-    for p in (fixed_path, Path(params.report)):
+    for p in (fixed_path, Path(params.report), Path(params.pending)):
         if p.is_file():
             to_add.append(p.resolve())
     if dvc_root is None:

@@ -171,6 +171,48 @@ def machinelabels_frame_multianimal(
     return pd.DataFrame(data, index=index, columns=cols)
 
 
+def target_predictions(
+    preds: pd.DataFrame, meta: pd.DataFrame, bodyparts: list[str], conditions: list[str],
+    ppath: Path, metadata: str | Path,
+) -> pd.DataFrame:
+    """Targeted refinement: only the predictions of ``bodyparts`` (every rule then scores those
+    bodyparts only) in the videos of ``conditions`` (so the quotas go to those conditions only);
+    empty lists keep everything. A name that is not there is an error naming it."""
+    if bodyparts:
+        have = set(preds[S.BODYPART].astype(str))
+        for bp in bodyparts:
+            if bp not in have:
+                raise PoseopsError(f"outliers.bodyparts: not in the predictions (have "
+                                   f"{sorted(have)})", file=ppath, bodypart=bp)
+        preds = preds[preds[S.BODYPART].astype(str).isin(bodyparts)]
+    if conditions:
+        S.require_columns(meta, [S.CONDITION], str(metadata))
+        have = set(meta[S.CONDITION].astype(str))
+        for c in conditions:
+            if c not in have:
+                raise PoseopsError(f"outliers.conditions: condition {c!r} is not in the metadata"
+                                   f" (have {sorted(have)})", file=metadata)
+        videos = set(meta.loc[meta[S.CONDITION].astype(str).isin(conditions), S.VIDEO].astype(str))
+        preds = preds[preds[S.VIDEO].astype(str).isin(videos)]
+        if preds.empty:
+            raise PoseopsError(f"no analyzed video of condition(s) {conditions} (analyze one"
+                               " first)", file=ppath)
+    return preds
+
+
+def with_pending(manifest: pd.DataFrame, pending: Path) -> pd.DataFrame:
+    """The manifest plus the frames a ``merge --skip-unrefined`` left (``pending``: rule
+    ``pending``, their scores empty): the next merge takes them once they are relabeled."""
+    if not pending.is_file():
+        return manifest
+    old = pd.read_csv(pending)
+    old = old[~old[S.IMAGE].isin(manifest[S.IMAGE])].assign(rule="pending")
+    if old.empty:
+        return manifest
+    log.info("outliers: %d frames still waiting for relabeling from %s", len(old), pending)
+    return pd.concat([manifest, old.reindex(columns=manifest.columns)], ignore_index=True)
+
+
 # ---------------------------------------------------------------- edges
 def write_machinelabels(df: pd.DataFrame, folder: Path, iteration: int) -> Path:
     """Write/extend ``machinelabels-iter<N>.h5`` (+ machinelabels.csv) as DLC does (atomic)."""
@@ -207,6 +249,9 @@ def pick_outliers(
         raise PoseopsError("predictions not found (run `poseops analyze` first)", file=ppath)
     preds = pd.read_parquet(ppath) if ppath.suffix == ".parquet" else pd.read_csv(ppath)
     S.require_columns(preds, [S.VIDEO, S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD], str(ppath))
+    meta = read_metadata(metadata, required=[S.VIDEO])
+    all_preds = preds  # machinelabels keep every bodypart: the annotator corrects them all
+    preds = target_predictions(preds, meta, params.bodyparts, params.conditions, ppath, metadata)
     scores = candidate_frames(
         preds, params.p_bound, params.epsilon, params.uncertain_fraction, params.likelihood_mode
     )
@@ -216,7 +261,6 @@ def pick_outliers(
     keep = [(v, f) not in done for v, f in zip(cand[S.VIDEO], cand[S.FRAME], strict=True)]
     cand = cand[keep].reset_index(drop=True)  # frames already in labeled-data are not re-picked
     log.info("outliers: %d candidate frames of %d", len(cand), len(scores))
-    meta = read_metadata(metadata, required=[S.VIDEO])
     need = [params.balance_by] if params.balance_by else []
     cand = R.attach_metadata(cand, meta, need, metadata)
     extra = [Path(videos_dir)] if videos_dir else []
@@ -235,10 +279,10 @@ def pick_outliers(
     for v, part in chosen.groupby(S.VIDEO, sort=True):
         frames = part[S.FRAME].astype(int).tolist()
         if lp:
-            names = write_lightning_pose_frames(preds, project, str(v), paths[v], frames, flat,
+            names = write_lightning_pose_frames(all_preds, project, str(v), paths[v], frames, flat,
                                                 iteration, params.write_frames)
         else:
-            names = _write_dlc_frames(preds, project, cfg, str(v), paths[v], frames, iteration,
+            names = _write_dlc_frames(all_preds, project, cfg, str(v), paths[v], frames, iteration,
                                       params.write_frames)
         images += [(v, f, name) for f, name in zip(frames, names, strict=True)]
     img = pd.DataFrame(images, columns=[S.VIDEO, S.FRAME, S.IMAGE])
@@ -246,6 +290,7 @@ def pick_outliers(
     first = [S.IMAGE, S.VIDEO, S.FRAME, "rule", "mean_likelihood", "min_likelihood", "jump_px",
              R.CLUSTER, "quota", "iteration"]
     manifest = manifest[first + [c for c in manifest.columns if c not in first]]
+    manifest = with_pending(manifest, Path(params.pending))
     write_csv(manifest, params.manifest)
     write_csv(scores, Path(params.manifest).with_name("frame_scores.csv"))
     log.info("outliers: picked %d frames -> %s", len(manifest), params.manifest)
