@@ -1,7 +1,9 @@
 """`poseops demo`: generate the seeded demo DeepLabCut project (and the metadata CSV).
 
 Reads params ``demo`` and ``project.metadata`` (the default metadata CSV); the work is
-:func:`poseops.demo.project.generate_demo`.
+:func:`poseops.demo.project.generate_demo`, then
+:func:`poseops.demo.scoring.write_behaviour_inputs` (manual_scoring.csv + arena.csv for
+``poseops behaviour``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from poseops.config.pipeline import PipelineParams
 from poseops.demo.project import generate_demo
+from poseops.demo.scoring import write_behaviour_inputs
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,9 @@ def run(
         p = dataclasses.replace(p, animals_per_video=2)
     if metadata is None:
         metadata = cfg.project.metadata
-    return generate_demo(Path(out or p.out), p, Path(metadata) if metadata else None)
+    root = generate_demo(Path(out or p.out), p, Path(metadata) if metadata else None)
+    write_behaviour_inputs(root, p)  # manual scoring + arena (behaviour stage)
+    return root
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

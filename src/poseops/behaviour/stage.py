@@ -1,0 +1,142 @@
+"""The behaviour stage's edges: the analyze stage's predictions in, DLC's filter, the user's
+manual scoring and arena files, and every output written under ``params.out`` (atomic files).
+
+Outputs (``reports/behaviour/`` by default): ``video_quality.csv``, ``behaviour.csv``,
+``agreement.csv``, ``position_error.csv``, ``effects.csv`` (the last three with a manual scoring),
+``quality.png``, ``trajectories.png``, ``bland_altman.png``, ``effects.png``, ``worst_frames.csv``
+and ``worst_frames.png`` (the worst frames of each video with the predictions drawn: a contact
+sheet), ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from poseops.behaviour import figures as F
+from poseops.behaviour.inputs import read_arena, read_manual, video_units
+from poseops.behaviour.sheet import contact_sheet, worst_frames
+from poseops.behaviour.tables import CENTROID, BehaviourTables, behaviour_tables
+from poseops.config.behaviour import FILTER_TYPES, BehaviourParams
+from poseops.core import schema as S
+from poseops.core.errors import PoseopsError
+from poseops.core.fileio import write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.parquet"
+
+
+@dataclass
+class Model:
+    """The DLC model that analyzed the videos (DLC's filter finds the .h5 by its scorer)."""
+
+    config: Path
+    shuffle: int
+
+
+def load_predictions(analyzed: str | Path) -> pd.DataFrame:
+    """The analyze stage's tidy predictions; multi-animal predictions without identities across
+    frames are refused (one line)."""
+    path = Path(analyzed) / PREDICTIONS
+    if not path.is_file():
+        raise PoseopsError("no analyzed predictions: run `poseops analyze` first", file=path)
+    preds = pd.read_parquet(path)
+    if S.ASSEMBLY in preds.columns:
+        raise PoseopsError("multi-animal predictions are untracked assemblies (no identity across "
+                           "frames): per-animal trajectories need tracked individuals", file=path)
+    return preds
+
+
+def filtered_predictions(preds: pd.DataFrame, analyzed: Path, model: Model,
+                         params: BehaviourParams) -> pd.DataFrame:
+    """DLC's ``filterpredictions`` (params.filter) on every analyzed video -> tidy predictions."""
+    from poseops.dlc.filtering import filter_predictions
+    from poseops.dlc.inference import predictions_from_dlc
+
+    parts = []
+    for video, g in preds.groupby(S.VIDEO, sort=True):
+        h5 = analyzed / f"{video}{g[S.SCORER].iloc[0]}.h5"
+        df = filter_predictions(model.config, model.shuffle, h5, g["video_path"].iloc[0],
+                                str(params.filter), Path(params.workdir),
+                                params.filter_windowlength, params.filter_p_bound)
+        parts.append(predictions_from_dlc(df, str(video))
+                     .assign(video_path=g["video_path"].iloc[0]))
+    return pd.concat(parts, ignore_index=True)
+
+
+def run_behaviour(params: BehaviourParams, meta: pd.DataFrame | None,
+                  model: Model | None) -> BehaviourTables:
+    """Read, filter, compute, write; returns the tables (see :mod:`poseops.behaviour.tables`)."""
+    analyzed = Path(params.analyzed)
+    preds = load_predictions(analyzed)
+    filtered = None
+    if params.filter is not None and params.filter not in FILTER_TYPES:
+        raise PoseopsError(f"behaviour.filter must be one of {list(FILTER_TYPES)} or null, got "
+                           f"{params.filter!r}")
+    if params.filter is not None:
+        if model is None:
+            raise PoseopsError("behaviour.filter needs the model that analyzed the videos "
+                               "(train run.json or analyze.config / analyze.shuffle)")
+        filtered = filtered_predictions(preds, analyzed, model, params)
+    arena = read_arena(params.arena)
+    units = {str(v): video_units(arena, str(v), params.fps, params.px_per_cm)
+             for v in preds[S.VIDEO].unique()}
+    manual = read_manual(params.manual) if params.manual is not None else None
+    control = params.control
+    if control is None and meta is not None and S.CONDITION in meta.columns:
+        seen = meta.loc[meta[S.VIDEO].isin(set(preds[S.VIDEO])), S.CONDITION]
+        control = str(seen.iloc[0]) if len(seen) else None
+    if params.control is not None and (meta is None or S.CONDITION not in meta.columns
+                                       or params.control not in set(meta[S.CONDITION])):
+        raise PoseopsError(f"behaviour.control {params.control!r} is not a condition of the "
+                           "metadata CSV (project.metadata)")
+    t = behaviour_tables(preds, filtered, meta, units, manual, params, control)
+    files = write_outputs(t, Path(params.out), manual)
+    _write_sheet(preds if filtered is None else filtered, t, params, files)
+    return t
+
+
+def _write_sheet(preds: pd.DataFrame, t: BehaviourTables, params: BehaviourParams,
+                 files: list[Path]) -> None:
+    """worst_frames.csv + worst_frames.png (the contact sheet), listed in summary.json."""
+    out = Path(params.out)
+    worst = worst_frames(preds, t.reference)
+    files.append(write_csv(worst, out / "worst_frames.csv", index=False))
+    png = contact_sheet(worst, preds, params.pcutoff, out / "worst_frames.png")
+    if png is not None:
+        files.append(png)
+    elif (out / "worst_frames.png").exists():
+        (out / "worst_frames.png").unlink()
+    t.summary["files"] = sorted(p.name for p in files if p.name != "summary.json")
+    write_json(t.summary, out / "summary.json")
+
+
+def write_outputs(t: BehaviourTables, out: Path, manual: pd.DataFrame | None) -> list[Path]:
+    """Tables, figures and summary.json under ``out``; stale optional files removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_csv(t.quality, out / "video_quality.csv", index=False),
+             write_csv(t.behaviour, out / "behaviour.csv", index=False),
+             F.fig_quality(t.quality, CENTROID, out / "quality.png"),
+             F.fig_trajectories(t.reference, manual, out / "trajectories.png")]
+    optional = {"agreement.csv": t.agreement, "position_error.csv": t.position_error,
+                "effects.csv": t.effects}
+    for name, df in optional.items():
+        if df is not None:
+            files.append(write_csv(df, out / name, index=False))
+        elif (out / name).exists():
+            (out / name).unlink()
+    if t.agreement is not None:
+        files.append(F.fig_bland_altman(t.behaviour, t.agreement, out / "bland_altman.png"))
+    if t.effects is not None and len(t.effects):
+        files.append(F.fig_effects(t.effects, out / "effects.png"))
+    for name in ("bland_altman.png", "effects.png"):
+        if out / name not in files and (out / name).exists():
+            (out / name).unlink()
+    t.summary["files"] = sorted(p.name for p in files)
+    files.append(write_json(t.summary, out / "summary.json"))
+    log.info("behaviour: %d videos -> %s", t.summary["n_videos"], out)
+    return files
