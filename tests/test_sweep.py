@@ -315,7 +315,8 @@ def test_real_sweep_on_the_demo(tmp_path, small_demo_root, mlflow_uri, monkeypat
     children = client.search_runs(
         [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
-    assert sorted(r.info.run_name for r in children) == ["trial-0", "trial-1", "trial-2"]
+    # named trial-<n> plus the searched values (trial-0 lr=3e-4 bs=16)
+    assert sorted(r.info.run_name.split(" ")[0] for r in children) == ["trial-0", "trial-1", "trial-2"]
     best_val = {}
     for run in children:
         n = int(run.data.tags["poseops.sweep.trial"])
@@ -408,14 +409,17 @@ def test_nan_validation_error_counts_as_the_worst_error(tmp_path, mlflow_uri):
     (t,) = study.trials
     assert t.intermediate_values == {1: 200.0, 2: 5.0, 3: 4.0}
     assert t.value == 4.0
-    assert seen == [(t.params["lr"], t.params["batch_size"], 3, "cuda:3", "trial-0")]
+    exp = math.floor(math.log10(t.params["lr"]))  # run names: trial-0 lr=3e-4 bs=16
+    mant = f"{t.params['lr'] / 10**exp:.1f}".removesuffix(".0")
+    name = f"trial-0 lr={mant}e{exp} bs={t.params['batch_size']}"
+    assert seen == [(t.params["lr"], t.params["batch_size"], 3, "cuda:3", name)]
     # the training function made no MLflow run: the sweep made the child itself
     client = MlflowClient()
     (child,) = client.search_runs(
         [client.get_experiment_by_name("nan-test").experiment_id],
         f"tags.`mlflow.parentRunId` = '{rep.parent_run_id}'",
     )
-    assert child.info.run_name == "trial-0" and child.info.status == "FINISHED"
+    assert child.info.run_name == name and child.info.status == "FINISHED"
     assert child.data.tags["poseops.sweep.state"] == "complete"
     assert child.data.metrics["best_val_error"] == 4.0
     assert float(child.data.params["lr"]) == pytest.approx(t.params["lr"])

@@ -110,8 +110,9 @@ def test_two_workers_share_one_postgres_study(tmp_path, postgres_url, mlflow_uri
     assert parent_run.info.run_id == parent
     assert parent_run.info.status == "FINISHED"  # the last worker closed it: study done
     children = mlflow_children(parent)
-    assert sorted(r.info.run_name for r in children) == sorted(f"trial-{n}" for n in numbers)
-    by_name = {r.info.run_name: r for r in children}
+    # named trial-<n> plus the searched values (trial-0 lr=3e-4 bs=16)
+    assert sorted(r.info.run_name.split(" ")[0] for r in children) == sorted(f"trial-{n}" for n in numbers)
+    by_name = {r.info.run_name.split(" ")[0]: r for r in children}
     for t in trials:
         run = by_name[f"trial-{t.number}"]
         assert run.data.tags["poseops.sweep.state"] == t.state.name.lower()
@@ -199,7 +200,7 @@ def test_killed_worker_trial_fails_and_is_retried(tmp_path, postgres_url, mlflow
     assert n_trials <= states.count(TrialState.COMPLETE) <= n_trials + 1
     assert states.count(TrialState.FAIL) == 1
     # MLflow: the dead worker's child run is closed as failed, the retry says what it retries
-    children = {r.info.run_name: r for r in mlflow_children(report["parent_run_id"])}
+    children = {r.info.run_name.split(" ")[0]: r for r in mlflow_children(report["parent_run_id"])}
     dead = children[f"trial-{killed}"]
     assert dead.info.status == "FAILED"
     assert dead.data.tags["poseops.sweep.state"] == "fail"

@@ -379,3 +379,134 @@ def test_sync_command_sends_a_buffered_journal(tmp_path: Path, capsys: pytest.Ca
     assert main(["sync", "--workdir", str(work), "--tracking-uri", uri, "--timeout", "5"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("synced run ") and "2 operation(s) sent, 0 pending" in out
+
+
+# ------------------------------------------------------------------ issue 25: model-centric MLflow
+
+
+def test_experiments_poseops_uses_open_in_the_model_training_view(tmp_path: Path) -> None:
+    """MLflow 3's UI shows untagged experiments in its GenAI view: the experiment a training
+    creates through the outbox, and an older untagged one it logs into, carry
+    mlflow.experimentKind = custom_model_development; a kind chosen by hand is kept."""
+    from mlflow import MlflowClient
+
+    uri = _sqlite(tmp_path)
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("old", artifact_location=(tmp_path / "a").as_uri())
+    chosen = client.create_experiment("genai", artifact_location=(tmp_path / "b").as_uri(),
+                                      tags={"mlflow.experimentKind": "genai_development"})
+    for i, name in enumerate(("fresh", "old", "genai")):
+        box = Outbox(tmp_path / f"t{i}", uri)
+        box.put("create_run", experiment=name, run_name="r")
+        box.put("end_run", status="FINISHED")
+        assert box.close(timeout_s=10)
+    kinds = {e.name: e.tags.get("mlflow.experimentKind") for e in client.search_experiments()}
+    assert kinds["fresh"] == kinds["old"] == "custom_model_development"
+    assert kinds["genai"] == "genai_development"
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_run_names_say_what_the_run_is() -> None:
+    from poseops.tracking.runs import training_run_name, trial_run_name
+
+    assert training_run_name("openfield", 2, "cspnext_s") == "openfield-it2-cspnext_s"
+    assert trial_run_name(7, {"lr": 3e-4, "batch_size": 16}) == "trial-7 lr=3e-4 bs=16"
+    assert trial_run_name(3, {"lr": 1.24e-3, "batch_size": 8, "net_type": "resnet_50",
+                              "hflip": 0.5}) == "trial-3 lr=1.2e-3 bs=8 net=resnet_50 hflip=0.5"
+    assert trial_run_name(0) == "trial-0"
+
+
+def test_dvc_experiment_name_comes_from_the_variable_dvc_exp_run_sets() -> None:
+    """`dvc exp run` puts DVC_EXP_NAME (and DVC_EXP_BASELINE_REV) in the stage's environment
+    (dvc/repo/experiments/queue/base.py); outside it there is no tag."""
+    import dvc.env
+
+    from poseops.tracking.runs import dvc_tags
+
+    env = {dvc.env.DVC_EXP_NAME: "lr-grid-1", dvc.env.DVC_EXP_BASELINE_REV: "abc123"}
+    assert dvc_tags(env) == {"dvc.exp_name": "lr-grid-1", "dvc.exp_baseline_rev": "abc123"}
+    assert dvc_tags({}) == {}
+
+
+def _run_with_model(client, exp_id: str, name: str) -> tuple[str, str]:
+    run = client.create_run(exp_id, run_name=name)
+    model = client.create_logged_model(exp_id, name="model", source_run_id=run.info.run_id)
+    client.finalize_logged_model(model.model_id, "READY")
+    return run.info.run_id, model.model_id
+
+
+def test_held_out_errors_are_linked_to_the_model_and_its_evaluation_datasets(tmp_path: Path) -> None:
+    """The evaluate stage's val/test errors land on the LoggedModel (model_id) tied to the
+    frames they were measured on (run inputs with digests), so search_logged_models ranks the
+    models of an experiment by test error."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from poseops.tracking.runs import add_test_metrics, ensure_experiment
+
+    uri = _sqlite(tmp_path)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = ensure_experiment(client, "models", uri)
+    frames = {
+        "val": pd.DataFrame({"image": ["v/a.png", "v/b.png"], "bodypart": ["nose"] * 2,
+                             "x": [1.0, 2.0], "y": [3.0, 4.0]}),
+        "test": pd.DataFrame({"image": ["t/c.png"], "bodypart": ["nose"], "x": [5.0], "y": [6.0]}),
+    }
+    errors = {"worse": 4.0, "better": 2.5, "middle": 3.0}
+    ids = {}
+    for name, test_px in errors.items():
+        run_id, model_id = _run_with_model(client, exp, name)
+        ids[model_id] = name
+        add_test_metrics(run_id, {"val.rmse_px": test_px - 1, "test.rmse_px": test_px,
+                                  "gap.rmse_pct": 10.0}, uri=uri, model_id=model_id,
+                         datasets=frames)
+    ranked = client.search_logged_models([exp], order_by=[
+        {"field_name": "metrics.test.rmse_px", "ascending": True}])
+    assert [ids[m.model_id] for m in ranked] == ["better", "middle", "worse"]
+    best = client.get_logged_model(ranked[0].model_id)
+    linked = {m.key: m for m in best.metrics}
+    assert linked["test.rmse_px"].value == 2.5 and linked["val.rmse_px"].value == 1.5
+    run = client.get_run(best.source_run_id)
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"val-frames", "test-frames"}
+    contexts = {n: {t.key: t.value for t in d.tags}["mlflow.data.context"] for n, d in inputs.items()}
+    assert contexts == {"val-frames": "val", "test-frames": "test"}
+    for split in ("val", "test"):
+        m = linked[f"{split}.rmse_px"]
+        assert m.dataset_name == f"{split}-frames"
+        assert m.dataset_digest == inputs[f"{split}-frames"].dataset.digest
+    assert inputs["val-frames"].dataset.digest != inputs["test-frames"].dataset.digest
+    assert linked["gap.rmse_pct"].dataset_name is None  # a gap belongs to no single split
+    assert run.data.metrics["test.rmse_px"] == 2.5  # and on the run, as before
+    # ranked on one dataset only: the test frames
+    on_test = client.search_logged_models([exp], datasets=[{"dataset_name": "test-frames"}],
+                                          order_by=[{"field_name": "metrics.test.rmse_px",
+                                                     "ascending": False}])
+    assert [ids[m.model_id] for m in on_test] == ["worse", "middle", "better"]
+
+
+def test_the_pose_model_declares_its_signature(tmp_path: Path, mlflow_uri: str) -> None:
+    """The pyfunc model says what it returns (the keypoint table, as its signature's outputs) and
+    what it takes (paths or arrays: no input schema, which MLflow would enforce on every call,
+    but the model's metadata says it), read back from the model's MLmodel file."""
+    import mlflow
+    import yaml
+
+    from poseops.train.model import log_pose_model
+
+    cfg, snap = tmp_path / "pytorch_config.yaml", tmp_path / "snapshot-001.pt"
+    cfg.write_text("metadata: {bodyparts: [nose]}\n")
+    snap.write_bytes(b"not a real snapshot")
+    with mlflow.start_run():
+        info = log_pose_model(cfg, snap)
+    from urllib.parse import urlparse
+
+    location = mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location
+    mlmodel = yaml.safe_load((Path(urlparse(location).path) / "MLmodel").read_text())
+    assert mlmodel["signature"]["inputs"] is None
+    assert "image paths" in mlmodel["metadata"]["input"] and "arrays" in mlmodel["metadata"]["input"]
+    outputs = json.loads(mlmodel["signature"]["outputs"])
+    assert [(c["name"], c["type"]) for c in outputs] == [
+        ("image", "string"), ("individual", "string"), ("bodypart", "string"),
+        ("x", "double"), ("y", "double"), ("likelihood", "double")]

@@ -12,8 +12,9 @@ from poseops.core.errors import PoseopsError
 
 log = logging.getLogger(__name__)
 
-Sampler = Literal["tpe", "random"]
-"""How trials are drawn: TPE (after ``n_startup_trials`` random ones) or random search."""
+Sampler = Literal["tpe", "gp", "random"]
+"""How trials are drawn: TPE or a Gaussian process (after ``n_startup_trials`` random ones), or
+random search."""
 
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
@@ -64,7 +65,9 @@ class SweepParams:
     study_name: str | None = None  # None: "poseops-<hash of search space, train base, data>"
     storage: str = "sqlite:///data/sweep/optuna.db"  # postgresql+psycopg://..., or a journal file
     n_trials: int = 12  # total over all workers, complete + pruned trials
-    sampler: str = "tpe"  # a Sampler: tpe | random
+    sampler: str = "tpe"  # a Sampler: tpe | gp | random
+    constant_liar: bool = True  # tpe: running trials count as bad (parallel workers spread out)
+    multivariate: bool = True  # tpe: one joint model of all params (lr x batch_size)
     seed: int = 0
     n_startup_trials: int = 4  # random trials before TPE models / before median pruning
     pruner: str = "sha"  # a Pruner: none | median | percentile | sha | hyperband | patience

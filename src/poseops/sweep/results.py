@@ -282,6 +282,21 @@ def _report_promoted_test(p: SweepParams, summary: Mapping[str, Any], number: in
         mlflow.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
                          tags=[RunTag("poseops.sweep.promoted", "true")])
     mlflow.set_tag(parent, TAG_PROMOTED, str(number))
-    out = {"trial": number, "study_name": study_name, "run_id": run_id, "metrics": metrics}
+    champion = promote_champion(run_id)
+    out = {"trial": number, "study_name": study_name, "run_id": run_id, "metrics": metrics,
+           **({"champion": champion} if champion else {})}
     write_json(out, Path(p.out) / "promoted_test.json")
     return out
+
+
+def promote_champion(run_id: str) -> dict[str, str]:
+    """Point ``@champion`` of each registered model the promoted trial's run made a version of
+    at that (newest) version; registered model -> version ({} when the trial registered none)."""
+    from poseops.tracking.registry import CHAMPION, move_alias, versions_of_run
+
+    moved: dict[str, str] = {}
+    for name, version in versions_of_run(None, run_id):  # newest first
+        if name not in moved:
+            move_alias(None, name, version, CHAMPION)
+            moved[name] = version
+    return moved

@@ -64,15 +64,22 @@ def make_parent_factory(p: SweepParams, experiment: str) -> Callable[[str], tupl
     (the enclosing ``mlflow run`` when there is one), tagged and holding the sweep's params."""
     def make_parent(study_name: str) -> tuple[str, str]:
         mlflow = client()
-        tags = {TAG_STUDY: study_name, TAG_ROLE: "parent", TAG_STORAGE: redact(p.storage)}
+        from poseops.tracking.runs import (
+            dvc_tags,
+            ensure_experiment,
+            mark_model_experiment,
+            tracking_uri,
+        )
+
+        tags = {TAG_STUDY: study_name, TAG_ROLE: "parent", TAG_STORAGE: redact(p.storage),
+                **dvc_tags()}
         outer = os.environ.get("MLFLOW_RUN_ID")  # `mlflow run -e sweep`: its run is the parent
         if outer:
             run = mlflow.get_run(outer)
+            mark_model_experiment(mlflow, run.info.experiment_id)
             for k, v in tags.items():
                 mlflow.set_tag(outer, k, v)
         else:
-            from poseops.tracking.runs import ensure_experiment, tracking_uri
-
             exp_id = ensure_experiment(mlflow, experiment, tracking_uri())
             run = mlflow.create_run(exp_id, run_name=study_name, tags=tags)
         skip = {"storage", "poll_seconds", "experiment", "slurm"}
@@ -156,6 +163,8 @@ def finish_child_run(
     the child run if the training function did not (e.g. it failed before logging)."""
     from mlflow.entities import Metric, RunTag
 
+    from poseops.tracking.runs import dvc_tags, searched, trial_run_name
+
     mlflow = client()
     exp_id = study.user_attrs.get(ATTR_EXPERIMENT)
     run_id = run_id or find_child_run(exp_id, study.study_name, trial.number)
@@ -163,8 +172,8 @@ def finish_child_run(
         exp_id = exp_id or mlflow.get_run(parent_run_id).info.experiment_id
         run_id = mlflow.create_run(
             exp_id,
-            run_name=f"trial-{trial.number}",
-            tags=child_tags(study, trial.number, parent_run_id),
+            run_name=trial_run_name(trial.number, searched(sampled, trial.params)),
+            tags={**child_tags(study, trial.number, parent_run_id), **dvc_tags()},
         ).info.run_id
     run = mlflow.get_run(run_id)
     now = int(time.time() * 1000)

@@ -37,12 +37,19 @@ ATTR_GPU = "cuda_visible_devices"  # the device(s) the worker was pinned to (--g
 
 
 def build_sampler(p: SweepParams, seed: int | None) -> optuna.samplers.BaseSampler:
-    """``sweep.sampler``: random search, or TPE after ``n_startup_trials`` random trials."""
+    """``sweep.sampler``: random search, or TPE / a Gaussian process (Optuna's GPSampler, for
+    budgets of 10-20 trials) after ``n_startup_trials`` random trials. TPE is multivariate and
+    treats running trials as bad ones (constant liar) unless ``sweep.multivariate`` /
+    ``sweep.constant_liar`` say otherwise: workers sharing a study sample different points."""
     import optuna
 
     if p.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=p.n_startup_trials)
+    if p.sampler == "gp":
+        quiet_experimental_warnings()
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=p.n_startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=p.n_startup_trials,
+                                      multivariate=p.multivariate, constant_liar=p.constant_liar)
 
 
 def no_improvement(values: list[float], patience: int, min_delta: float = 0.0) -> bool:

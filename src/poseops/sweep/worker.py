@@ -50,6 +50,7 @@ from poseops.sweep.study import (
     state_counts,
     trial_by_number,
 )
+from poseops.tracking.runs import searched, trial_run_name
 
 if TYPE_CHECKING:
     import optuna
@@ -144,7 +145,7 @@ def run_trial(ctx: TrialContext, trial: optuna.Trial) -> float:
             workdir,
             epoch_callback=on_epoch,
             mlflow_parent_run_id=ctx.parent_run_id,
-            run_name=f"trial-{trial.number}",
+            run_name=trial_run_name(trial.number, searched(sampled, trial.params)),
             tags=tags,
         )
         if not progress.curve:

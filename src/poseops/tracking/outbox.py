@@ -41,6 +41,7 @@ from poseops.tracking.runs import (
     absolute_sqlite,
     ensure_experiment,
     global_uri,
+    mark_model_experiment,
     quiet_env,
     tracking_uri,
 )
@@ -173,6 +174,7 @@ def _create_run(box: Outbox, client: Any, batch: list[dict[str, Any]]) -> None:
         return
     if op.get("run_id"):  # a run made for us (e.g. by `mlflow run`): log into it
         client.log_batch(op["run_id"], tags=[RunTag(k, str(v)) for k, v in (op.get("tags") or {}).items()])
+        mark_model_experiment(client, client.get_run(op["run_id"]).info.experiment_id)
         box.update_state(run_id=op["run_id"])
         return
     exp_id = ensure_experiment(client, op["experiment"], box.uri)
@@ -287,12 +289,13 @@ def _log_model(box: Outbox, client: Any, batch: list[dict[str, Any]]) -> None:
     if box.model_logger is None:
         raise PermanentOpError("no model logger given to this outbox (send it with `poseops sync`)")
     args = (Path(op["pytorch_config"]), Path(op["snapshot"]), name)
+    extra = {"example_image": op["example_image"]} if op.get("example_image") else {}
     with global_uri(box.uri):
         if pending:  # outside the run: its link to the model (and the model's metrics) exist
-            info = box.model_logger(*args, model_id=pending)
+            info = box.model_logger(*args, model_id=pending, **extra)
         else:
             with mlflow.start_run(run_id=box.run_id):
-                info = box.model_logger(*args)
+                info = box.model_logger(*args, **extra)
     box.update_state(model_uri=info.model_uri, model_id=getattr(info, "model_id", None))
 
 

@@ -37,8 +37,15 @@ def quiet_env() -> None:
 
 
 def tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI: explicit, else MLFLOW_TRACKING_URI, else the repo's SQLite store."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The tracking URI: explicit, else MLFLOW_TRACKING_URI, else the repo's SQLite store. Under
+    DVC (DVC_ROOT: the repository's root, also for `dvc exp run --queue`, whose stages run in a
+    temporary copy of the repository) that store is ``<DVC_ROOT>/mlflow.db``, not one in the copy."""
+    if uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri or os.environ["MLFLOW_TRACKING_URI"]
+    root = os.environ.get("DVC_ROOT")
+    if root and Path(root).is_dir():
+        return "sqlite:///" + str(Path(root).resolve() / "mlflow.db")
+    return DEFAULT_TRACKING_URI
 
 
 def absolute_sqlite(uri: str) -> str:
@@ -58,12 +65,80 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return (db.resolve().parent / "mlruns" / experiment).as_uri()
 
 
+# The MLflow UI (3.x) picks its view from this experiment tag: untagged experiments open in
+# the GenAI view (traces, prompts); poseops' experiments are model-training experiments.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
-    """Id of experiment ``name``, created (artifacts per :func:`artifact_location`) if missing."""
+    """Id of experiment ``name``, created (artifacts per :func:`artifact_location`) if missing,
+    tagged as a model-training experiment (:func:`mark_model_experiment`)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        mark_model_experiment(client, exp.experiment_id, exp.tags)
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    return client.create_experiment(name, artifact_location=artifact_location(uri, name),
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+
+def mark_model_experiment(client: Any, experiment_id: str, tags: dict[str, str] | None = None) -> None:
+    """Tag the experiment ``mlflow.experimentKind = custom_model_development`` unless it already
+    says what it is (a kind chosen in the UI is kept)."""
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    if not (tags or {}).get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+# --------------------------------------------------------------------------------------------
+# Run names and DVC experiment tags
+# --------------------------------------------------------------------------------------------
+
+DVC_EXP_TAG = "dvc.exp_name"  # the DVC experiment (`dvc exp run`) a run was made in
+DVC_BASELINE_TAG = "dvc.exp_baseline_rev"
+_SHORT = {"lr": "lr", "batch_size": "bs", "net_type": "net", "epochs": "ep"}
+
+
+def training_run_name(project: str, iteration: int | str, net_type: str) -> str:
+    """A training run's name: ``<project>-it<iteration>-<net_type>``."""
+    return f"{project}-it{iteration}-{net_type}"
+
+
+def _short_value(v: Any) -> str:
+    if isinstance(v, float) and v != 0 and not 1e-2 <= abs(v) < 1e4:
+        mant, exp = f"{v:.1e}".split("e")
+        return f"{mant.rstrip('0').rstrip('.')}e{int(exp)}"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def trial_run_name(number: int, sampled: dict[str, Any] | None = None, max_len: int = 80) -> str:
+    """A sweep trial's run name: ``trial-7 lr=3e-4 bs=16`` (its sampled params, short)."""
+    parts = [f"trial-{number}"]
+    for k, v in (sampled or {}).items():
+        key = _SHORT.get(k, k.rsplit(".", 1)[-1])
+        parts.append(f"{key}={_short_value(v)}")
+    name = " ".join(parts)
+    return name if len(name) <= max_len else name[: max_len - 1] + "…"
+
+
+def searched(point: Any, searched_keys: Any) -> dict[str, Any]:
+    """The entries of a trial's ``point`` that the sweep searched (not its fixed settings)."""
+    return {k: v for k, v in dict(point).items() if k in searched_keys}
+
+
+def dvc_tags(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Under ``dvc exp run`` (DVC sets DVC_EXP_NAME and DVC_EXP_BASELINE_REV in the stage's
+    environment, dvc/repo/experiments/queue/base.py): the experiment's name and baseline."""
+    env = os.environ if environ is None else environ
+    tags = {}
+    if env.get("DVC_EXP_NAME"):
+        tags[DVC_EXP_TAG] = env["DVC_EXP_NAME"]
+    if env.get("DVC_EXP_BASELINE_REV"):
+        tags[DVC_BASELINE_TAG] = env["DVC_EXP_BASELINE_REV"]
+    return tags
 
 
 @contextmanager
@@ -136,6 +211,25 @@ def model_description(metrics: dict[str, float]) -> str:
     return "DeepLabCut pose model (poseops). " + ("; ".join(parts) if parts else "")
 
 
+def logged_model_id(client: Any, run_id: str, model_uri: str | None = None) -> str | None:
+    """The LoggedModel of a training run: from its ``models:/m-...`` URI, else the READY model
+    whose source run is ``run_id`` (None when the run logged none)."""
+    if model_uri and model_uri.startswith("models:/m-"):
+        return model_uri[len("models:/") :].split("/")[0]
+    exp_id = client.get_run(run_id).info.experiment_id
+    ready = [m for m in client.search_logged_models([exp_id],
+                                                    filter_string=f"source_run_id = '{run_id}'")
+             if str(getattr(m.status, "name", m.status)).upper() == "READY"]
+    return ready[-1].model_id if ready else None
+
+
+def evaluation_dataset(frames: Any, name: str, source: str | None = None) -> Any:
+    """An MLflow dataset (name + digest of the rows) for the frames a model is evaluated on."""
+    import mlflow.data
+
+    return mlflow.data.from_pandas(frames.reset_index(drop=True), source=source or name, name=name)
+
+
 def add_test_metrics(
     run_id: str,
     metrics: dict[str, float],
@@ -143,9 +237,15 @@ def add_test_metrics(
     model_name: str | None = None,
     model_version: str | None = None,
     uri: str | None = None,
+    model_id: str | None = None,
+    datasets: dict[str, Any] | None = None,
 ) -> None:
-    """Log test-set errors (e.g. {"test.rmse_px": 3.2, "test.mean_px": 2.9}) to a finished
-    training run and, if given, to its registered model version (tags + description)."""
+    """Log held-out errors (e.g. {"test.rmse_px": 3.2, "val.rmse_px": 2.9}) to a finished
+    training run and, if given, to its registered model version (tags + description).
+
+    ``model_id``: link them to that LoggedModel too (ranked by ``search_logged_models``);
+    ``datasets``: split prefix -> DataFrame of the frames the errors were measured on, logged as
+    the run's evaluation datasets and linked to the metrics whose key starts with ``<split>.``."""
     from mlflow import MlflowClient
 
     quiet_env()
@@ -155,7 +255,16 @@ def add_test_metrics(
     from mlflow.entities import Metric
 
     clean = {k: float(v) for k, v in metrics.items() if _finite(v) is not None}
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in clean.items()])
+    if model_id or datasets:
+        mark_model_experiment(client, client.get_run(run_id).info.experiment_id)
+    logged = _log_datasets(client, run_id, datasets or {}, model_id)
+
+    def metric(k: str, v: float) -> Metric:
+        ds = logged.get(k.split(".", 1)[0])
+        return Metric(k, v, now, 0, model_id=model_id, run_id=run_id,
+                      dataset_name=ds.name if ds else None, dataset_digest=ds.digest if ds else None)
+
+    client.log_batch(run_id, metrics=[metric(k, v) for k, v in clean.items()])
     if model_name and model_version:
         for k, v in clean.items():
             client.set_model_version_tag(model_name, str(model_version), k, f"{v:.4f}")
@@ -164,3 +273,19 @@ def add_test_metrics(
         client.update_model_version(
             model_name, str(model_version), description=model_description(all_metrics)
         )
+
+
+def _log_datasets(client: Any, run_id: str, frames: dict[str, Any], model_id: str | None) -> dict[str, Any]:
+    """Log each split's frames as an evaluation dataset of the run (context = the split),
+    linked to the model; split -> MLflow dataset."""
+    if not frames:
+        return {}
+    from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+
+    logged = {split: evaluation_dataset(df, f"{split}-frames") for split, df in frames.items()}
+    inputs = [DatasetInput(ds._to_mlflow_entity(),
+                           tags=[InputTag(key="mlflow.data.context", value=split)])
+              for split, ds in logged.items()]
+    client.log_inputs(run_id, datasets=inputs,
+                      models=[LoggedModelInput(model_id)] if model_id else None)
+    return logged

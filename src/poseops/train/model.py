@@ -85,18 +85,43 @@ def predict_images(
     return stream_tables(runner, images, names, flatten)
 
 
+INPUT_DOC = ("image paths (a list, or a DataFrame column 'image') or RGB uint8 arrays "
+             "(H, W, 3) or (N, H, W, 3)")
+
+
+def model_signature() -> Any:
+    """The pyfunc model's signature: the tidy keypoint table (image, individual, bodypart, x, y,
+    likelihood) out. The input side is left open (MLflow would enforce one schema, and the model
+    takes paths or arrays): :data:`INPUT_DOC` says what goes in (the model's metadata ``input``),
+    and the input example shows a path."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = None
+    outputs = Schema([ColSpec("string", "image"), ColSpec("string", "individual"),
+                      ColSpec("string", "bodypart"), ColSpec("double", "x"),
+                      ColSpec("double", "y"), ColSpec("double", "likelihood")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
 def log_pose_model(pytorch_config: Path, snapshot: Path, name: str = "model",
-                   model_id: str | None = None) -> Any:
+                   model_id: str | None = None, example_image: str | None = None) -> Any:
     """Log the DLC snapshot as a pyfunc model in the active run; returns MLflow's ModelInfo.
-    ``model_id``: finish that (PENDING) logged model instead of making a new one."""
+    ``model_id``: finish that (PENDING) logged model instead of making a new one;
+    ``example_image``: an image path saved as the input example (MLflow predicts it once)."""
     import mlflow
+    import pandas as pd
 
     import poseops
 
     cls = _pyfunc_class()
+    example = pd.DataFrame({"image": [str(example_image)]}) if example_image else None
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=cls(),
+        signature=model_signature(),
+        input_example=example,
+        metadata={"input": INPUT_DOC},
         artifacts={"pytorch_config": str(pytorch_config), "snapshot": str(snapshot)},
         pip_requirements=[
             "deeplabcut==3.0.2",
