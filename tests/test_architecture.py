@@ -32,7 +32,7 @@ FLOORS: dict[str, int] = {
     "core": 0,
     "config": 1,
     "dlc": 2, "tracking": 2,
-    "data": 3, "evaluate": 3, "demo": 3,
+    "data": 3, "evaluate": 3, "demo": 3, "behaviour": 3,
     "train": 4,
     "quality": 5, "report": 5, "refine": 5, "sweep": 5,
     "commands": 6,

@@ -23,6 +23,9 @@ COMMANDS: dict[str, str] = {
     "extract": "extract",
     "analyze": "analyze",
     "outliers": "outliers",
+    "hardest": "hardest",
     "merge": "merge",
     "compare": "compare",
+    "ablation": "ablation",
+    "behaviour": "behaviour",
 }

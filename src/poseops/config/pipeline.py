@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from poseops.config.ablation import AblationParams
+from poseops.config.behaviour import BehaviourParams
 from poseops.config.data import (
     CompositionParams,
     ConsensusParams,
@@ -28,6 +30,7 @@ from poseops.config.refine import (
     AnalyzeParams,
     CompareParams,
     ExtractParams,
+    HardestParams,
     MergeParams,
     OutliersParams,
 )
@@ -77,8 +80,11 @@ class PipelineParams:
     extract = _Section(ExtractParams)
     analyze = _Section(AnalyzeParams)
     outliers = _Section(OutliersParams)
+    hardest = _Section(HardestParams)
     merge = _Section(MergeParams)
     compare = _Section(CompareParams)
+    behaviour = _Section(BehaviourParams)
+    ablation = _Section(AblationParams)
     demo = _Section(DemoParams)
 
     def __init__(self, data: dict[str, Any], path: str | Path) -> None:
