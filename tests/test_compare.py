@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from support.tables import compare_errors
 
 from poseops.config.refine import CompareParams
 from poseops.core.errors import PoseopsError
@@ -16,21 +17,7 @@ from poseops.refine import compare as C
 
 def _errors(seed: int, shift: dict[str, float], n_images: int = 40, n_videos: int = 8
             ) -> pd.DataFrame:
-    """A synthetic errors table: n_images test images x 3 bodyparts from n_videos videos (even
-    number: the condition is constant within a video), 2 conditions."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n_images):
-        for bp in ("snout", "leftear", "tailbase"):
-            rows.append({
-                "image": f"labeled-data/v{i % n_videos}/img{i:04d}.png", "split": "test",
-                "bodypart": bp, "video": f"v{i % n_videos}",
-                "condition": "vehicle" if i % 2 else "drug",
-                "error_px": abs(rng.normal(4, 1.5)) + shift.get(bp, 0.0),
-                "likelihood": rng.uniform(0.2, 1.0), "labeled": True,
-            })
-    rows.append({**rows[0], "image": "labeled-data/v0/img9999.png", "split": "train"})
-    return pd.DataFrame(rows)
+    return compare_errors(seed, shift, n_images, n_videos)
 
 
 @pytest.mark.parametrize("n", [8, 20, 45])

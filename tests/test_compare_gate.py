@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from support.tables import compare_errors
 
 from poseops.cli import main
 
@@ -20,18 +21,8 @@ SUITE = REPO / "expectations" / "compare.json"
 
 def _errors(seed: int = 0, n_images: int = 40, n_videos: int = 8) -> pd.DataFrame:
     """A synthetic test-set errors table: 3 bodyparts, 2 conditions (constant per video)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n_images):
-        for bp in ("snout", "leftear", "tailbase"):
-            rows.append({
-                "image": f"labeled-data/v{i % n_videos}/img{i:04d}.png", "split": "test",
-                "bodypart": bp, "video": f"v{i % n_videos}",
-                "condition": "vehicle" if i % 2 else "drug",
-                "error_px": abs(rng.normal(4, 1.5)) + 0.5,
-                "likelihood": rng.uniform(0.2, 1.0), "labeled": True,
-            })
-    return pd.DataFrame(rows)
+    offset = {bp: 0.5 for bp in ("snout", "leftear", "tailbase")}
+    return compare_errors(seed, offset, n_images, n_videos, train_row=False)
 
 
 def _rmse(e: pd.Series) -> float:

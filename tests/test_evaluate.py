@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from support.curves import overfitting
 from support.tables import synthetic_tables
+from support.train import evaluate_store_copy
 
 from poseops.commands.evaluate import write_outputs
 from poseops.config.evaluate import EvaluateParams
@@ -237,20 +238,8 @@ def test_stage_logs_to_mlflow_and_registry(trained_demo, tmp_path, monkeypatch):
 
     import poseops.commands.evaluate as E
 
-    db = tmp_path / "mlflow.db"  # a copy: the session fixture stays untouched
-    src_db = Path(trained_demo.tracking_uri.removeprefix("sqlite:///"))
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{src_db}{suffix}").exists():
-            shutil.copy(f"{src_db}{suffix}", f"{db}{suffix}")
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    uri, ev, paths = evaluate_store_copy(trained_demo, tmp_path, monkeypatch)
     tr = trained_demo.result
-    params = EvaluateParams(out=str(tmp_path / "eval"), metrics=str(tmp_path / "metrics.json"),
-                            plots=str(tmp_path / "plots"), device="cpu")
-    images = sorted({i for s in S.SPLITS for i in tr.images[s]})
-    preds = predict(tr.pytorch_config_path, tr.snapshot, tr.config_path.parent, images)
-    ev = evaluate_tables(trained_demo.labels, preds, trained_demo.split, tr.learning_stats, params)
-    paths = write_outputs(ev, params)
     E.log_to_mlflow(ev, paths, tr.run_id, trained_demo.params.registered_model, tr.model_version)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     run = client.get_run(tr.run_id)

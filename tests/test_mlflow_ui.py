@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from poseops.core import schema as S
+from support.train import evaluate_store_copy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
@@ -41,25 +40,11 @@ def filled_store(trained_demo, tmp_path, monkeypatch) -> dict:
     from mlflow import MlflowClient
 
     import poseops.commands.evaluate as E
-    from poseops.config.evaluate import EvaluateParams
-    from poseops.dlc.inference import predict
-    from poseops.evaluate.tables import evaluate_tables
     from poseops.tracking.registry import move_alias
 
+    uri, ev, paths = evaluate_store_copy(trained_demo, tmp_path, monkeypatch)
     db = tmp_path / "mlflow.db"
-    src_db = Path(trained_demo.tracking_uri.removeprefix("sqlite:///"))
-    for suffix in ("", "-wal", "-shm"):
-        if Path(f"{src_db}{suffix}").exists():
-            shutil.copy(f"{src_db}{suffix}", f"{db}{suffix}")
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tr = trained_demo.result
-    params = EvaluateParams(out=str(tmp_path / "eval"), metrics=str(tmp_path / "metrics.json"),
-                            plots=str(tmp_path / "plots"), device="cpu")
-    images = sorted({i for s in S.SPLITS for i in tr.images[s]})
-    preds = predict(tr.pytorch_config_path, tr.snapshot, tr.config_path.parent, images)
-    ev = evaluate_tables(trained_demo.labels, preds, trained_demo.split, tr.learning_stats, params)
-    paths = E.write_outputs(ev, params)
     name = trained_demo.params.registered_model
     E.log_to_mlflow(ev, paths, tr.run_id, name, tr.model_version, model_uri=tr.model_uri,
                     frames=E.held_out_frames(trained_demo.labels, tr.images))

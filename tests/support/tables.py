@@ -38,3 +38,25 @@ def synthetic_tables(seed: int = 0, n_images: int = 60):
             preds.append({S.IMAGE: image, S.BODYPART: bp, S.X: px, S.Y: py,
                           S.LIKELIHOOD: rng.uniform(0.2, 1.0)})
     return pd.DataFrame(rows), pd.DataFrame(preds), pd.DataFrame(split_rows)
+
+
+def compare_errors(seed: int = 0, shift: dict[str, float] | None = None, n_images: int = 40,
+                   n_videos: int = 8, train_row: bool = True) -> pd.DataFrame:
+    """A synthetic errors table for compare: n_images test images x 3 bodyparts from n_videos
+    videos (even number: the condition is constant within a video), 2 conditions; ``shift``
+    adds px per bodypart; ``train_row`` appends one train-split row (compare must ignore it)."""
+    shift = shift or {}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_images):
+        for bp in ("snout", "leftear", "tailbase"):
+            rows.append({
+                "image": f"labeled-data/v{i % n_videos}/img{i:04d}.png", "split": "test",
+                "bodypart": bp, "video": f"v{i % n_videos}",
+                "condition": "vehicle" if i % 2 else "drug",
+                "error_px": abs(rng.normal(4, 1.5)) + shift.get(bp, 0.0),
+                "likelihood": rng.uniform(0.2, 1.0), "labeled": True,
+            })
+    if train_row:
+        rows.append({**rows[0], "image": "labeled-data/v0/img9999.png", "split": "train"})
+    return pd.DataFrame(rows)

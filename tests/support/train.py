@@ -111,3 +111,31 @@ def train_killed_after_first_snapshot(
     assert 1 <= stats["step"].max() < params.epochs, "the kill came too late to test a resume"
     assert json.loads((work / "run.json").read_text())["status"] == "running"
     return work, uri, stats
+
+
+def evaluate_store_copy(trained_demo, tmp_path: Path, monkeypatch) -> tuple[str, object, dict]:
+    """Copy the ``trained_demo`` fixture's MLflow store (the session fixture stays untouched),
+    point MLFLOW_TRACKING_URI at the copy and compute evaluate's tables and outputs for the
+    selected snapshot under ``tmp_path``: (uri, Evaluation, written paths)."""
+    import shutil
+
+    import poseops.commands.evaluate as E
+    from poseops.config.evaluate import EvaluateParams
+    from poseops.core import schema as S
+    from poseops.dlc.inference import predict
+    from poseops.evaluate.tables import evaluate_tables
+
+    db = tmp_path / "mlflow.db"
+    src_db = Path(trained_demo.tracking_uri.removeprefix("sqlite:///"))
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{src_db}{suffix}").exists():
+            shutil.copy(f"{src_db}{suffix}", f"{db}{suffix}")
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tr = trained_demo.result
+    params = EvaluateParams(out=str(tmp_path / "eval"), metrics=str(tmp_path / "metrics.json"),
+                            plots=str(tmp_path / "plots"), device="cpu")
+    images = sorted({i for s in S.SPLITS for i in tr.images[s]})
+    preds = predict(tr.pytorch_config_path, tr.snapshot, tr.config_path.parent, images)
+    ev = evaluate_tables(trained_demo.labels, preds, trained_demo.split, tr.learning_stats, params)
+    return uri, ev, E.write_outputs(ev, params)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from poseops.config.evaluate import DEFAULT_STRATA  # noqa: F401 - re-exported: the strata default
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.evaluate.common import (
@@ -56,16 +57,6 @@ log = logging.getLogger(__name__)
 STRATUM_TYPE, STRATUM, N = "stratum_type", "stratum", "n"
 ALL = "all"
 CELL_SEP = "|"  # joins the values of a crossed stratum, e.g. "snout|vehicle"
-DEFAULT_STRATA: tuple[str | tuple[str, ...], ...] = (
-    S.BODYPART,
-    S.CONDITION,
-    S.ANIMAL,
-    S.SESSION,
-    S.VIDEO,
-    (S.BODYPART, S.CONDITION),
-    S.INDIVIDUAL,  # multi-animal tables only (absent columns are skipped)
-    S.ANIMALS_IN_FRAME,
-)
 
 
 @dataclass(frozen=True)
