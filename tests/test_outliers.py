@@ -234,3 +234,107 @@ def test_pending_frames_of_a_partial_merge_are_listed_again(demo_src, tmp_path):
     assert len(man) == len(back) == 5
     row = back[back.image == "labeled-data/m9-s1/img07.png"].iloc[0]
     assert row.rule == "pending" and row.video == "m9-s1" and row.frame == 7
+
+
+# ---------------------------------------------------------------- seed-ensemble disagreement
+def _members_with_offsets(preds: pd.DataFrame, offsets: dict[tuple[str, int], list[float]],
+                          bodypart: str) -> list[pd.DataFrame]:
+    """One copy of ``preds`` per member; on the frames of ``offsets`` member k moves
+    ``bodypart`` by offsets[frame][k] px in x (member 0 = the analyzed model itself)."""
+    n = len(next(iter(offsets.values())))
+    out = []
+    for k in range(n):
+        m = preds.copy()
+        for (v, f), offs in offsets.items():
+            sel = (m.video == v) & (m.frame == f) & (m.bodypart == bodypart)
+            m.loc[sel, "x"] += offs[k]
+        out.append(m)
+    return out
+
+
+def test_disagreement_rule_flags_frames_where_members_disagree():
+    preds = _smooth_preds()
+    # three members; ("a", 7): x spread [0, 6, -6] (SD 4.90 px), ("b", 12): [0, 10, 2] (SD 4.32),
+    # ("c", 30): [0, 1, -1] (SD 0.82, below the bound): every other frame identical
+    offsets = {("a", 7): [0.0, 6.0, -6.0], ("b", 12): [0.0, 10.0, 2.0], ("c", 30): [0.0, 1.0, -1.0]}
+    members = _members_with_offsets(preds, offsets, "leftear")
+    f = O.candidate_frames(members[0], 0.0, 1e9, 0.0, ensemble=members[1:], ensemble_sd_px=2.0)
+    assert _flagged(f, "disagreement") == {("a", 7), ("b", 12)}
+    f = f.set_index(["video", "frame"])
+    for key, offs in offsets.items():  # population SD of the members' positions (ddof 0)
+        assert f.loc[key, "ensemble_sd_px"] == pytest.approx(np.std(offs), abs=1e-9)
+    assert f.loc[("a", 7), "rule"] == "disagreement" and f.loc[("c", 30), "rule"] == ""
+    agree = f.drop(list(offsets))
+    assert (agree["ensemble_sd_px"] == 0).all() and not agree["disagreement"].any()
+    plain = O.candidate_frames(members[0], 0.0, 1e9, 0.0)  # no ensemble: the rule never fires
+    assert not plain["disagreement"].any() and plain["ensemble_sd_px"].isna().all()
+
+
+def _ensemble_params(tmp_path: Path, ppath: Path, members: list[pd.DataFrame],
+                     **kw) -> OutliersParams:
+    paths = []
+    for k, m in enumerate(members):
+        paths.append(tmp_path / f"seed{k + 1}.parquet")
+        m.to_parquet(paths[-1])
+    return OutliersParams(predictions=str(ppath), p_bound=0.0, epsilon=1e9, uncertain_fraction=0.0,
+                          ensemble=[str(p) for p in paths], ensemble_sd_px=2.0,
+                          manifest=str(tmp_path / "out" / "manifest.csv"), **kw)
+
+
+def test_outliers_on_demo_pick_the_frames_the_seeds_disagree_on(demo_src, tmp_path):
+    proj, ppath, preds = _demo_preds(demo_src, tmp_path, {})
+    a, b = _free(proj, "m1-s4", 3), _free(proj, "m1-s3", 10)
+    offsets = {("m1-s4", a): [0.0, 8.0, -2.0], ("m1-s3", b): [0.0, 3.0, 9.0]}
+    members = _members_with_offsets(preds, offsets, "tailbase")
+    params = _ensemble_params(tmp_path, ppath, members[1:], n_frames=20)
+    man = O.pick_outliers(params, proj, demo_src[1])
+    assert set(zip(man.video, man.frame, strict=True)) == set(offsets)
+    assert set(man.rule) == {"disagreement"}
+    got = man.set_index(["video", "frame"])["ensemble_sd_px"]
+    for key, offs in offsets.items():
+        assert got[key] == pytest.approx(np.std(offs), abs=1e-9)
+    back = pd.read_csv(tmp_path / "out" / "manifest.csv").set_index(["video", "frame"])
+    assert back.loc[("m1-s4", a), "ensemble_sd_px"] == pytest.approx(np.std(offsets[("m1-s4", a)]))
+    scores = pd.read_csv(tmp_path / "out" / "frame_scores.csv")
+    assert scores["disagreement"].sum() == 2 and (scores["ensemble_sd_px"].notna()).all()
+
+
+def test_ensemble_member_errors_are_one_line_naming_file_and_what(demo_src, tmp_path, capsys):
+    from poseops.cli import main
+
+    proj, ppath, preds = _demo_preds(demo_src, tmp_path, {})
+    f = _free(proj, "m1-s2", 3)
+    member = tmp_path / "seed1.parquet"
+    yaml_ = tmp_path / "params.yaml"
+    yaml_.write_text(f"outliers:\n  manifest: {tmp_path / 'out' / 'manifest.csv'}\n"
+                     f"  ensemble: [{member}]\nmerge:\n  pending: {tmp_path / 'pending.csv'}\n")
+    args = ["outliers", "--project", str(proj), "--metadata", str(demo_src[1]), "--predictions",
+            str(ppath), "--params", str(yaml_)]
+
+    def one_line_error() -> str:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "seed1.parquet" in err
+        return err
+
+    assert "not found" in one_line_error()  # the member is missing
+    preds[preds.video != "m2-s3"].to_parquet(member)  # a member without one video
+    err = one_line_error()
+    assert "'m2-s3'" in err and "video" in err
+    preds[~((preds.video == "m1-s2") & (preds.frame == f))].to_parquet(member)  # lacks a frame
+    err = one_line_error()
+    assert "'m1-s2'" in err and f"[{f}]" in err and "frame" in err
+    other = preds.assign(video=preds.video.replace({"m1-s4": "m9-s9"}))  # another video instead
+    other.to_parquet(member)
+    err = one_line_error()
+    assert "'m9-s9'" in err and "'m1-s4'" in err
+    other = tmp_path / "seed2.csv"  # --ensemble overrides params outliers.ensemble
+    preds[preds.bodypart != "leftear"].to_csv(other, index=False)
+    assert main([*args, "--ensemble", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seed2.csv" in err and "bodypart 'leftear'" in err
+    ma = tmp_path / "ma.parquet"  # multi-animal: assemblies are unordered, no pairing of members
+    preds.assign(assembly=0).to_parquet(ma)
+    assert main([*args, "--predictions", str(ma), "--ensemble", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ma.parquet" in err and "unordered" in err

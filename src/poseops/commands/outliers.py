@@ -27,8 +27,10 @@ def run(
     params_file: str | Path | None = None,
     bodyparts: list[str] | None = None,
     conditions: list[str] | None = None,
+    ensemble: list[str] | None = None,
 ) -> pd.DataFrame:
-    """params.yaml ``outliers`` (``predictions``, ``bodyparts``, ``conditions`` override it),
+    """params.yaml ``outliers`` (``predictions``, ``bodyparts``, ``conditions``, ``ensemble``
+    override it),
     ``merge.pending`` (frames a partial merge left) and ``project`` (default project folder,
     metadata CSV and format: a Lightning Pose folder gets its own convention) ->
     :func:`pick_outliers`. Returns the manifest."""
@@ -40,6 +42,8 @@ def run(
         params.bodyparts = list(bodyparts)
     if conditions:
         params.conditions = list(conditions)
+    if ensemble:
+        params.ensemble = list(ensemble)
     params.pending = cfg.merge.pending
     proj = cfg.project
     return pick_outliers(params, project or proj.path, metadata or proj.metadata, videos_dir,
@@ -57,11 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--condition", action="append", dest="conditions", metavar="CONDITION",
                    help="only videos of this condition (repeatable; default: params "
                         "outliers.conditions)")
+    p.add_argument("--ensemble", action="append", metavar="PREDICTIONS",
+                   help="another seed's predictions of the same videos: rule disagreement "
+                        "(repeatable; default: params outliers.ensemble)")
     p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:
     run(args.project, args.metadata, args.predictions, args.videos_dir, args.params_file,
-        bodyparts=args.bodyparts, conditions=args.conditions)
+        bodyparts=args.bodyparts, conditions=args.conditions, ensemble=args.ensemble)
     return 0

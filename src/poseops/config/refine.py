@@ -70,6 +70,11 @@ class OutliersParams:
     # frames a `merge --skip-unrefined` left unrelabeled: listed again (rule "pending");
     # the command reads it from params merge.pending (one place)
     pending: str = "data/refine/outliers/pending.csv"
+    # seed ensemble (issue 24): predictions of the same videos and frames by other seeds' models
+    # (same table as ``predictions``); rule ``disagreement``: a frame whose largest per-keypoint
+    # SD across the members (``predictions`` + these) exceeds ensemble_sd_px. Empty: rule off
+    ensemble: list[str] = field(default_factory=list)
+    ensemble_sd_px: float = 5.0
 
 
 @dataclass

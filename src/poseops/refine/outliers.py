@@ -3,7 +3,10 @@
 Candidates (per video frame, from ``poseops analyze`` predictions):
 - ``low_likelihood``: any bodypart (or the mean over bodyparts) below ``p_bound``;
 - ``jump``: a bodypart moved more than ``epsilon`` px since the previous frame;
-- ``uncertain``: among the ``uncertain_fraction`` of frames with the lowest mean likelihood.
+- ``uncertain``: among the ``uncertain_fraction`` of frames with the lowest mean likelihood;
+- ``disagreement`` (seed ensemble, ``ensemble``: other seeds' predictions of the same frames): the
+  largest per-keypoint SD of the members' positions (``ensemble_sd_px`` in the manifest,
+  :mod:`poseops.refine.ensemble`) above ``ensemble_sd_px``.
 Then diversity sampling within the candidates (k-means on appearance) with per-condition quotas.
 The picked frames go to ``labeled-data/<video>/`` with the model's predictions as starting labels,
 DLC's refine convention (``machinelabels-iter<N>.h5``, N = config iteration), plus a manifest
@@ -15,7 +18,9 @@ layout) and ``machinelabels-iter<N>.csv`` with the header of the folder's labels
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,11 +30,42 @@ from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.data.metadata import read_metadata
 from poseops.refine import common as R
+from poseops.refine.ensemble import ensemble_disagreement, frame_disagreement
 
 log = logging.getLogger(__name__)
 
-RULES = ("low_likelihood", "jump", "uncertain")
-FRAME_COLUMNS = [S.VIDEO, S.FRAME, "mean_likelihood", "min_likelihood", "jump_px", *RULES, "rule"]
+SD = "ensemble_sd_px"  # a frame's largest per-keypoint SD across the ensemble's members (px)
+
+
+def _low_likelihood(f: pd.DataFrame, t: Mapping[str, Any]) -> pd.Series:
+    col = "min_likelihood" if t["likelihood_mode"] == "any" else "mean_likelihood"
+    return f[col] < t["p_bound"]
+
+
+def _jump(f: pd.DataFrame, t: Mapping[str, Any]) -> pd.Series:
+    return f["jump_px"] > t["epsilon"]
+
+
+def _uncertain(f: pd.DataFrame, t: Mapping[str, Any]) -> pd.Series:
+    rank = f.groupby(S.VIDEO)["mean_likelihood"].rank(method="first")
+    n_video = f.groupby(S.VIDEO)[S.FRAME].transform("size")
+    return rank <= np.ceil(t["uncertain_fraction"] * n_video)
+
+
+def _disagreement(f: pd.DataFrame, t: Mapping[str, Any]) -> pd.Series:
+    return f[SD] > t["ensemble_sd_px"]  # NaN (no ensemble, < 2 members): never
+
+
+# the rule registry: name -> frame flags from the frame scores and the thresholds
+RULE_REGISTRY: dict[str, Callable[[pd.DataFrame, Mapping[str, Any]], pd.Series]] = {
+    "low_likelihood": _low_likelihood,
+    "jump": _jump,
+    "uncertain": _uncertain,
+    "disagreement": _disagreement,
+}
+RULES = tuple(RULE_REGISTRY)
+FRAME_COLUMNS = [S.VIDEO, S.FRAME, "mean_likelihood", "min_likelihood", "jump_px", SD, *RULES,
+                 "rule"]
 
 
 # ---------------------------------------------------------------- pure
@@ -87,26 +123,56 @@ def frame_scores_multianimal(preds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+Members = Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame]
+
+
+def _keyed(preds: pd.DataFrame) -> pd.DataFrame:
+    """Predictions keyed by (video as str, frame as int, bodypart as str): a CSV member and a
+    parquet one pair up."""
+    return preds.drop(columns=[S.IMAGE], errors="ignore").assign(**{
+        S.VIDEO: preds[S.VIDEO].astype(str), S.FRAME: preds[S.FRAME].astype(int),
+        S.BODYPART: preds[S.BODYPART].astype(str)})
+
+
+def ensemble_frame_sd(preds: pd.DataFrame, members: Members) -> pd.DataFrame:
+    """Per (video, frame) of ``preds``: ``ensemble_sd_px``, the largest SD of a keypoint's
+    position across the members (``preds`` and ``members``: other seeds' predictions of the same
+    frames, a list or name (file) -> table), over the bodyparts and frames of ``preds`` only."""
+    named = dict(members) if isinstance(members, Mapping) else {
+        f"member {k + 1}": m for k, m in enumerate(members)}
+    tables = {n: _keyed(m) for n, m in ({"predictions": preds} | named).items()}
+    keys = tables["predictions"][[S.VIDEO, S.FRAME, S.BODYPART]].drop_duplicates()
+    tables = {n: m.merge(keys, on=list(keys.columns)) for n, m in tables.items()}
+    fd = frame_disagreement(ensemble_disagreement(tables))
+    return fd[[S.VIDEO, S.FRAME, "max_sd_px"]].rename(columns={"max_sd_px": SD})
+
+
 def candidate_frames(
     preds: pd.DataFrame,
     p_bound: float,
     epsilon: float,
     uncertain_fraction: float,
     likelihood_mode: LikelihoodMode = "any",
+    ensemble: Members = (),
+    ensemble_sd_px: float = np.inf,
 ) -> pd.DataFrame:
     """Every frame with its scores and rule flags (columns FRAME_COLUMNS); ``rule`` joins the rules
     that fired with '+' ('' = not a candidate). ``uncertain`` marks the ceil(fraction * n) frames of
-    each video with the lowest mean likelihood."""
+    each video with the lowest mean likelihood; ``disagreement`` the frames whose
+    ``ensemble_sd_px`` (:func:`ensemble_frame_sd` over ``preds`` and the ``ensemble`` members'
+    predictions of the same frames; NaN without members) exceeds ``ensemble_sd_px``."""
     if likelihood_mode not in LIKELIHOOD_MODES:
         raise PoseopsError(f"outliers.likelihood_mode must be 'any' or 'mean', not {likelihood_mode!r}")
     f = frame_scores(preds)
-    low_col = "min_likelihood" if likelihood_mode == "any" else "mean_likelihood"
-    f["low_likelihood"] = f[low_col] < p_bound
-    f["jump"] = f["jump_px"] > epsilon
-    rank = f.groupby(S.VIDEO)["mean_likelihood"].rank(method="first")
-    n_video = f.groupby(S.VIDEO)[S.FRAME].transform("size")
-    k = np.ceil(uncertain_fraction * n_video)
-    f["uncertain"] = rank <= k
+    f[SD] = np.nan
+    if len(ensemble):
+        sd = ensemble_frame_sd(preds, ensemble).set_index([S.VIDEO, S.FRAME])[SD]
+        at = pd.MultiIndex.from_arrays([f[S.VIDEO].astype(str), f[S.FRAME].astype(int)])
+        f[SD] = sd.reindex(at).to_numpy()
+    t = {"p_bound": p_bound, "epsilon": epsilon, "uncertain_fraction": uncertain_fraction,
+         "likelihood_mode": likelihood_mode, "ensemble_sd_px": ensemble_sd_px}
+    for name, rule in RULE_REGISTRY.items():
+        f[name] = rule(f, t).to_numpy(bool)
     flags = f[list(RULES)].to_numpy()
     f["rule"] = ["+".join(r for r, on in zip(RULES, row, strict=True) if on) for row in flags]
     return f[FRAME_COLUMNS]
@@ -214,6 +280,59 @@ def with_pending(manifest: pd.DataFrame, pending: Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- edges
+def read_predictions(path: Path, missing: str) -> pd.DataFrame:
+    """A tidy predictions table (parquet or CSV, ``poseops analyze``'s format); ``missing``: the
+    error when the file is not there."""
+    if not path.is_file():
+        raise PoseopsError(missing, file=path)
+    preds = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    S.require_columns(preds, [S.VIDEO, S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD], str(path))
+    return preds
+
+
+def _cover(df: pd.DataFrame) -> dict[str, set[int]]:
+    return {str(v): set(g.astype(int)) for v, g in df.groupby(df[S.VIDEO].astype(str))[S.FRAME]}
+
+
+def check_member(member: pd.DataFrame, preds: pd.DataFrame, mpath: Path, ppath: Path) -> None:
+    """A seed-ensemble member predicts exactly the videos, frames and bodyparts of ``preds``;
+    otherwise a one-line error naming the member's file and what differs."""
+    have, want = _cover(member), _cover(preds)
+    if set(have) != set(want):
+        raise PoseopsError(f"outliers.ensemble: this member covers other videos than {ppath}: "
+                           f"missing {sorted(set(want) - set(have))}, extra "
+                           f"{sorted(set(have) - set(want))}", file=mpath)
+    for v in sorted(want):
+        missing, extra = sorted(want[v] - have[v]), sorted(have[v] - want[v])
+        if missing or extra:
+            raise PoseopsError(f"outliers.ensemble: this member covers other frames of video {v!r}"
+                               f" than {ppath}: missing frames {missing[:10]}, extra frames "
+                               f"{extra[:10]}{' ...' if max(len(missing), len(extra)) > 10 else ''}",
+                               file=mpath)
+    bp_have, bp_want = set(member[S.BODYPART].astype(str)), set(preds[S.BODYPART].astype(str))
+    for bp in sorted(bp_want - bp_have):
+        raise PoseopsError(f"outliers.ensemble: this member lacks a bodypart of {ppath}",
+                           file=mpath, bodypart=bp)
+    for bp in sorted(bp_have - bp_want):
+        raise PoseopsError(f"outliers.ensemble: this member has a bodypart {ppath} lacks",
+                           file=mpath, bodypart=bp)
+
+
+def read_ensemble(paths: Sequence[str], preds: pd.DataFrame, ppath: Path) -> dict[str, pd.DataFrame]:
+    """The ensemble's other members (file -> predictions), each checked by :func:`check_member`."""
+    if paths and S.ASSEMBLY in preds.columns:
+        raise PoseopsError("outliers.ensemble needs single-animal predictions: multi-animal "
+                           "assemblies are unordered, so members cannot be paired", file=ppath)
+    members: dict[str, pd.DataFrame] = {}
+    for p in map(Path, paths):
+        if p.resolve() == ppath.resolve() or str(p) in members:
+            raise PoseopsError("outliers.ensemble lists this file twice (or it is "
+                               "outliers.predictions, already a member)", file=p)
+        members[str(p)] = read_predictions(p, "outliers.ensemble: member not found")
+        check_member(members[str(p)], preds, p, ppath)
+    return members
+
+
 def write_machinelabels(df: pd.DataFrame, folder: Path, iteration: int) -> Path:
     """Write/extend ``machinelabels-iter<N>.h5`` (+ machinelabels.csv) as DLC does (atomic)."""
     from poseops.core.fileio import atomic_path, write_csv
@@ -245,16 +364,13 @@ def pick_outliers(
     cfg = {} if lp else R.read_config(project)
     flat = R.lightning_pose_flat(project) if lp else False
     ppath = Path(params.predictions)
-    if not ppath.is_file():
-        raise PoseopsError("predictions not found (run `poseops analyze` first)", file=ppath)
-    preds = pd.read_parquet(ppath) if ppath.suffix == ".parquet" else pd.read_csv(ppath)
-    S.require_columns(preds, [S.VIDEO, S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD], str(ppath))
+    preds = read_predictions(ppath, "predictions not found (run `poseops analyze` first)")
+    members = read_ensemble(params.ensemble, preds, ppath)
     meta = read_metadata(metadata, required=[S.VIDEO])
     all_preds = preds  # machinelabels keep every bodypart: the annotator corrects them all
     preds = target_predictions(preds, meta, params.bodyparts, params.conditions, ppath, metadata)
-    scores = candidate_frames(
-        preds, params.p_bound, params.epsilon, params.uncertain_fraction, params.likelihood_mode
-    )
+    scores = candidate_frames(preds, params.p_bound, params.epsilon, params.uncertain_fraction,
+                              params.likelihood_mode, members, params.ensemble_sd_px)
     cand = scores[scores["rule"] != ""]
     done = {(v, f) for v in cand[S.VIDEO].unique() for f in (
         R.lightning_pose_frames(project, str(v), flat) if lp else R.labeled_frames(project, str(v)))}
@@ -288,7 +404,7 @@ def pick_outliers(
     img = pd.DataFrame(images, columns=[S.VIDEO, S.FRAME, S.IMAGE])
     manifest = chosen.merge(img, on=[S.VIDEO, S.FRAME]).assign(iteration=iteration)
     first = [S.IMAGE, S.VIDEO, S.FRAME, "rule", "mean_likelihood", "min_likelihood", "jump_px",
-             R.CLUSTER, "quota", "iteration"]
+             SD, R.CLUSTER, "quota", "iteration"]
     manifest = manifest[first + [c for c in manifest.columns if c not in first]]
     manifest = with_pending(manifest, Path(params.pending))
     write_csv(manifest, params.manifest)
