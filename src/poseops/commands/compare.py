@@ -30,6 +30,7 @@ def run(
     gate: bool | None = None,
     candidate_run: str | None = None,
     iterations: tuple[int, int] | None = None,
+    trajectories: tuple[str, str] | None = None,
 ) -> dict:
     """params.yaml ``compare`` (``out`` overrides it; ``log_mlflow=False``: no MLflow run;
     ``gate`` overrides ``compare.gate``; ``candidate_run``: the candidate's MLflow training run
@@ -51,6 +52,8 @@ def run(
         params.merge_report = cfg.merge.report
     result = compare_models(params, baseline, candidate, tuple(iterations or (None, None)),
                             write_history=True)
+    if trajectories:
+        _trajectories(result, params, *trajectories)
     if params.gate:
         from poseops.quality import gx
         from poseops.refine.gate import run_gate
@@ -59,6 +62,23 @@ def run(
         run_gate(result, params, lambda tables: gx.validate_tables(params.suite, tables, values),
                  candidate_run=candidate_run)
     return result
+
+
+def _trajectories(result: dict, params, base: str, cand: str) -> None:
+    """--trajectories: the paired per-video comparison of two behaviour outputs'
+    video_quality.csv -> <compare.out>/trajectories.csv (:mod:`poseops.refine.trajectories`)."""
+    from poseops.core.fileio import write_csv
+    from poseops.refine import trajectories as T
+
+    table = T.compare_quality(T.read_quality(base), T.read_quality(cand), params.n_boot,
+                              params.ci, params.seed, params.min_units)
+    write_csv(table, Path(params.out) / "trajectories.csv", index=False)
+    result["trajectories"] = table
+    h = T.headline(table)
+    if h:
+        log.info("compare: centroid jitter %.2f -> %.2f px over %d videos (median diff %.2f "
+                 "[%.2f, %.2f]): %s", h["median_baseline"], h["median_candidate"],
+                 h["n_videos"], h["median_diff"], h["ci_low"], h["ci_high"], h["status"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", nargs=2, type=int, metavar=("B", "C"),
                    help="iteration numbers of baseline and candidate for reports/iterations.csv "
                         "(default: from the references or merge's report)")
+    p.add_argument("--trajectories", nargs=2, metavar=("B", "C"),
+                   help="also compare two `poseops behaviour` outputs (video_quality.csv or its "
+                        "folder), paired per video: did the candidate make trajectories steadier?")
     p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
     p.set_defaults(func=_cli)
 
@@ -82,5 +105,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cli(args: argparse.Namespace) -> int:
     run(args.baseline, args.candidate, args.out, log_mlflow=not args.no_mlflow,
         params_file=args.params_file, gate=args.gate, candidate_run=args.candidate_run,
-        iterations=args.iterations)
+        iterations=args.iterations, trajectories=args.trajectories)
     return 0
