@@ -109,36 +109,7 @@ def pose_runner(pytorch_config: Mapping[str, Any] | str | Path, snapshot: str | 
                                        batch_size=batch_size, device=device,
                                        inference_cfg=streaming_inference_config(cfg))
     assemble_per_image(runner.model)
-    fixed_mmap_threshold()
     return runner
-
-
-MMAP_THRESHOLD = 128 * 1024  # glibc's default initial threshold, then kept fixed
-_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
-
-
-def fixed_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Keep glibc's mmap threshold fixed (``mallopt(M_MMAP_THRESHOLD)``), for this process;
-    returns whether it was set (glibc Linux only; an explicit ``MALLOC_MMAP_THRESHOLD_`` in the
-    environment is left alone).
-
-    Every buffer of a forward pass on whole frames (activations, heatmaps: tens of MB each) is
-    above the threshold, so glibc serves it by mmap and gives it back to the system when freed.
-    By default glibc raises the threshold to the size of each such buffer freed (up to 32 MB), so
-    from the second batch on these buffers come from the heap, whose freed holes are reused only
-    partly: the peak grew by a batch's worth from the first batch to the second (measured at
-    640x360, batch 8: 1658 -> 1758 MB; with the threshold fixed 1599 -> 1614 MB)."""
-    import ctypes
-    import os
-    import sys
-
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
-        return False
 
 
 def streaming_inference_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
