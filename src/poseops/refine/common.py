@@ -358,3 +358,10 @@ def find_video(video: str, config: dict, project: Path, extra_dirs: Sequence[Pat
 
 def _videos_in(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+
+
+def rmse(x: np.ndarray) -> float:
+    """True root-mean-square of errors (NaN ignored); DLC's 'rmse' is the plain mean instead."""
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    return float(np.sqrt(np.mean(x**2))) if len(x) else np.nan

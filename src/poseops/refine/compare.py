@@ -29,6 +29,7 @@ import pandas as pd
 from poseops.config.refine import CompareParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
+from poseops.refine.common import rmse
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +136,6 @@ def bootstrap_median_ci(
     )
     return (float(np.median(d)), float(res.confidence_interval.low),
             float(res.confidence_interval.high))
-
-
-def rmse(x: np.ndarray) -> float:
-    """True root-mean-square of errors (NaN ignored); DLC's 'rmse' is the plain mean instead."""
-    x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
-    return float(np.sqrt(np.mean(x**2))) if len(x) else np.nan
 
 
 def worst_mean(x: np.ndarray, q: float) -> float:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from poseops.core import schema as S
+from poseops.refine.common import rmse
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +30,15 @@ TAIL = ["frames_added", "outliers_found", "change_pct", "stop_refining"]
 COND_PREFIX = "test_rmse_px_"
 
 
-def _rmse(x: np.ndarray) -> float:
-    x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
-    return float(np.sqrt(np.mean(x**2))) if len(x) else float("nan")
-
-
 def iteration_row(iteration: int, errors: pd.Series, conditions: pd.Series | None = None
                   ) -> dict:
     """One history row from one model's test errors (px per keypoint) and their conditions."""
-    row: dict = {"iteration": int(iteration), "test_rmse_px": _rmse(errors.to_numpy()),
+    row: dict = {"iteration": int(iteration), "test_rmse_px": rmse(errors.to_numpy()),
                  "test_mean_px": float(np.nanmean(errors.to_numpy(float))),
                  "n_keypoints": int(np.isfinite(errors.to_numpy(float)).sum())}
     if conditions is not None:
         for cond, part in errors.groupby(conditions.astype(str).to_numpy(), sort=True):
-            row[f"{COND_PREFIX}{cond}"] = _rmse(part.to_numpy())
+            row[f"{COND_PREFIX}{cond}"] = rmse(part.to_numpy())
     return row
 
 
