@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.pg import free_port
 from support.train import evaluate_store_copy
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install -y chromium)")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -61,7 +55,7 @@ def filled_store(trained_demo, tmp_path, monkeypatch) -> dict:
 @pytest.fixture
 def ui(filled_store, tmp_path) -> Iterator[str]:
     """`mlflow server` on loopback over the filled store; its whole process group is stopped."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     mlflow_bin = Path(sys.executable).parent / "mlflow"

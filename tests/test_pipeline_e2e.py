@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 from support.e2e import BIN, STAGES, clone_repo, sh, user_env
+from support.pg import free_port
 
 from poseops.config.loader import update_params
 
@@ -128,19 +128,13 @@ def test_metrics_diff_between_two_parameter_settings(pipeline) -> None:
     assert any("pcutoff" in k for k in changed), sorted(changed)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_training_run_is_in_the_mlflow_ui(pipeline) -> None:
     """`mlflow ui` on the default store (sqlite:///mlflow.db at the repo root) serves the run."""
     repo, env, _ = pipeline
     run_id = json.loads((repo / "data/train/run.json").read_text())["run_id"]
     assert (repo / "mlflow.db").is_file()
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///mlflow.db",
          "--host", "127.0.0.1", "--port", str(port)],

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support.pg import free_port
 from support.train import (
     assert_history_equals_stats,
     history,
@@ -254,12 +255,6 @@ def test_pruning_callback_stops_training_and_marks_run(small_demo_root: Path, tm
 
 
 # ------------------------------------------------------------------------------ slow: server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(tmp: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [
@@ -298,7 +293,7 @@ def test_server_killed_mid_run_loses_nothing(small_demo_root: Path, tmp_path: Pa
     from poseops.commands.sync import run as sync
 
     labels, split, project = small_tables(small_demo_root)
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(tmp_path, port)
     client = MlflowClient(tracking_uri=uri)
@@ -377,7 +372,7 @@ def test_mlflow_ui_serves_the_trained_run(trained_demo, tmp_path: Path) -> None:
     with its val.rmse, and the UI page itself is served."""
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
            trained_demo.tracking_uri, "--host", "127.0.0.1", "--port", str(port)]
@@ -559,7 +554,6 @@ def test_an_epoch_in_the_journal_is_never_logged_again(tmp_path: Path) -> None:
     """A logging callback error ends the run after its epochs were committed: the state saved
     must cover them (a resume starts after them), and a resumed session whose state is older
     than the journal must not log those epochs a second time."""
-    import socket
 
     import torch
 
@@ -593,7 +587,6 @@ def test_an_epoch_in_the_journal_is_never_logged_again(tmp_path: Path) -> None:
 def test_a_resumed_session_does_not_log_a_journaled_epoch_twice(tmp_path: Path) -> None:
     """The journal holds epochs 1-2 but the state a resume starts from is epoch 1's (its
     newer state was lost): epoch 2 is trained again, and must not reach MLflow twice."""
-    import socket
 
     from poseops.tracking.outbox import Outbox
     from poseops.train.session import TrainingSession

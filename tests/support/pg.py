@@ -39,7 +39,8 @@ def pg_bindir() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server a test starts)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -72,7 +73,7 @@ def postgres_server(dbname: str = "poseops") -> Iterator[str]:
     port = 0
     try:
         for _ in range(3):  # the free port may be taken between the probe and the start
-            port = _free_port()
+            port = free_port()
             opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
             try:
                 _run(
