@@ -15,13 +15,10 @@ seeds), ``disagreement.csv`` (seed-ensemble disagreement), ``ablation.png``, ``s
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from poseops.config.pipeline import PipelineParams
 from poseops.core.errors import PoseopsError
@@ -33,7 +30,7 @@ log = logging.getLogger(__name__)
 def run_arm(arm: str, seed: int, params_file: str | None = None) -> dict[str, Any]:
     """The matrix stage ``arm@<arm>-<seed>``: train, evaluate, metrics JSON."""
     from poseops.refine import ablation_run as R
-    from poseops.train.session import bytes_md5
+    from poseops.train.session import read_training_inputs
     from poseops.train.trainer import train_model
 
     cfg = PipelineParams.load(params_file)
@@ -42,14 +39,7 @@ def run_arm(arm: str, seed: int, params_file: str | None = None) -> dict[str, An
     if seed not in p.seeds:
         raise PoseopsError(f"params.yaml [ablation] seeds: {seed} is not one of {p.seeds}")
     params = R.arm_params(cfg.train, p, arm, seed)
-    labels_path, split_path = Path(cfg.consensus.out), Path(cfg.split.out)
-    for path in (labels_path, split_path):
-        if not path.exists():
-            raise PoseopsError("input missing (run the earlier stages: dvc repro)", file=path)
-    labels_bytes, split_bytes = labels_path.read_bytes(), split_path.read_bytes()
-    labels = pd.read_parquet(io.BytesIO(labels_bytes))
-    split = pd.read_csv(io.BytesIO(split_bytes))
-    md5s = {str(labels_path): bytes_md5(labels_bytes), str(split_path): bytes_md5(split_bytes)}
+    labels, split, md5s = read_training_inputs(Path(cfg.consensus.out), Path(cfg.split.out))
     ident = R.ablation_id(p, cfg.train)
     parent = R.parent_run(params.experiment, ident, p)
     res = train_model(params, labels, split, Path(cfg.project.path), Path(params.workdir),

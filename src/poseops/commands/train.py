@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from poseops.config.loader import from_dict, load_yaml
 from poseops.config.pipeline import PipelineParams
@@ -21,7 +18,7 @@ from poseops.config.train import TrainParams
 from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_json
 from poseops.train.record import TrainResult
-from poseops.train.session import bytes_md5
+from poseops.train.session import read_training_inputs
 from poseops.train.trainer import train_model
 
 log = logging.getLogger(__name__)
@@ -32,18 +29,9 @@ def run(params_file: str | None = None, overrides: dict[str, Any] | None = None)
     cfg = PipelineParams.load(params_file)
     params = train_params(params_file, overrides, cfg=cfg)
     params.validate()  # every value checked before any output is touched
-    labels_path = Path(cfg.consensus.out)
-    split_path = Path(cfg.split.out)
     project = Path(cfg.project.path)
-    for p in (labels_path, split_path):
-        if not p.exists():
-            raise PoseopsError("input missing (run the earlier stages: dvc repro)", file=p)
-    # hash the bytes that are parsed: dvc.lock may still hold the previous run's md5s while
-    # `dvc repro` runs, so the tags and the resume fingerprint come from the files read here
-    labels_bytes, split_bytes = labels_path.read_bytes(), split_path.read_bytes()
-    labels = pd.read_parquet(io.BytesIO(labels_bytes))
-    split = pd.read_csv(io.BytesIO(split_bytes))
-    md5s = {str(labels_path): bytes_md5(labels_bytes), str(split_path): bytes_md5(split_bytes)}
+    # the tags and the resume fingerprint come from the bytes parsed (read_training_inputs)
+    labels, split, md5s = read_training_inputs(Path(cfg.consensus.out), Path(cfg.split.out))
     res = train_model(params, labels, split, project, Path(params.workdir), dvc_md5s=md5s)
     write_json({**res.metrics, "run_id": res.run_id}, params.metrics)
     log.info("trained: run %s, model %s, val rmse %.3f px", res.run_id, res.model_uri,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -439,6 +440,20 @@ def frame_digest(df: pd.DataFrame) -> str:
 def bytes_md5(data: bytes) -> str:
     """md5 of a file's bytes: what DVC records for a file output (so tags match dvc.lock)."""
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def read_training_inputs(labels_path: Path, split_path: Path
+                         ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """(consensus labels, split, {path: md5 of the bytes parsed}). The md5s come from the bytes
+    read here, not dvc.lock, which may still hold the previous run's while `dvc repro` runs."""
+    for path in (labels_path, split_path):
+        if not path.exists():
+            raise PoseopsError("input missing (run the earlier stages: dvc repro)", file=path)
+    labels_bytes, split_bytes = labels_path.read_bytes(), split_path.read_bytes()
+    labels = pd.read_parquet(io.BytesIO(labels_bytes))
+    split = pd.read_csv(io.BytesIO(split_bytes))
+    md5s = {str(labels_path): bytes_md5(labels_bytes), str(split_path): bytes_md5(split_bytes)}
+    return labels, split, md5s
 
 
 def dataset_version(labels: pd.DataFrame, split: pd.DataFrame, recorded: dict[str, str] | None = None) -> str:
