@@ -27,7 +27,7 @@ repro: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 
 test: setup
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest --durations=30
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -11,6 +11,7 @@ import pytest
 
 from poseops.commands import consensus as CC
 from poseops.config.data import ConsensusParams
+from poseops.config.pipeline import PipelineParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.data import consensus as C
@@ -501,6 +502,9 @@ def test_log_to_mlflow(stage: Path, mlflow_uri: str):
     assert main(["consensus", "--mlflow"]) == 0  # a run of its own (MLFLOW_TRACKING_URI set)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1 and runs[0].info.run_name == "labeler-qc"
+    # beside the training runs (train.experiment), not in MLflow's untagged "Default"
+    exp = client.get_experiment(runs[0].info.experiment_id)
+    assert exp.name == PipelineParams.load("params.yaml").train.experiment == "poseops"
     m = runs[0].data.metrics
     assert m["labelers.n_labelers"] == 3
     assert m["labelers.removed_share"] == pytest.approx(res.summary["removed_share"])

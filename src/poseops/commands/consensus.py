@@ -50,12 +50,14 @@ def write_outputs(res: ConsensusResult, p: ConsensusParams) -> dict[str, Path]:
     return paths
 
 
-def log_to_mlflow(outputs: ConsensusResult | str | Path, summary: str | Path | None = None) -> bool:
+def log_to_mlflow(outputs: ConsensusResult | str | Path, summary: str | Path | None = None,
+                  experiment: str | None = None) -> bool:
     """Log labeler QC to MLflow: summary numbers as metrics, the QC tables as artifacts
     (``labelers/``). ``outputs`` is a :class:`ConsensusResult` or the reports folder (then the
     summary JSON is read from ``summary``, default ``<reports>/../labelers_summary.json``).
 
-    Logs into the active run; without one, into a new run only when ``MLFLOW_TRACKING_URI`` is
+    Logs into the active run; without one, into a new run (in ``experiment``, e.g. the training
+    runs' ``train.experiment``, so it is listed beside them) only when ``MLFLOW_TRACKING_URI`` is
     set. Returns False (and logs nothing) when neither is the case.
     """
     import json
@@ -86,6 +88,8 @@ def log_to_mlflow(outputs: ConsensusResult | str | Path, summary: str | Path | N
             for k, v in summ.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
+        if active is None and experiment:
+            mlflow.set_experiment(experiment)
         run = mlflow.start_run(run_name="labeler-qc") if active is None else active
         try:
             mlflow.log_metrics(metrics)
@@ -161,7 +165,7 @@ def run(
             Path(p.reports) / SWAPS_FILE,
         )
     if mlflow:
-        log_to_mlflow(res)
+        log_to_mlflow(res, experiment=cfg.train.experiment)
     return res
 
 
