@@ -7,7 +7,9 @@ count in a fresh process; each process prints its peak resident memory (``ru_max
 resident memory before predicting (``imports MB``: Python, torch and DeepLabCut imported, the
 floor every evaluation pays). Target:
 the peak is flat in the number of frames (evaluate keeps the tidy table, never every image's
-outputs) and under 3 GB at 1280x720.
+outputs, and returns the heap freed by a batch before the next) and under 3 GB at 1280x720.
+Measured (2 shared CPU cores, batch 8): 2894 / 2908 / 2909 MB at 8 / 16 / 32 frames, 1147 MB of
+it imports (docs/evaluation.md has the before/after figures and where the growth came from).
 
     .venv/bin/python benchmarks/evaluate_memory.py [--frames 8 32] [--size 1280x720]
         [--batch 8] [--net resnet_50]

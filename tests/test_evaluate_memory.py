@@ -1,6 +1,7 @@
 """Issue 21: evaluate's memory does not grow with the number of frames (images read one batch at
-a time, no read-ahead), DLC's PAF assembly runs one image at a time (same poses), and the PAF pruning after training runs on a capped number of
-frames. A tiny maDLC project with a random-weight resnet_50 (DLC's PAF head), built by
+a time, no read-ahead, the heap's freed pages returned before each batch), DLC's PAF assembly
+runs one image at a time (same poses), and the PAF pruning after training runs on a capped
+number of frames. A tiny maDLC project with a random-weight resnet_50 (DLC's PAF head), built by
 benchmarks/evaluate_memory.py."""
 
 from __future__ import annotations
@@ -192,3 +193,47 @@ def test_images_are_read_one_batch_at_a_time(ma_model, monkeypatch):
     assert [n for _, n in seen] == [8, 16, 24, 32, 40]
     ahead = [r - n for r, n in seen]
     assert max(ahead) <= 0, seen
+
+
+def _resident_mb() -> float:
+    """This process's resident memory (Linux: /proc/self/statm), MB."""
+    import resource
+
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_memory_a_batch_frees_is_returned_before_the_next_batch(ma_model, monkeypatch):
+    """The heap pages a batch's forward pass frees are not resident when the next batch starts.
+
+    On 1280x720 frames (benchmarks/evaluate_memory.py) glibc serves the second and later forward
+    passes' activations from its heap, and ~200 MB of them, freed but held between live chunks,
+    stayed resident: each batch's peak started that much higher (2924 MB at 8 frames, 3147 MB
+    at 16). Here the first batch's forward pass leaves more of the same: 400 MB of 64 kB
+    buffers freed between small live ones (so glibc can neither merge them into the top of the
+    heap nor trim them by itself); resident memory when the second batch starts is within
+    40 MB of the first's."""
+    from deeplabcut.pose_estimation_pytorch.models import PoseModel
+
+    from poseops.dlc.inference import predict
+
+    root, cfg, snapshot = ma_model
+    images = _bench().add_frames(root, 24, W, H)
+    forward, at_start, pinned = PoseModel.forward, [], []
+
+    def leaky_forward(self, x, *args, **kwargs):
+        at_start.append(_resident_mb())
+        out = forward(self, x, *args, **kwargs)
+        if len(at_start) == 1:  # the first batch's freed activations, held between live bytes
+            freed = []
+            for _ in range(6400):
+                freed.append(b"\x01" * 65536)
+                pinned.append(b"\x02" * 1024)
+            del freed
+        return out
+
+    monkeypatch.setattr(PoseModel, "forward", leaky_forward)
+    predict(cfg, snapshot, root, images, batch_size=8, device="cpu", multi_animal=True)
+    assert len(at_start) == 3 and len(pinned) == 6400
+    assert max(at_start[1:]) - at_start[0] < 40, at_start
