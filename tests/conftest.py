@@ -198,3 +198,14 @@ def trained_demo(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> T
     )
     result = train_model(params, labels, split, project, root / "train", tracking_uri=uri)
     return TrainedDemo(result, params, labels, split, project, root / "train", uri)
+
+
+# --- a learned small-demo model, shared (tests/support/shared_model.py) ----------------------------
+@pytest.fixture(scope="session")
+def small_demo_model(demo_src: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory):
+    """cspnext_s trained once per session for 24 epochs on the small demo (split by video: test
+    m2-s3, val m2-s2; seed 42, batch 4, random init): a model that has learned (test error a few
+    px). Read-only: use ``support.shared_model.copy_model`` to train further or move aliases."""
+    from support.shared_model import train_shared_model
+
+    return train_shared_model(demo_src, tmp_path_factory.mktemp("small_demo_model"))

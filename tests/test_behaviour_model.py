@@ -1,5 +1,6 @@
 """behaviour (issue 23, done means) with a REAL model against the demo's truth: cspnext_s trained
-on the small demo until it has learned (24 epochs, the recipe of test_refinement_rounds.py) analyzes
+on the small demo until it has learned (24 epochs: the session's shared ``small_demo_model``, also
+iteration 0 of test_refinement_rounds.py) analyzes
 whole videos it has never seen; the behaviour stage (DLC's median filter, endpoints, agreement,
 effects) is run with the true centroid of every frame as the "manual" scoring. Its distance
 travelled must agree with the truth (ICC(2,1) above a bound derived from the model's pixel error
@@ -32,16 +33,8 @@ import yaml
 from poseops.config.demo import BODYPARTS, DemoParams
 
 EPOCHS = 24  # test_refinement_rounds.py: seed 42, batch 4, no pixel noise / motion blur: ~6 px
-TEST_VIDEO, VAL_VIDEO = "m2-s3", "m2-s2"  # the split of test_refinement_rounds.py
 ANALYZED = DemoParams.small(seed=11, animals=4, unlabeled_videos=0, speeds=[1.8, 3.0, 4.8])
 N_SIM = 400  # Monte Carlo replicates of the ICC bound
-
-
-def _split(labels: pd.DataFrame) -> pd.DataFrame:
-    img = labels.drop_duplicates("image")[["image", "video"]].sort_values("image")
-    split = np.where(img.video == TEST_VIDEO, "test",
-                     np.where(img.video == VAL_VIDEO, "val", "train"))
-    return img.assign(group=img.video, split=split).reset_index(drop=True)
 
 
 def _centroid_errors(tr, labels: pd.DataFrame, split: pd.DataFrame) -> np.ndarray:
@@ -146,33 +139,34 @@ def _behaviour(tr, root: Path, name: str, project: Path, meta: Path, truth_csv: 
 
 
 @pytest.fixture(scope="module")
-def outcomes(demo_src, tmp_path_factory) -> dict[str, Outcome]:
-    """Both models (24 epochs, 1 epoch) through analyze + behaviour; truth + arena of the
-    analyzed demo."""
+def outcomes(demo_src, small_demo_model, tmp_path_factory) -> dict[str, Outcome]:
+    """Both models (24 epochs: the shared ``small_demo_model``, read-only; 1 epoch: trained
+    here) through analyze + behaviour; truth + arena of the analyzed demo."""
     from support.train import tiny
 
-    from poseops.data.consensus import build_consensus
-    from poseops.data.ingest import ingest_project
     from poseops.demo.project import generate_demo
     from poseops.demo.scoring import write_behaviour_inputs
     from poseops.train.trainer import train_model
 
     root = tmp_path_factory.mktemp("behaviour_model")
-    labels = build_consensus(ingest_project(*demo_src))
-    split = _split(labels)
+    m = small_demo_model
+    labels, split = m.labels, m.split  # split by video: test m2-s3, val m2-s2
     uri = f"sqlite:///{root / 'mlflow.db'}"
     p = tiny(epochs=EPOCHS, batch_size=4, save_epochs=EPOCHS, net_type="cspnext_s",
              experiment="behaviour-model", registered_model="behaviour-model", init="random",
              gaussian_noise=0.0, motion_blur=False)
+    # the shared model was trained with this recipe (only the MLflow names differ)
+    assert m.params == dataclasses.replace(p, experiment=m.params.experiment,
+                                           registered_model=m.params.registered_model)
     project = generate_demo(root / "analyzed" / "demo", ANALYZED, metadata=root / "analyzed.csv")
     write_behaviour_inputs(project, ANALYZED, root / "inputs")
     truth = _truth_centroid(project)
     truth.to_csv(root / "truth.csv", index=False)
     out = {}
-    for name, params in (("trained", p), ("one_epoch", dataclasses.replace(p, epochs=1,
-                                                                            save_epochs=1))):
-        tr = train_model(params, labels, split, demo_src[0], root / name / "train",
-                         tracking_uri=uri)
+    for name, params in (("trained", None), ("one_epoch", dataclasses.replace(p, epochs=1,
+                                                                               save_epochs=1))):
+        tr = m.result if params is None else train_model(
+            params, labels, split, demo_src[0], root / name / "train", tracking_uri=uri)
         err = _centroid_errors(tr, labels, split)
         folder = _behaviour(tr, root, name, project, root / "analyzed.csv", root / "truth.csv",
                             root / "inputs" / "arena.csv")

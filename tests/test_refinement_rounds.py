@@ -7,7 +7,12 @@ and @champion stays on iteration 0; a good round (outliers on the model's predic
 unlabeled video -> relabeled from the demo's known truth -> `merge --skip-unrefined` with two
 frames left out -> iteration 1 warm-started from iteration 0 with `train.init: previous`) reaches
 a test error no worse than iteration 0, passes the gate, and @champion moves to iteration 1's
-version."""
+version.
+
+Iteration 0 is the session's shared ``small_demo_model`` (the same recipe and split; also the
+trained model of test_behaviour_model.py), used through a whole copy (``copy_model``: its train
+workdir and MLflow store, paths rewritten), since the rounds merge labels, train in its workdir
+and move its registry alias."""
 
 from __future__ import annotations
 
@@ -21,9 +26,10 @@ import pandas as pd
 import pytest
 import yaml
 from support.refine import relabel_from_truth
+from support.shared_model import copy_model, recipe
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "refine-rounds"
+MODEL = recipe().registered_model  # iteration 0 (the shared model) registered it as version 1
 # iteration 0 must learn (well below the ~20 px snout-tailbase distance); each round is a short
 # warm-started fine-tune with fewer epochs than iteration 0. Seed 42 (tiny()'s default; CPU
 # training is deterministic: two runs gave the same errors to 3 decimals): test RMSE 6.32 px at
@@ -91,8 +97,9 @@ def _champion(uri: str) -> str:
 
 
 @pytest.mark.slow
-def test_two_refinement_rounds_gate_and_champion(demo_src, tmp_path, monkeypatch, mlflow_uri,
-                                                 capsys):
+def test_two_refinement_rounds_gate_and_champion(demo_src, small_demo_model, tmp_path, monkeypatch,
+                                                 mlflow_uri, capsys):
+    from mlflow import MlflowClient
     from support.train import tiny
 
     from poseops.config.refine import AnalyzeParams, MergeParams, OutliersParams
@@ -100,6 +107,7 @@ def test_two_refinement_rounds_gate_and_champion(demo_src, tmp_path, monkeypatch
     from poseops.tracking.registry import move_alias
     from poseops.train.trainer import train_model
 
+    # mlflow_uri: MLflow's globals reset around the test; the store used is iteration 0's copy
     project = tmp_path / "demo"
     shutil.copytree(demo_src[0], project)
     meta = demo_src[1]
@@ -112,17 +120,25 @@ def test_two_refinement_rounds_gate_and_champion(demo_src, tmp_path, monkeypatch
               experiment="rounds", registered_model=MODEL, init="random", gaussian_noise=0.0,
               motion_blur=False)
 
-    # iteration 0: trained, evaluated on its test set, promoted by hand (the first champion)
+    # iteration 0: trained (the shared model: this recipe, these labels, this split; a copy of its
+    # workdir and MLflow store, which the rounds below write to), evaluated on its test set,
+    # promoted by hand (the first champion)
     labels0 = _labels(project, meta)
     split0 = _split(labels0)
+    m = small_demo_model
+    assert m.params == dataclasses.replace(p0, experiment=m.params.experiment)
+    pd.testing.assert_frame_equal(labels0, m.labels)
+    pd.testing.assert_frame_equal(split0, m.split)
     Path("data/processed").mkdir(parents=True)
     split0.to_csv("data/processed/split.csv", index=False)
-    tr0 = train_model(p0, labels0, split0, project, tmp_path / "train", tracking_uri=mlflow_uri)
+    tr0, uri = copy_model(m, tmp_path / "it0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # compare's store: the copy
+    assert MlflowClient(uri).get_run(tr0.run_id).data.tags["dlc_iteration"] == "0"
     e0 = _errors(tr0, labels0, split0, tmp_path / "e0.parquet")
     # it must have learned (well below the ~20 px snout-tailbase distance), or no harm can show
     assert _test_rmse(e0) < 10.0, f"iteration 0 did not learn: test RMSE {_test_rmse(e0):.1f} px"
     v0 = str(tr0.model_version)
-    move_alias(mlflow_uri, MODEL, v0)
+    move_alias(uri, MODEL, v0)
 
     # the round: outliers on the model's predictions of the unlabeled video, relabeled from the
     # generator's truth except two frames, merged with --skip-unrefined
@@ -158,7 +174,7 @@ def test_two_refinement_rounds_gate_and_champion(demo_src, tmp_path, monkeypatch
     harm = labels1.copy()
     harm["bodypart"] = harm["bodypart"].replace({"snout": "tailbase", "tailbase": "snout"})
     ph = dataclasses.replace(p0, epochs=FT_EPOCHS, init=str(tr0.snapshot))
-    trh = train_model(ph, harm, split1, project, tmp_path / "train-harm", tracking_uri=mlflow_uri)
+    trh = train_model(ph, harm, split1, project, tmp_path / "train-harm", tracking_uri=uri)
     eh = _errors(trh, labels1, split1, tmp_path / "eh.parquet")  # scored against the truth
     assert _compare(tmp_path, tmp_path / "e0.parquet", tmp_path / "eh.parquet", trh.run_id,
                     (0, 1)) == 2
@@ -169,11 +185,11 @@ def test_two_refinement_rounds_gate_and_champion(demo_src, tmp_path, monkeypatch
     assert not gate["passed"] and "no_condition_worse" in gate["failed"]
     assert gate["rmse_change_pct"] == pytest.approx(100 * (_test_rmse(eh) / _test_rmse(e0) - 1))
     assert _test_mean(eh) - _test_mean(e0) > TOL_PX  # the test set is all one condition
-    assert _champion(mlflow_uri) == v0
+    assert _champion(uri) == v0
 
     # good round: iteration 1 fine-tunes iteration 0 (train.init: previous, same workdir)
     p1 = dataclasses.replace(p0, epochs=FT_EPOCHS, init="previous")
-    tr1 = train_model(p1, labels1, split1, project, tmp_path / "train", tracking_uri=mlflow_uri)
+    tr1 = train_model(p1, labels1, split1, project, tr0.workdir, tracking_uri=uri)
     assert "iteration-1" in str(tr1.model_dir)
     e1 = _errors(tr1, labels1, split1, tmp_path / "e1.parquet")
     r0, r1 = _test_rmse(e0), _test_rmse(e1)
@@ -182,7 +198,7 @@ def test_two_refinement_rounds_gate_and_champion(demo_src, tmp_path, monkeypatch
                     (0, 1)) == 0
     gate = json.loads((tmp_path / "cmp" / "gate.json").read_text())
     assert gate["passed"] and gate["rmse_change_pct"] == pytest.approx(100 * (r1 / r0 - 1))
-    assert _champion(mlflow_uri) == str(tr1.model_version) != v0
+    assert _champion(uri) == str(tr1.model_version) != v0
     hist = pd.read_csv(tmp_path / "iterations.csv")
     assert hist.iteration.tolist() == [0, 1]
     assert hist.test_rmse_px.tolist() == pytest.approx([r0, r1])

@@ -1,7 +1,8 @@
 """`poseops analyze VIDEO...`: run the current model on new videos (DeepLabCut's video analysis).
 
 Uses the working DLC project that ``poseops train`` built (``<train.workdir>/run.json``: config
-path and shuffle) and ``deeplabcut.analyze_videos``. Multi-animal models give untracked
+path and shuffle) and ``deeplabcut.analyze_videos``, called once for all the videos (the model
+is loaded once; videos sharing a file stem go to separate calls). Multi-animal models give untracked
 per-frame assemblies (no tracklets / stitching): an ``assembly`` column instead of identities. Writes DLC's own ``<video><DLCscorer>.h5`` per
 video, a tidy predictions table (video, frame, bodypart, x, y, likelihood, scorer, video_path) and
 a per-frame likelihood summary; logged to MLflow when a run is active (or ``log_mlflow``).
@@ -37,6 +38,23 @@ def likelihood_summary(preds: pd.DataFrame, pcutoff: float) -> pd.DataFrame:
     out = g.agg(mean_likelihood=(S.LIKELIHOOD, "mean"), min_likelihood=(S.LIKELIHOOD, "min"),
                 n_below_pcutoff=("_low", "sum"), n_bodyparts=(S.BODYPART, "size"))
     return out.reset_index()[SUMMARY_COLUMNS]
+
+
+def stem_batches(paths: list[Path]) -> list[list[int]]:
+    """Positions of ``paths`` in batches that DeepLabCut can analyze in one call (its model
+    loaded once): DLC names its outputs ``<stem><scorer>.h5`` in one folder, so two different
+    videos with one stem go to different batches (the same path repeated stays in one batch).
+    One batch in the usual case; the order of ``paths`` is kept within each batch."""
+    batches: list[tuple[dict[str, Path], list[int]]] = []
+    for i, p in enumerate(paths):
+        for owner, members in batches:
+            if owner.get(p.stem, p) == p:
+                owner[p.stem] = p
+                members.append(i)
+                break
+        else:
+            batches.append(({p.stem: p}, [i]))
+    return [members for _, members in batches]
 
 
 # ---------------------------------------------------------------- edges
@@ -80,25 +98,34 @@ def analyze_videos(params: AnalyzeParams, videos: list[str | Path]) -> pd.DataFr
 
     from poseops.dlc.files import is_multianimal
     from poseops.dlc.inference import predictions_from_dlc
+    from poseops.dlc.tracks import read_analyzed, tracking_errors
 
     # multi-animal: DLC's per-frame assemblies, untracked (auto_track=False: no tracklets or
     # stitching; save_as_df writes them as DLC's 4-level <video><scorer>.h5 next to its
     # _full.pickle / _assemblies.pickle). Identities across frames are not claimed.
-    ma = {"auto_track": False, "save_as_df": True} if is_multianimal(cfg) else {}
-    parts = []
-    for p in paths:
-        log.info("analyze: %s (shuffle %d, %s)", p.name, shuffle, params.device)
-        scorer = deeplabcut.analyze_videos(
-            str(cfg_path), [str(p)], shuffle=shuffle, device=params.device,
-            destfolder=str(out.resolve()), snapshot_index=params.snapshot_index,
-            batch_size=params.batch_size, overwrite=True, save_as_csv=True, **ma,
+    # analyze.track: DLC's tracklets + stitching as well (<video><scorer>_el.h5: individuals)
+    ma = {"auto_track": params.track, "save_as_df": True} if is_multianimal(cfg) else {}
+    parts: dict[int, pd.DataFrame] = {}
+    for batch in stem_batches(paths):  # one DLC call (one model load) per batch of videos
+        log.info("analyze: %s (shuffle %d, %s)", ", ".join(paths[i].name for i in batch),
+                 shuffle, params.device)
+        scorer = tracking_errors(deeplabcut.analyze_videos)(  # one line if nothing to track
+            str(cfg_path), sorted({str(paths[i]) for i in batch}), shuffle=shuffle,
+            device=params.device, destfolder=str(out.resolve()),
+            snapshot_index=params.snapshot_index, batch_size=params.batch_size, overwrite=True,
+            save_as_csv=True, **ma,
         )
-        h5 = out / f"{p.stem}{scorer}.h5"
-        if not h5.is_file():
-            raise PoseopsError("DeepLabCut wrote no predictions for this video", file=p)
-        parts.append(predictions_from_dlc(pd.read_hdf(h5, "df_with_missing"), p.stem)
-                     .assign(video_path=str(p)))
-    preds = pd.concat(parts, ignore_index=True)
+        for i in batch:
+            p = paths[i]
+            if ma.get("auto_track"):  # tracked: an individual column (dlc.tracks)
+                parts[i] = read_analyzed(out, p, scorer, tracked=True).assign(video_path=str(p))
+                continue
+            h5 = out / f"{p.stem}{scorer}.h5"
+            if not h5.is_file():
+                raise PoseopsError("DeepLabCut wrote no predictions for this video", file=p)
+            parts[i] = (predictions_from_dlc(pd.read_hdf(h5, "df_with_missing"), p.stem)
+                        .assign(video_path=str(p)))
+    preds = pd.concat([parts[i] for i in range(len(paths))], ignore_index=True)
     summary = likelihood_summary(preds, pcutoff)
     from poseops.core.fileio import write_csv, write_parquet
 
