@@ -91,6 +91,13 @@ def test_cli_writes_trajectories_csv_and_refuses_a_wrong_file(tmp_path) -> None:
     out = pd.read_csv(tmp_path / "cmp" / "trajectories.csv")
     r = out[(out.bodypart == "centroid") & ~out.filtered & (out.metric == "jitter_px")].iloc[0]
     assert r.median_diff == pytest.approx(np.median(STEADIER)) and r.status == "steadier"
+    # the per-video pairs behind it (the report's table): values as given, with the condition
+    pv = pd.read_csv(tmp_path / "cmp" / "trajectories_videos.csv")
+    c = pv[(pv.bodypart == "centroid") & ~pv.filtered].set_index("video").loc[VIDEOS]
+    np.testing.assert_allclose(c.jitter_px_baseline, BASE_JITTER)
+    np.testing.assert_allclose(c.jitter_px_candidate, BASE_JITTER + STEADIER)
+    np.testing.assert_allclose(c.jitter_px_diff, STEADIER)
+    assert (c.condition == "vehicle").all() and len(pv) == len(VIDEOS) * 2 * 2
     # not a video_quality.csv: one line naming the file, exit 2
     e0.to_csv(tmp_path / "errors.csv", index=False)
     assert main([*argv, str(tmp_path / "b"), str(tmp_path / "errors.csv")]) == 2
@@ -99,3 +106,20 @@ def test_cli_writes_trajectories_csv_and_refuses_a_wrong_file(tmp_path) -> None:
     with pytest.raises(PoseopsError, match="no .* in common"):
         T.compare_quality(_quality(VIDEOS[:2], BASE_JITTER[:2], 0),
                           _quality(["other"], BASE_JITTER[:1], 1))
+
+
+def test_per_individual_quality_tables_pair_each_animal_track(tmp_path) -> None:
+    """Tracked multi-animal behaviour outputs (an ``individual`` column): each animal's track is
+    one paired unit, ``<video>/<individual>``, never two animals of a video mixed."""
+    videos = VIDEOS[:4]
+    tables = []
+    for k, jit in enumerate((BASE_JITTER, BASE_JITTER + STEADIER)):
+        q = pd.concat([_quality(videos, jit[i::2], k).assign(individual=ind)
+                       for i, ind in enumerate(("mouse1", "mouse2"))], ignore_index=True)
+        q.to_csv(tmp_path / f"q{k}.csv", index=False)
+        tables.append(T.read_quality(tmp_path / f"q{k}.csv"))
+    assert sorted(tables[0].video.unique()) == sorted(f"{v}/{i}" for v in videos
+                                                      for i in ("mouse1", "mouse2"))
+    t = T.compare_quality(*tables, n_boot=300)
+    r = t[(t.bodypart == "centroid") & ~t.filtered & (t.metric == "jitter_px")].iloc[0]
+    assert r.n_videos == 8 and r.median_diff == pytest.approx(np.median(STEADIER))

@@ -338,3 +338,23 @@ def test_ensemble_member_errors_are_one_line_naming_file_and_what(demo_src, tmp_
     assert main([*args, "--predictions", str(ma), "--ensemble", str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ma.parquet" in err and "unordered" in err
+
+
+def test_videos_with_no_outlier_give_an_empty_manifest_not_a_crash(demo_src, tmp_path):
+    """Steady, confident predictions (nothing below p_bound, no jump, no uncertain quota): no
+    frame is a candidate; outliers writes an empty manifest with its header, picks no frame and
+    writes no machinelabels (a model that is good on these videos is not an error)."""
+    proj = tmp_path / "proj"
+    shutil.copytree(demo_src[0], proj)
+    preds = _preds_from_truth(proj, ["m1-s4", "m2-s3"], {})
+    assert preds["likelihood"].min() >= 0.6  # brute force: nothing under the bound
+    preds.to_parquet(tmp_path / "preds.parquet")
+    before = sorted(p.relative_to(proj) for p in proj.rglob("*"))
+    manifest = tmp_path / "out" / "manifest.csv"
+    params = OutliersParams(predictions=str(tmp_path / "preds.parquet"), p_bound=0.6,
+                            epsilon=1000, uncertain_fraction=0.0, n_frames=20,
+                            manifest=str(manifest))
+    man = O.pick_outliers(params, proj, demo_src[1])
+    assert man.empty and {"video", "frame", "rule", "image"} <= set(man.columns)
+    assert manifest.is_file() and pd.read_csv(manifest).empty
+    assert sorted(p.relative_to(proj) for p in proj.rglob("*")) == before  # nothing written

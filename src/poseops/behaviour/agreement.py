@@ -90,8 +90,10 @@ def agreement(manual: np.ndarray, model: np.ndarray) -> dict[str, float]:
 
 def agreement_table(manual: pd.DataFrame, model: pd.DataFrame,
                     endpoints: list[str]) -> pd.DataFrame:
-    """Per endpoint, :func:`agreement` of two per-video endpoint tables (joined on video)."""
-    m = manual.set_index(S.VIDEO)[endpoints].join(model.set_index(S.VIDEO)[endpoints],
+    """Per endpoint, :func:`agreement` of two per-video endpoint tables (joined on video, and
+    individual where both have one: each tracked animal is one target)."""
+    keys = _keys(manual, model)
+    m = manual.set_index(keys)[endpoints].join(model.set_index(keys)[endpoints],
                                                   how="inner", lsuffix="_manual",
                                                   rsuffix="_model")
     rows = [{"endpoint": e, **agreement(m[f"{e}_manual"].to_numpy(), m[f"{e}_model"].to_numpy())}
@@ -145,8 +147,10 @@ def effect_table(manual: pd.DataFrame, model: pd.DataFrame, endpoints: list[str]
     """Per endpoint and condition != ``control``: Hedges' g vs control from the manual scoring
     and from the model (per-video tables with a ``condition`` column, joined on video), bias-corrected
     bootstrap CIs over videos (:func:`bc_interval`), same sign, and whether the model's g is within the manual CI."""
-    m = manual.set_index(S.VIDEO)
-    p = model.set_index(S.VIDEO).loc[m.index.intersection(model[S.VIDEO])]
+    keys = _keys(manual, model)
+    m = manual.set_index(keys)
+    p = model.set_index(keys)
+    p = p.loc[m.index.intersection(p.index)]
     m = m.loc[p.index]
     rows = []
     for e in endpoints:
@@ -171,9 +175,15 @@ def effect_table(manual: pd.DataFrame, model: pd.DataFrame, endpoints: list[str]
 def position_errors(manual: pd.DataFrame, model: pd.DataFrame) -> pd.DataFrame:
     """Per-frame position error on the scored frames: manual and model reference points (video,
     frame, x, y) joined on (video, frame) -> video, frame, error_px (NaN where the model has no
-    point)."""
-    j = manual[[S.VIDEO, S.FRAME, S.X, S.Y]].merge(
-        model[[S.VIDEO, S.FRAME, S.X, S.Y]], on=[S.VIDEO, S.FRAME], how="left",
-        suffixes=("_manual", "_model"))
+    point; per individual where both tables have one)."""
+    on = [*_keys(manual, model), S.FRAME]
+    j = manual[[*on, S.X, S.Y]].merge(model[[*on, S.X, S.Y]], on=on, how="left",
+                                      suffixes=("_manual", "_model"))
     err = np.hypot(j["x_model"] - j["x_manual"], j["y_model"] - j["y_manual"])
-    return j[[S.VIDEO, S.FRAME]].assign(error_px=err)
+    return j[on].assign(error_px=err)
+
+
+def _keys(manual: pd.DataFrame, model: pd.DataFrame) -> list[str]:
+    """The unit both tables are joined on: video, and individual where both have one."""
+    both = S.INDIVIDUAL in manual.columns and S.INDIVIDUAL in model.columns
+    return [S.VIDEO, S.INDIVIDUAL] if both else [S.VIDEO]

@@ -123,9 +123,19 @@ def endpoints(track: pd.DataFrame, p: EndpointParams, arena: Arena | None) -> di
     return out
 
 
+def track_keys(df: pd.DataFrame) -> list[str]:
+    """What one trajectory is in ``df``: a video, or (video, individual) for tracked
+    multi-animal tables."""
+    return [S.VIDEO, S.INDIVIDUAL] if S.INDIVIDUAL in df.columns else [S.VIDEO]
+
+
 def reference_track(preds: pd.DataFrame, bodyparts: list[str], pcutoff: float) -> pd.DataFrame:
-    """Per (video, frame): the centroid of ``bodyparts`` predicted with likelihood >= pcutoff
-    (NaN where none is): columns video, frame, x, y, n_points."""
+    """Per (video, [individual,] frame): the centroid of ``bodyparts`` predicted with likelihood
+    >= pcutoff (NaN where none is): columns video, [individual,] frame, x, y, n_points. Tracked
+    multi-animal predictions: one track per individual; the unique bodyparts (``single``) are
+    not an animal and never enter a centroid."""
+    if S.INDIVIDUAL in preds.columns:
+        preds = preds[preds[S.INDIVIDUAL] != S.SINGLE]
     missing = sorted(set(bodyparts) - set(preds[S.BODYPART]))
     if missing:
         raise PoseopsError(f"behaviour.reference bodyparts {missing} not in the predictions "
@@ -133,6 +143,6 @@ def reference_track(preds: pd.DataFrame, bodyparts: list[str], pcutoff: float) -
     p = preds[preds[S.BODYPART].isin(bodyparts)]
     ok = p[S.LIKELIHOOD] >= pcutoff
     p = p.assign(x=p[S.X].where(ok), y=p[S.Y].where(ok))
-    g = p.groupby([S.VIDEO, S.FRAME], sort=True)
+    g = p.groupby([*track_keys(p), S.FRAME], sort=True)
     out = g.agg(x=(S.X, "mean"), y=(S.Y, "mean"), n_points=(S.X, "count")).reset_index()
     return out

@@ -29,10 +29,19 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _track_label(df: pd.DataFrame) -> pd.Series:
+    """One label per trajectory: the video, or ``video/individual`` (tracked multi-animal)."""
+    if S.INDIVIDUAL in df.columns:
+        return df[S.VIDEO].astype(str) + "/" + df[S.INDIVIDUAL].astype(str)
+    return df[S.VIDEO].astype(str)
+
+
 def fig_quality(quality: pd.DataFrame, reference: str, path: Path) -> Path:
-    """Per video: the reference point's jitter and low-likelihood share, raw vs filtered."""
+    """Per video (and individual): the reference point's jitter and low-likelihood share, raw
+    vs filtered."""
     plt = _plt()
     q = quality[quality[S.BODYPART] == reference]
+    q = q.assign(**{S.VIDEO: _track_label(q)})
     videos = sorted(q[S.VIDEO].unique())
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     x = np.arange(len(videos))
@@ -55,8 +64,9 @@ def fig_bland_altman(behaviour: pd.DataFrame, agreement: pd.DataFrame, path: Pat
     plt = _plt()
     ends = list(agreement["endpoint"])
     fig, axes = plt.subplots(1, len(ends), figsize=(3.2 * len(ends), 3), squeeze=False)
-    man = behaviour[behaviour["source"] == "manual"].set_index(S.VIDEO)
-    mod = behaviour[behaviour["source"] == "model_scored_frames"].set_index(S.VIDEO)
+    b = behaviour.assign(_track=_track_label(behaviour))
+    man = b[b["source"] == "manual"].set_index("_track")
+    mod = b[b["source"] == "model_scored_frames"].set_index("_track")
     for ax, (_, r) in zip(axes[0], agreement.iterrows(), strict=True):
         e = r["endpoint"]
         a, b = man[e].align(mod[e], join="inner")
@@ -94,7 +104,9 @@ def fig_trajectories(reference: pd.DataFrame, manual: pd.DataFrame | None, path:
     fig, axes = plt.subplots(1, len(videos), figsize=(3 * len(videos), 2.6), squeeze=False)
     for ax, v in zip(axes[0], videos, strict=True):
         t = reference[reference[S.VIDEO] == v]
-        ax.plot(t[S.X], t[S.Y], lw=0.8, label="model")
+        inds = t.groupby(S.INDIVIDUAL, sort=True) if S.INDIVIDUAL in t.columns else [("", t)]
+        for ind, ti in inds:  # one line per tracked individual
+            ax.plot(ti[S.X], ti[S.Y], lw=0.8, label=f"model {ind}".strip())
         if manual is not None:
             m = manual[manual[S.VIDEO] == v]
             ax.scatter(m[S.X], m[S.Y], s=8, color="tab:red", label="manual")

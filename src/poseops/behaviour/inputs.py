@@ -1,9 +1,10 @@
 """The behaviour stage's two user files, read and checked (one-line errors naming file and row).
 
-- Manual scoring CSV: ``video, frame, x, y[, bodypart]`` in image pixels (a BORIS / EthoVision /
+- Manual scoring CSV: ``video, frame, x, y[, bodypart][, individual]`` in image pixels (a BORIS / EthoVision /
   hand scoring export converted to these columns). ``video`` is the video's stem (``m1-s1``; a
   file name ``m1-s1.mp4`` is reduced to it); several bodyparts of one frame are averaged (their
-  centroid); rows with an empty x or y are dropped.
+  centroid); rows with an empty x or y are dropped. Multi-animal (tracked) predictions need an
+  ``individual`` column naming DLC's individuals (the config's ``individuals``).
 - Arena CSV: ``video, shape, x0, y0, x1, y1, cx, cy, r, px_per_cm, fps`` (shape ``rectangle``
   uses x0..y1, ``circle`` cx, cy, r; every column but video optional). A row with an empty video
   applies to the videos without a row of their own.
@@ -36,7 +37,7 @@ def _read_csv(path: Path, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise PoseopsError(f"{what} CSV not found", file=path)
     try:
-        return pd.read_csv(path, dtype={S.VIDEO: str})
+        return pd.read_csv(path, dtype={S.VIDEO: str, S.INDIVIDUAL: str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PoseopsError(f"cannot read {what} CSV: {str(e).splitlines()[0]}", file=path) from e
 
@@ -54,7 +55,8 @@ def _numeric(df: pd.DataFrame, cols: list[str], path: Path) -> pd.DataFrame:
 
 
 def read_manual(path: str | Path) -> pd.DataFrame:
-    """The manual scoring as one point per (video, frame): video, frame, x, y."""
+    """The manual scoring as one point per (video, [individual,] frame): video, [individual,]
+    frame, x, y."""
     path = Path(path)
     df = _read_csv(path, "manual scoring")
     missing = [c for c in MANUAL_COLUMNS if c not in df.columns]
@@ -68,14 +70,22 @@ def read_manual(path: str | Path) -> pd.DataFrame:
         raise PoseopsError("manual scoring row needs a video and a whole frame number >= 0",
                            file=path, row=i + 2)
     df[S.VIDEO] = df[S.VIDEO].map(_video_key)
-    keys = [S.VIDEO, S.FRAME] + ([S.BODYPART] if S.BODYPART in df.columns else [])
+    unit = [S.VIDEO]
+    if S.INDIVIDUAL in df.columns:  # multi-animal: one track per (video, individual)
+        empty = df[S.INDIVIDUAL].isna() | (df[S.INDIVIDUAL].astype(str).str.strip() == "")
+        if empty.any():
+            raise PoseopsError("manual scoring row needs an individual (the column is there)",
+                               file=path, row=int(np.flatnonzero(empty)[0]) + 2)
+        df[S.INDIVIDUAL] = df[S.INDIVIDUAL].astype(str).str.strip()
+        unit.append(S.INDIVIDUAL)
+    keys = [*unit, S.FRAME] + ([S.BODYPART] if S.BODYPART in df.columns else [])
     dup = df.duplicated(keys)
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         raise PoseopsError(f"duplicate manual scoring row for {df.loc[dup, keys].iloc[0].tolist()}",
                            file=path, row=i + 2)
     df = df.dropna(subset=[S.X, S.Y]).astype({S.FRAME: int})
-    return (df.groupby([S.VIDEO, S.FRAME], sort=True)[[S.X, S.Y]].mean().reset_index())
+    return (df.groupby([*unit, S.FRAME], sort=True)[[S.X, S.Y]].mean().reset_index())
 
 
 @dataclass

@@ -20,13 +20,8 @@ def worst_frames(preds: pd.DataFrame, ref: pd.DataFrame, n: int = 4,
     likelihood over bodyparts, ties broken by the reference point's |second difference|."""
     lik = preds.groupby([S.VIDEO, S.FRAME])[S.LIKELIHOOD].min().rename("min_likelihood")
     rows = []
-    for video, r in ref.groupby(S.VIDEO, sort=True):
-        r = r.sort_values(S.FRAME)
-        xy = r[[S.X, S.Y]].to_numpy(float)
-        jerk = np.full(len(r), np.nan)
-        if len(r) >= 3:
-            jerk[1:-1] = np.hypot(*(xy[2:] - 2 * xy[1:-1] + xy[:-2]).T)
-        t = r[[S.VIDEO, S.FRAME]].assign(jerk_px=jerk).join(lik, on=[S.VIDEO, S.FRAME])
+    for video, r in _jerk(ref).groupby(S.VIDEO, sort=True):
+        t = r[[S.VIDEO, S.FRAME, "jerk_px"]].join(lik, on=[S.VIDEO, S.FRAME])
         t = t.sort_values(["min_likelihood", "jerk_px"], ascending=[True, False],
                           na_position="last")
         picked: list[int] = []
@@ -39,6 +34,24 @@ def worst_frames(preds: pd.DataFrame, ref: pd.DataFrame, n: int = 4,
     if not rows:
         return pd.DataFrame(columns=WORST_COLUMNS)
     return pd.concat(rows, ignore_index=True)[WORST_COLUMNS]
+
+
+def _jerk(ref: pd.DataFrame) -> pd.DataFrame:
+    """Per (video, frame): the reference point's |second difference| (tracked multi-animal: the
+    largest over the individuals)."""
+    keys = [S.VIDEO, S.INDIVIDUAL] if S.INDIVIDUAL in ref.columns else [S.VIDEO]
+    parts = []
+    for _, r in ref.groupby(keys, sort=True):
+        r = r.sort_values(S.FRAME)
+        xy = r[[S.X, S.Y]].to_numpy(float)
+        jerk = np.full(len(r), np.nan)
+        if len(r) >= 3:
+            jerk[1:-1] = np.hypot(*(xy[2:] - 2 * xy[1:-1] + xy[:-2]).T)
+        parts.append(r[[S.VIDEO, S.FRAME]].assign(jerk_px=jerk))
+    if not parts:
+        return pd.DataFrame(columns=[S.VIDEO, S.FRAME, "jerk_px"])
+    j = pd.concat(parts, ignore_index=True)
+    return j.groupby([S.VIDEO, S.FRAME], sort=True)["jerk_px"].max().reset_index()
 
 
 def _frames(video: Path, frames: list[int]) -> dict[int, np.ndarray]:

@@ -39,33 +39,83 @@ class Model:
 
 
 def load_predictions(analyzed: str | Path) -> pd.DataFrame:
-    """The analyze stage's tidy predictions; multi-animal predictions without identities across
-    frames are refused (one line)."""
+    """The analyze stage's tidy predictions. Multi-animal: tracked individuals (an
+    ``individual`` column, ``analyze.track: true``) are used as they are; untracked assemblies
+    are replaced by DLC's tracked ``<video><scorer>_el.h5`` when the folder holds one for every
+    video (tracklets + stitching run by hand), else refused (one line)."""
     path = Path(analyzed) / PREDICTIONS
     if not path.is_file():
         raise PoseopsError("no analyzed predictions: run `poseops analyze` first", file=path)
     preds = pd.read_parquet(path)
     if S.ASSEMBLY in preds.columns:
-        raise PoseopsError("multi-animal predictions are untracked assemblies (no identity across "
-                           "frames): per-animal trajectories need tracked individuals", file=path)
+        tracked = _tracked_from_dlc(preds, Path(analyzed))
+        if tracked is None:
+            raise PoseopsError("multi-animal predictions are untracked assemblies (no identity "
+                               "across frames): per-animal trajectories need tracked individuals"
+                               " (analyze.track: true, or DLC's stitch_tracklets)", file=path)
+        return tracked
+    if S.INDIVIDUAL in preds.columns:
+        preds = preds.assign(**{S.INDIVIDUAL: preds[S.INDIVIDUAL].astype(str)})
     return preds
+
+
+def _tracked_from_dlc(preds: pd.DataFrame, analyzed: Path) -> pd.DataFrame | None:
+    """DLC's tracked files of every analyzed video as tidy per-individual predictions, or None
+    when a video has none."""
+    from poseops.dlc.tracks import predictions_from_tracks, read_tracks, tracked_h5
+
+    parts = []
+    for video, g in preds.groupby(S.VIDEO, sort=True):
+        h5 = tracked_h5(analyzed, str(video), str(g[S.SCORER].iloc[0]))
+        if h5 is None:
+            return None
+        p = predictions_from_tracks(read_tracks(h5), str(video))
+        if "video_path" in g.columns:
+            p = p.assign(video_path=g["video_path"].iloc[0])
+        parts.append(p)
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def filtered_predictions(preds: pd.DataFrame, analyzed: Path, model: Model,
                          params: BehaviourParams) -> pd.DataFrame:
-    """DLC's ``filterpredictions`` (params.filter) on every analyzed video -> tidy predictions."""
+    """DLC's ``filterpredictions`` (params.filter) on every analyzed video -> tidy predictions
+    (tracked multi-animal predictions: DLC's tracked ``_el.h5`` filtered per individual)."""
     from poseops.dlc.filtering import filter_predictions
     from poseops.dlc.inference import predictions_from_dlc
+    from poseops.dlc.tracks import predictions_from_tracks, tracked_h5
 
+    tracked = S.INDIVIDUAL in preds.columns
     parts = []
     for video, g in preds.groupby(S.VIDEO, sort=True):
-        h5 = analyzed / f"{video}{g[S.SCORER].iloc[0]}.h5"
+        scorer = str(g[S.SCORER].iloc[0])
+        h5 = (tracked_h5(analyzed, str(video), scorer) if tracked else None) or \
+            analyzed / f"{video}{scorer}.h5"
         df = filter_predictions(model.config, model.shuffle, h5, g["video_path"].iloc[0],
                                 str(params.filter), Path(params.workdir),
                                 params.filter_windowlength, params.filter_p_bound)
-        parts.append(predictions_from_dlc(df, str(video))
-                     .assign(video_path=g["video_path"].iloc[0]))
+        tidy = predictions_from_tracks(df, str(video)) if tracked else \
+            predictions_from_dlc(df, str(video))
+        parts.append(tidy.assign(video_path=g["video_path"].iloc[0]))
     return pd.concat(parts, ignore_index=True)
+
+
+def check_manual(manual: pd.DataFrame, preds: pd.DataFrame, path: str | Path) -> None:
+    """Tracked multi-animal predictions need a manual scoring per individual, naming
+    individuals the predictions have (one-line errors naming the file)."""
+    if S.INDIVIDUAL not in preds.columns:
+        if S.INDIVIDUAL in manual.columns:
+            raise PoseopsError("the manual scoring has an 'individual' column but the predictions"
+                               " are single-animal (no individuals): drop the column", file=path)
+        return
+    if S.INDIVIDUAL not in manual.columns:
+        raise PoseopsError("the predictions are per individual (multi-animal): the manual scoring "
+                           "needs an 'individual' column (video, individual, frame, x, y)",
+                           file=path)
+    known = set(preds[S.INDIVIDUAL]) - {S.SINGLE}
+    unknown = sorted(set(manual[S.INDIVIDUAL]) - known)
+    if unknown:
+        raise PoseopsError(f"manual scoring individual(s) {unknown} not in the predictions "
+                           f"(individuals: {sorted(known)})", file=path)
 
 
 def run_behaviour(params: BehaviourParams, meta: pd.DataFrame | None,
@@ -86,6 +136,8 @@ def run_behaviour(params: BehaviourParams, meta: pd.DataFrame | None,
     units = {str(v): video_units(arena, str(v), params.fps, params.px_per_cm)
              for v in preds[S.VIDEO].unique()}
     manual = read_manual(params.manual) if params.manual is not None else None
+    if manual is not None:
+        check_manual(manual, preds, str(params.manual))
     control = params.control
     if control is None and meta is not None and S.CONDITION in meta.columns:
         seen = meta.loc[meta[S.VIDEO].isin(set(preds[S.VIDEO])), S.CONDITION]

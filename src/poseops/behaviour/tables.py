@@ -1,6 +1,8 @@
 """Everything the behaviour stage computes, from tidy tables to its output tables (pure).
 
-Inputs: raw (and filtered) tidy predictions ``video, frame, bodypart, x, y, likelihood``, the
+Inputs: raw (and filtered) tidy predictions ``video, frame, bodypart, x, y, likelihood`` (tracked
+multi-animal: with an ``individual`` column; then every table below is per (video, individual):
+one trajectory per animal, the unique bodyparts ``single`` left out of the reference point), the
 metadata table (video + condition ...), per-video units (:class:`VideoUnits`), the manual scoring
 (``video, frame, x, y``). Outputs (:class:`BehaviourTables`):
 
@@ -25,7 +27,13 @@ import pandas as pd
 
 from poseops.behaviour import agreement as A
 from poseops.behaviour import quality as Q
-from poseops.behaviour.endpoints import ENDPOINTS, EndpointParams, endpoints, reference_track
+from poseops.behaviour.endpoints import (
+    ENDPOINTS,
+    EndpointParams,
+    endpoints,
+    reference_track,
+    track_keys,
+)
 from poseops.behaviour.inputs import VideoUnits
 from poseops.config.behaviour import BehaviourParams
 from poseops.core import schema as S
@@ -55,28 +63,32 @@ def _with_meta(df: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFrame:
 
 def quality_table(preds: pd.DataFrame, ref: pd.DataFrame, params: BehaviourParams,
                   filtered: bool) -> pd.DataFrame:
-    """Quality per video x bodypart and of the reference point (likelihood: its mean over the
-    reference bodyparts)."""
-    q = Q.video_quality(preds, params.pcutoff, params.jump_px)
+    """Quality per video x [individual x] bodypart and of the reference point (likelihood: its
+    mean over the reference bodyparts)."""
+    keys = track_keys(preds)
+    q = Q.video_quality(preds, params.pcutoff, params.jump_px, (*keys, S.BODYPART))
     lik = (preds[preds[S.BODYPART].isin(params.reference)]
-           .groupby([S.VIDEO, S.FRAME])[S.LIKELIHOOD].mean().rename(S.LIKELIHOOD))
-    r = ref.join(lik, on=[S.VIDEO, S.FRAME]).assign(bodypart=CENTROID)
-    qc = Q.video_quality(r, params.pcutoff, params.jump_px)
+           .groupby([*keys, S.FRAME])[S.LIKELIHOOD].mean().rename(S.LIKELIHOOD))
+    r = ref.join(lik, on=[*keys, S.FRAME]).assign(bodypart=CENTROID)
+    qc = Q.video_quality(r, params.pcutoff, params.jump_px, (*keys, S.BODYPART))
     return pd.concat([q, qc], ignore_index=True).assign(filtered=filtered)
 
 
 def endpoint_table(tracks: pd.DataFrame, units: dict[str, VideoUnits],
                    params: BehaviourParams, source: str) -> pd.DataFrame:
-    """Per video of ``tracks`` (video, frame, x, y): the endpoints, tagged with ``source``."""
+    """Per video (and individual) of ``tracks`` (video, [individual,] frame, x, y): the
+    endpoints, tagged with ``source``."""
+    keys = track_keys(tracks)
     rows = []
-    for video, t in tracks.groupby(S.VIDEO, sort=True):
-        u = units[str(video)]
+    for key, t in tracks.groupby(keys, sort=True):
+        key = dict(zip(keys, key, strict=True))
+        u = units[str(key[S.VIDEO])]
         ep = EndpointParams(u.fps, u.px_per_cm, params.immobile_speed_cm_s,
                             params.immobile_min_s, params.centre_fraction)
-        rows.append({S.VIDEO: video, "source": source, "fps": u.fps, "px_per_cm": u.px_per_cm,
+        rows.append({**key, "source": source, "fps": u.fps, "px_per_cm": u.px_per_cm,
                      "n_samples": int(t[[S.X, S.Y]].notna().all(axis=1).sum()),
                      **endpoints(t, ep, u.arena)})
-    return pd.DataFrame(rows, columns=[S.VIDEO, "source", "fps", "px_per_cm", "n_samples",
+    return pd.DataFrame(rows, columns=[*keys, "source", "fps", "px_per_cm", "n_samples",
                                        *ENDPOINTS])
 
 
@@ -96,7 +108,8 @@ def behaviour_tables(raw: pd.DataFrame, filtered: pd.DataFrame | None, meta: pd.
     if manual is not None:
         manual = manual[manual[S.VIDEO].isin(set(ref[S.VIDEO]))]
     if manual is not None and not manual.empty:
-        scored = manual[[S.VIDEO, S.FRAME]].merge(ref, on=[S.VIDEO, S.FRAME], how="left")
+        on = [*track_keys(ref), S.FRAME]
+        scored = manual[on].merge(ref, on=on, how="left")
         man = endpoint_table(manual, units, params, "manual")
         mod = endpoint_table(scored, units, params, "model_scored_frames")
         parts += [mod, man]
@@ -125,6 +138,8 @@ def summary(t: BehaviourTables, params: BehaviourParams, control: str | None) ->
     q = t.quality[t.quality[S.BODYPART] == CENTROID]
     s: dict[str, Any] = {"n_videos": int(t.behaviour[S.VIDEO].nunique()),
                          "filter": params.filter, "reference": list(params.reference)}
+    if S.INDIVIDUAL in t.behaviour.columns:  # tracked multi-animal: one track per individual
+        s["n_tracks"] = int(len(t.behaviour[t.behaviour["source"] == "model"]))
     for flag, name in ((False, "raw"), (True, "filtered")):
         qq = q[q["filtered"] == flag]
         if len(qq):

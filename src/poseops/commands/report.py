@@ -20,6 +20,7 @@ from poseops.core.fileio import write_text
 from poseops.evaluate import diagnose as D
 from poseops.report.html import ReportInputs, build_html
 from poseops.report.sections import load_folder, load_iterations
+from poseops.report.trajectories import load_trajectories
 from poseops.train.record import read_run_json
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ def load_inputs(cfg: PipelineParams, title: str | None = None) -> ReportInputs:
         else pd.DataFrame(),
         iterations=load_iterations(cfg.report.iterations),
         behaviour=load_folder(cfg.report.behaviour),
+        trajectories=load_trajectories(cfg.compare.out),  # compare --trajectories, if run
         ablation=load_folder(cfg.report.ablation),
     )
 

@@ -287,6 +287,14 @@ def read_predictions(path: Path, missing: str) -> pd.DataFrame:
         raise PoseopsError(missing, file=path)
     preds = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     S.require_columns(preds, [S.VIDEO, S.FRAME, S.BODYPART, S.X, S.Y, S.LIKELIHOOD], str(path))
+    if S.INDIVIDUAL in preds.columns and S.ASSEMBLY not in preds.columns:
+        # tracked multi-animal (analyze.track: true): scored and written like assemblies, the
+        # k-th individual in DLC's order (the config's individuals) as assembly k
+        from poseops.dlc.inference import assembly_slots
+
+        ind = preds[S.INDIVIDUAL].astype(str)
+        slot = assembly_slots(list(dict.fromkeys(ind)))
+        preds = preds.drop(columns=S.INDIVIDUAL).assign(**{S.ASSEMBLY: ind.map(slot).to_numpy()})
     return preds
 
 
@@ -375,7 +383,7 @@ def pick_outliers(
     done = {(v, f) for v in cand[S.VIDEO].unique() for f in (
         R.lightning_pose_frames(project, str(v), flat) if lp else R.labeled_frames(project, str(v)))}
     keep = [(v, f) not in done for v, f in zip(cand[S.VIDEO], cand[S.FRAME], strict=True)]
-    cand = cand[keep].reset_index(drop=True)  # frames already in labeled-data are not re-picked
+    cand = cand[np.asarray(keep, bool)].reset_index(drop=True)  # labeled frames: not re-picked
     log.info("outliers: %d candidate frames of %d", len(cand), len(scores))
     need = [params.balance_by] if params.balance_by else []
     cand = R.attach_metadata(cand, meta, need, metadata)

@@ -27,12 +27,16 @@ KEYS = [S.VIDEO, S.BODYPART, "filtered"]
 
 
 def read_quality(path: str | Path) -> pd.DataFrame:
-    """A behaviour output's ``video_quality.csv`` (the file, or the folder holding it)."""
+    """A behaviour output's ``video_quality.csv`` (the file, or the folder holding it); a
+    per-individual table (tracked multi-animal) is keyed ``<video>/<individual>``."""
     p = Path(path)
     p = p / QUALITY_FILE if p.is_dir() else p
     if not p.is_file():
         raise PoseopsError("no trajectory quality table: run `poseops behaviour` first", file=p)
     df = pd.read_csv(p)
+    if S.INDIVIDUAL in df.columns:  # tracked multi-animal: each animal's track is one unit
+        df = df.assign(**{S.VIDEO: df[S.VIDEO].astype(str) + "/" + df[S.INDIVIDUAL].astype(str)})
+        df = df.drop(columns=S.INDIVIDUAL)
     missing = [c for c in KEYS + METRICS if c not in df.columns]
     if missing:
         raise PoseopsError(f"not a behaviour video_quality.csv: missing column(s) {missing}",
@@ -88,3 +92,20 @@ def headline(table: pd.DataFrame, reference: str = "centroid") -> dict:
         return {}
     r = r.iloc[0]
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+
+
+VIDEOS_FILE = "trajectories_videos.csv"  # compare.out: the per-video pairs behind the table
+
+
+def paired_videos(base: pd.DataFrame, cand: pd.DataFrame) -> pd.DataFrame:
+    """The per-video pairs behind :func:`compare_quality`: one row per (video, bodypart,
+    filtered) in both tables, with the candidate's metadata columns (condition, dose, ...) and
+    ``<metric>_baseline``, ``<metric>_candidate``, ``<metric>_diff`` (candidate - baseline)."""
+    meta = [c for c in cand.columns if c not in KEYS + METRICS and c not in
+            ("n_frames", "mean_likelihood")]
+    m = base[KEYS + METRICS].merge(cand[KEYS + meta + METRICS], on=KEYS,
+                                   suffixes=(f"_{BASE}", f"_{CAND}"))
+    for metric in METRICS:
+        m[f"{metric}_diff"] = m[f"{metric}_{CAND}"] - m[f"{metric}_{BASE}"]
+    cols = [f"{metric}_{s}" for metric in METRICS for s in (BASE, CAND, "diff")]
+    return m[KEYS + meta + cols].sort_values(KEYS, kind="stable").reset_index(drop=True)
