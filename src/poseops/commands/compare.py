@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from poseops.config.pipeline import PipelineParams
+from poseops.core.errors import PoseopsError
 from poseops.refine.compare import compare_models
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,12 @@ def run(
     candidate_run: str | None = None,
     iterations: tuple[int, int] | None = None,
     trajectories: tuple[str, str] | None = None,
+    seed_spread: str | None = None,
 ) -> dict:
     """params.yaml ``compare`` (``out`` overrides it; ``log_mlflow=False``: no MLflow run;
     ``gate`` overrides ``compare.gate``; ``candidate_run``: the candidate's MLflow training run
-    id; ``iterations``: their iteration numbers for the history) -> :func:`compare_models`,
+    id; ``iterations``: their iteration numbers for the history; ``seed_spread`` overrides
+    ``compare.seed_spread``: the baseline's seed-to-seed SD) -> :func:`compare_models`,
     then the gate. BASELINE / CANDIDATE: an errors file, an
     iteration number or an MLflow run id. Returns the result tables and summary (``summary
     ["gate"]``: the gate's outcome)."""
@@ -46,6 +49,11 @@ def run(
         params.log_mlflow = False
     if gate is not None:
         params.gate = gate
+    if seed_spread:
+        params.seed_spread = seed_spread
+    if params.gate and params.min_gain_seed_sd is not None and not params.seed_spread:
+        raise PoseopsError("params.yaml [compare] min_gain_seed_sd is set but seed_spread is not: "
+                           "the gate needs the baseline's seed-to-seed SD (or --seed-spread)")
     if cfg.data.get("train") is not None:
         params.train_workdir = cfg.train.workdir
     if cfg.data.get("merge") is not None:
@@ -66,13 +74,15 @@ def run(
 
 def _trajectories(result: dict, params, base: str, cand: str) -> None:
     """--trajectories: the paired per-video comparison of two behaviour outputs'
-    video_quality.csv -> <compare.out>/trajectories.csv (:mod:`poseops.refine.trajectories`)."""
+    video_quality.csv -> <compare.out>/trajectories.csv and the per-video pairs
+    trajectories_videos.csv (:mod:`poseops.refine.trajectories`; shown by the report)."""
     from poseops.core.fileio import write_csv
     from poseops.refine import trajectories as T
 
-    table = T.compare_quality(T.read_quality(base), T.read_quality(cand), params.n_boot,
-                              params.ci, params.seed, params.min_units)
+    qb, qc = T.read_quality(base), T.read_quality(cand)
+    table = T.compare_quality(qb, qc, params.n_boot, params.ci, params.seed, params.min_units)
     write_csv(table, Path(params.out) / "trajectories.csv", index=False)
+    write_csv(T.paired_videos(qb, qc), Path(params.out) / T.VIDEOS_FILE, index=False)
     result["trajectories"] = table
     h = T.headline(table)
     if h:
@@ -98,6 +108,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trajectories", nargs=2, metavar=("B", "C"),
                    help="also compare two `poseops behaviour` outputs (video_quality.csv or its "
                         "folder), paired per video: did the candidate make trajectories steadier?")
+    p.add_argument("--seed-spread", metavar="PATH",
+                   help="the baseline config's seed-to-seed SD of test RMSE: an ablation reports "
+                        "folder or its spread.csv, a per-seed CSV (rmse_px) or a quoted glob of "
+                        "per-seed errors tables (default: params compare.seed_spread)")
     p.add_argument("--params", dest="params_file", help="params file (default: params.yaml)")
     p.set_defaults(func=_cli)
 
@@ -105,5 +119,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cli(args: argparse.Namespace) -> int:
     run(args.baseline, args.candidate, args.out, log_mlflow=not args.no_mlflow,
         params_file=args.params_file, gate=args.gate, candidate_run=args.candidate_run,
-        iterations=args.iterations, trajectories=args.trajectories)
+        iterations=args.iterations, trajectories=args.trajectories,
+        seed_spread=args.seed_spread)
     return 0

@@ -88,9 +88,8 @@ def log_to_mlflow(outputs: ConsensusResult | str | Path, summary: str | Path | N
             for k, v in summ.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        if active is None and experiment:
-            mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name="labeler-qc") if active is None else active
+        run = active or mlflow.start_run(run_name="labeler-qc",
+                                         experiment_id=_experiment_id(experiment))
         try:
             mlflow.log_metrics(metrics)
             mlflow.log_dict(summ, "labelers/summary.json")
@@ -100,6 +99,19 @@ def log_to_mlflow(outputs: ConsensusResult | str | Path, summary: str | Path | N
                 mlflow.end_run()
     log.info("consensus: labeler QC logged to MLflow run %s", run.info.run_id)
     return True
+
+
+def _experiment_id(name: str | None) -> str | None:
+    """The id of experiment ``name`` (created like the training runs' one); None: MLflow's
+    default. Not ``mlflow.set_experiment``: it leaves MLFLOW_EXPERIMENT_ID in the environment."""
+    if not name:
+        return None
+    import mlflow
+
+    from poseops.tracking.runs import ensure_experiment
+
+    uri = mlflow.get_tracking_uri()
+    return ensure_experiment(mlflow.tracking.MlflowClient(uri), name, uri)
 
 
 def consensus_to_dlc(

@@ -47,6 +47,9 @@ class AnalyzeParams:
     pcutoff: float | None = None  # None: the DLC config's pcutoff
     out: str = "data/refine/analyze"
     log_mlflow: bool = False  # log even without an active run (a new 'analyze' run)
+    # multi-animal: DLC's tracking (tracklets + stitching, auto_track) -> an ``individual``
+    # column (identities across frames, <video><scorer>_el.h5); false: untracked assemblies
+    track: bool = False
 
 
 @dataclass
@@ -140,3 +143,10 @@ class CompareParams:
     train_workdir: str = "data/train"
     # merge's report: frames added / outliers found of the iteration it made (command: merge.report)
     merge_report: str = "reports/merge.json"
+    # seed spread (issue 24): the baseline config's seed-to-seed SD of its test RMSE, from an
+    # ablation reports folder / its spread.csv (arm: seed_spread_arm, default the ablation's
+    # baseline), a per-seed CSV (column rmse_px) or a glob of per-seed errors tables; None: off
+    seed_spread: str | None = None
+    seed_spread_arm: str | None = None
+    seed_noise_sd: float = 2.0  # |gain| below this many SDs: "within seed-to-seed noise"
+    min_gain_seed_sd: float | None = None  # gate rule: gain / SD must reach this (None: off)

@@ -15,6 +15,12 @@ BASELINE / CANDIDATE: an errors table file (.parquet/.csv, from ``poseops evalua
 number (``compare.errors_pattern`` filled with it, else the latest MLflow run tagged with that
 iteration), or an MLflow run id (its ``compare.errors_artifact``).
 Differences are candidate - baseline: negative = the candidate is better.
+
+Seed spread (``compare.seed_spread`` / ``--seed-spread``): the baseline config's seed-to-seed SD
+of its test RMSE (an ablation's ``reports/ablation``, a per-seed CSV or a glob of per-seed errors
+tables); the candidate's gain (baseline RMSE - candidate RMSE) / SD and a verdict ("within" /
+"beyond" seed-to-seed noise, ``compare.seed_noise_sd`` SDs) go to the summary, ``seed_spread.csv``
+and the MLflow run (metric ``gain_seed_sd``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from poseops.config.refine import CompareParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.refine.common import rmse
+from poseops.refine.ensemble import read_seed_spread, seed_noise
 
 log = logging.getLogger(__name__)
 
@@ -370,13 +377,33 @@ def _errors_from_run(run_id: str, params: CompareParams) -> tuple[pd.DataFrame, 
                                       "run_id": run_id}
 
 
+def add_seed_spread(result: dict, spread: dict, k: float) -> None:
+    """The candidate's gain in test RMSE against the baseline's seed-to-seed SD
+    (:func:`poseops.refine.ensemble.seed_noise`): into the summary (``gain_px``, ``seed_sd_px``,
+    ``seed_n``, ``gain_seed_sd``, ``seed_noise``, ``seed_verdict``; ``seed_spread``: where the SD
+    came from, per seed) and a one-row table ``seed_spread``."""
+    s = result["summary"]
+    noise = seed_noise(s[f"rmse_px_{BASE}"] - s[f"rmse_px_{CAND}"], spread, k)
+    s.update(noise)
+    s["seed_spread"] = {key: spread.get(key) for key in
+                        ("source", "arm", "metric", "n_seeds", "mean_px", "sd_px", "per_seed")}
+    result["seed_spread"] = pd.DataFrame([{
+        "source": spread["source"], "arm": spread.get("arm"), "metric": spread["metric"],
+        "n_seeds": spread["n_seeds"], "seed_mean_px": spread["mean_px"],
+        "seed_sd_px": spread["sd_px"], f"rmse_px_{BASE}": s[f"rmse_px_{BASE}"],
+        f"rmse_px_{CAND}": s[f"rmse_px_{CAND}"], "gain_px": noise["gain_px"],
+        "gain_seed_sd": noise["gain_seed_sd"], "noise_sd": k, "seed_noise": noise["seed_noise"],
+        "verdict": noise["seed_verdict"]}])
+    log.info("compare: %s", noise["seed_verdict"])
+
+
 def write_outputs(result: dict, out: str | Path) -> dict[str, Path]:
     from poseops.core.fileio import write_csv, write_json
 
     out = Path(out)
     paths = {k: write_csv(result[k], out / f"{k}.csv")
              for k in ("per_frame", "per_unit", "bodypart", "condition", "pcutoff",
-                       S.INDIVIDUAL, S.ANIMALS_IN_FRAME) if k in result}
+                       S.INDIVIDUAL, S.ANIMALS_IN_FRAME, "seed_spread") if k in result}
     paths["summary"] = write_json(result["summary"], out / "summary.json")
     return paths
 
@@ -421,9 +448,13 @@ def compare_models(params: CompareParams, baseline: str, candidate: str,
     """Resolve both errors tables, compare, write reports/compare/*, log to MLflow;
     ``write_history``: add both iterations to ``params.history`` (when their numbers are known:
     ``iterations``, the references, merge's report)."""
+    spread = read_seed_spread(params.seed_spread, params.split, params.seed_spread_arm
+                              ) if params.seed_spread else None
     b, binfo = resolve_errors(str(baseline), params)
     c, cinfo = resolve_errors(str(candidate), params)
     result = compare_tables(b, c, params)
+    if spread is not None:
+        add_seed_spread(result, spread, params.seed_noise_sd)
     refs = {BASE: binfo, CAND: cinfo}
     result["summary"]["sources"] = refs
     from poseops.refine.gate import stop_rule

@@ -3,7 +3,9 @@
 The Great Expectations suite ``compare.suite`` (``expectations/compare.json``) runs on compare's
 tables (:func:`gate_tables`): the test RMSE on the fixed test set may rise by at most
 ``compare.max_rmse_rise_pct`` %, and no bodypart or condition may have status ``worse`` (its mean
-error up by more than ``compare.unchanged_tol_px``). The suite runs through a ``validate``
+error up by more than ``compare.unchanged_tol_px``); with ``compare.min_gain_seed_sd`` set, the
+candidate's test RMSE gain must reach that many of the baseline's seed-to-seed SDs (table
+``seed_spread``, from ``compare.seed_spread``). The suite runs through a ``validate``
 callable the command gives (``poseops.quality.gx.validate_tables``: quality/ is on this floor).
 
 The outcome (:func:`run_gate`) goes to ``<compare.out>/gate.json`` and ``summary.json`` (key
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 STRATA = ("bodypart", "condition")
 GATE_TAG, GATE_MESSAGE_TAG = "compare_gate", "compare_gate_message"
+SEED_TABLE, SEED_RULE = "seed_spread", "gain_beyond_seed_noise"
 
 
 # ---------------------------------------------------------------- pure
@@ -50,6 +53,9 @@ def gate_tables(result: dict) -> dict[str, pd.DataFrame]:
         if isinstance(t, pd.DataFrame) and not t.empty:
             tables[name] = t[["stratum", "status", "delta_px", "change_pct"]].assign(
                 stratum=t["stratum"].astype(str)).reset_index(drop=True)
+    if "gain_seed_sd" in s:  # the baseline's seed-to-seed SD is known (compare.seed_spread)
+        tables[SEED_TABLE] = pd.DataFrame([{k: _f(s.get(k)) for k in
+                                            ("gain_seed_sd", "gain_px", "seed_sd_px")}])
     return tables
 
 
@@ -80,6 +86,10 @@ def gate_message(result: dict, failed: list[str], params: CompareParams,
         parts.append(f"{s['split']} RMSE {s['rmse_change_pct']:+.1f} % ({s['rmse_px_baseline']:.2f}"
                      f" -> {s['rmse_px_candidate']:.2f} px) > compare.max_rmse_rise_pct "
                      f"{params.max_rmse_rise_pct:g}")
+    if SEED_RULE in failed:
+        parts.append(f"gain {s['gain_px']:+.2f} px = {s['gain_seed_sd']:+.2f} x the baseline's "
+                     f"seed-to-seed SD ({s['seed_sd_px']:.2f} px over {s['seed_n']} seeds) < "
+                     f"compare.min_gain_seed_sd {params.min_gain_seed_sd:g}")
     worse = worse_strata(result)
     for name in ("condition", "bodypart"):
         if f"no_{name}_worse" in failed and name in worse:
@@ -133,9 +143,15 @@ def run_gate(result: dict, params: CompareParams,
     ``params.fail_on_error``. Returns the gate record."""
     from poseops.core.fileio import write_json
 
-    validation = validate(gate_tables(result))
+    tables = gate_tables(result)
+    if params.min_gain_seed_sd is None:  # the seed rule is off: its optional check is skipped
+        tables.pop(SEED_TABLE, None)
+    elif SEED_TABLE not in tables:
+        raise PoseopsError("compare.min_gain_seed_sd is set but the baseline's seed-to-seed SD is "
+                           "unknown: set compare.seed_spread (or --seed-spread)")
+    validation = validate(tables)
     failures = validation.failures()
-    known = {"test_rmse_rise", "no_bodypart_worse", "no_condition_worse"}
+    known = {"test_rmse_rise", "no_bodypart_worse", "no_condition_worse", SEED_RULE}
     failed = failures["name"].tolist()
     unknown = failures[~failures["name"].isin(known)]
     other = "; ".join(f"{r.name}: observed {r.observed}" for r in unknown.itertuples())
@@ -145,6 +161,8 @@ def run_gate(result: dict, params: CompareParams,
     gate: dict[str, Any] = {
         "passed": passed, "suite": params.suite, "max_rmse_rise_pct": params.max_rmse_rise_pct,
         "rmse_change_pct": result["summary"].get("rmse_change_pct"),
+        "gain_seed_sd": result["summary"].get("gain_seed_sd"),
+        "min_gain_seed_sd": params.min_gain_seed_sd,
         "failed": failed, "message": "" if passed else gate_message(result, failed, params, other),
         "checks": validation.to_json_dict()["results"],
         "candidate_run_id": run_id, "candidate_run_source": run_source,
@@ -195,6 +213,9 @@ def _record_on_run(run_id: str, gate: dict, uri: str | None) -> None:
         change = _f(gate["rmse_change_pct"])
         if np.isfinite(change):
             metrics.append(Metric("compare_rmse_change_pct", change, now, 0))
+        ratio = _f(gate.get("gain_seed_sd"))
+        if np.isfinite(ratio):
+            metrics.append(Metric("compare_gain_seed_sd", ratio, now, 0))
         client.log_batch(run_id, metrics=metrics)
     except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing run
         log.warning("compare gate: cannot record on MLflow run %s: %s", run_id, e)

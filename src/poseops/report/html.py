@@ -45,7 +45,9 @@ from poseops.report.fmt import (
     table,
 )
 from poseops.report.sections import FolderSection
+from poseops.report.spread import seed_spread_summary
 from poseops.report.summary import build_summary
+from poseops.report.trajectories import TrajectoriesSection
 
 __all__ = ["COUNT_COLUMNS", "NO_PCUTOFF", "PCUTOFF_ERROR_COLUMNS", "ReportInputs", "build_html",
            "example_frames", "fig_error_by", "fig_frame", "fig_loss", "fig_pck", "split_summary_html",
@@ -79,6 +81,7 @@ class ReportInputs:
     dataset_validation: dict[str, Any] | None = None  # the dataset suite (poseops validate)
     iterations: pd.DataFrame = field(default_factory=pd.DataFrame)  # reports/iterations.csv
     behaviour: FolderSection | None = None  # reports/behaviour/
+    trajectories: TrajectoriesSection | None = None  # compare --trajectories (compare.out)
     ablation: FolderSection | None = None  # reports/ablation/
     visibility: pd.DataFrame = field(default_factory=pd.DataFrame)  # evaluate's visibility.csv
 
@@ -265,6 +268,13 @@ def _folder(sec: FolderSection | None, max_rows: int) -> dict[str, Any] | None:
             "tables": [(name, table(df, max_rows)) for name, df in sec.tables]}
 
 
+def _trajectories(sec: TrajectoriesSection | None, max_rows: int) -> dict[str, Any] | None:
+    if sec is None:
+        return None
+    return {"path": str(sec.path), "tests": table(sec.tests, max_rows, "trajectories-tests"),
+            "videos": table(sec.videos, max_rows, "trajectories-videos"), "fig": sec.figure}
+
+
 def _frames(inp: ReportInputs, example_n: int) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if inp.project_dir is None:
@@ -314,7 +324,9 @@ def build_html(inp: ReportInputs, example_n: int = 6, max_rows: int = 60) -> str
         "iterations": {"table": table(its, max_rows, "iterations"),
                        "fig": F.fig_iterations(its)} if len(its) else None,
         "behaviour": _folder(inp.behaviour, max_rows),
+        "trajectories": _trajectories(inp.trajectories, max_rows),
         "ablation": _folder(inp.ablation, max_rows),
+        "seed_spread": seed_spread_summary(inp.ablation),
         "frames": _frames(inp, example_n),
     }
     return _env().get_template("report.html.j2").render(**ctx)
