@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from poseops.cli import main
+from poseops.config.behaviour import BehaviourParams
 
 SCORER = "DLC_CspnextS_maJan1shuffle1_snapshot_002"
 BPS = ["nose", "body", "tail"]
@@ -194,6 +195,18 @@ def test_endpoints_quality_and_agreement_per_tracked_individual(tmp_path: Path, 
     assert (eff["n_control"] == 2).all() and (eff["n_condition"] == 2).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_videos"] == 2 and summary["n_tracks"] == 4
+    # share of frames with both animals tracked (above pcutoff), counted by brute force
+    preds = pd.concat([_tidy(v) for v in PATHS])
+    pcutoff = BehaviourParams().pcutoff
+    n_seen = (preds[(preds["individual"] != "single") & (preds["likelihood"] >= pcutoff)]
+              .groupby(["video", "frame"])["individual"].nunique())
+    want = {v: float((n_seen.reindex([(v, f) for f in range(N)], fill_value=0) == 2).mean())
+            for v in PATHS}
+    assert want["v1"] == pytest.approx((N - UNTRACKED) / N) and want["v2"] == 1.0
+    ac = pd.read_csv(out / "animal_count.csv").set_index("video")
+    assert (ac["expected_animals"] == 2).all()
+    assert ac["expected_animals_share"].to_dict() == pytest.approx(want)
+    assert summary["expected_animals_share"] == pytest.approx(np.mean(list(want.values())))
 
 
 def test_tracked_predictions_need_a_manual_scoring_per_individual(

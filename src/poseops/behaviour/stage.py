@@ -18,6 +18,7 @@ import pandas as pd
 
 from poseops.behaviour import figures as F
 from poseops.behaviour.inputs import read_arena, read_manual, video_units
+from poseops.behaviour.quality import animal_count_share
 from poseops.behaviour.sheet import contact_sheet, worst_frames
 from poseops.behaviour.tables import CENTROID, BehaviourTables, behaviour_tables
 from poseops.config.behaviour import FILTER_TYPES, BehaviourParams
@@ -147,9 +148,29 @@ def run_behaviour(params: BehaviourParams, meta: pd.DataFrame | None,
         raise PoseopsError(f"behaviour.control {params.control!r} is not a condition of the "
                            "metadata CSV (project.metadata)")
     t = behaviour_tables(preds, filtered, meta, units, manual, params, control)
+    if S.INDIVIDUAL in preds.columns:  # tracked multi-animal: are all animals there?
+        t.animal_count = animal_count_table(preds, params, model)
+        t.summary["expected_animals"] = int(t.animal_count["expected_animals"].iloc[0])
+        t.summary["expected_animals_share"] = float(
+            t.animal_count["expected_animals_share"].mean())
     files = write_outputs(t, Path(params.out), manual)
     _write_sheet(preds if filtered is None else filtered, t, params, files)
     return t
+
+
+def animal_count_table(preds: pd.DataFrame, params: BehaviourParams,
+                       model: Model | None) -> pd.DataFrame:
+    """Per video, the share of frames in which exactly the expected number of tracked animals
+    has a keypoint at or above pcutoff (``behaviour.expected_animals``; null: the DLC config's
+    individuals, or without the model's config the individuals the predictions name)."""
+    expected = params.expected_animals
+    if expected is None and model is not None and Path(model.config).is_file():
+        from poseops.dlc.files import config_individuals, read_config_unchecked
+
+        expected = len(config_individuals(read_config_unchecked(Path(model.config)))) or None
+    if expected is None:
+        expected = int(preds.loc[preds[S.INDIVIDUAL] != S.SINGLE, S.INDIVIDUAL].nunique())
+    return animal_count_share(preds, int(expected), params.pcutoff, animal=S.INDIVIDUAL)
 
 
 def _write_sheet(preds: pd.DataFrame, t: BehaviourTables, params: BehaviourParams,
@@ -175,7 +196,7 @@ def write_outputs(t: BehaviourTables, out: Path, manual: pd.DataFrame | None) ->
              F.fig_quality(t.quality, CENTROID, out / "quality.png"),
              F.fig_trajectories(t.reference, manual, out / "trajectories.png")]
     optional = {"agreement.csv": t.agreement, "position_error.csv": t.position_error,
-                "effects.csv": t.effects}
+                "effects.csv": t.effects, "animal_count.csv": t.animal_count}
     for name, df in optional.items():
         if df is not None:
             files.append(write_csv(df, out / name, index=False))

@@ -52,6 +52,7 @@ class BehaviourTables:
     position_error: pd.DataFrame | None = None
     effects: pd.DataFrame | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    animal_count: pd.DataFrame | None = None  # tracked multi-animal: expected-animals share
 
 
 def _with_meta(df: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFrame:
