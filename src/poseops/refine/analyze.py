@@ -97,7 +97,6 @@ def analyze_videos(params: AnalyzeParams, videos: list[str | Path]) -> pd.DataFr
     import deeplabcut
 
     from poseops.dlc.files import is_multianimal
-    from poseops.dlc.inference import predictions_from_dlc
     from poseops.dlc.tracks import read_analyzed, tracking_errors
 
     # multi-animal: DLC's per-frame assemblies, untracked (auto_track=False: no tracklets or
@@ -115,16 +114,9 @@ def analyze_videos(params: AnalyzeParams, videos: list[str | Path]) -> pd.DataFr
             snapshot_index=params.snapshot_index, batch_size=params.batch_size, overwrite=True,
             save_as_csv=True, **ma,
         )
-        for i in batch:
-            p = paths[i]
-            if ma.get("auto_track"):  # tracked: an individual column (dlc.tracks)
-                parts[i] = read_analyzed(out, p, scorer, tracked=True).assign(video_path=str(p))
-                continue
-            h5 = out / f"{p.stem}{scorer}.h5"
-            if not h5.is_file():
-                raise PoseopsError("DeepLabCut wrote no predictions for this video", file=p)
-            parts[i] = (predictions_from_dlc(pd.read_hdf(h5, "df_with_missing"), p.stem)
-                        .assign(video_path=str(p)))
+        for i in batch:  # tracked: an individual column (dlc.tracks)
+            parts[i] = (read_analyzed(out, paths[i], scorer, tracked=bool(ma.get("auto_track")))
+                        .assign(video_path=str(paths[i])))
     preds = pd.concat([parts[i] for i in range(len(paths))], ignore_index=True)
     summary = likelihood_summary(preds, pcutoff)
     from poseops.core.fileio import write_csv, write_parquet
