@@ -403,21 +403,35 @@ def predictions_from_dlc(df: pd.DataFrame, video: str) -> pd.DataFrame:
     return out
 
 
+def stack_individuals(df: pd.DataFrame, video: str) -> pd.DataFrame:
+    """DLC's multi-animal frame (index = frame, columns scorer/individuals/bodyparts/coords,
+    untracked or tracked) -> long rows: video, frame, ``_ind`` (the individuals level), bodypart,
+    x, y, likelihood, scorer; only the individual x bodypart pairs DLC has as columns (stacking
+    makes every pair: unique bodyparts only under ``single``)."""
+    scorer = str(df.columns.get_level_values(0)[0])
+    long = df.droplevel(0, axis=1).stack(level=[0, 1], future_stack=True)
+    long.index.names = [S.FRAME, "_ind", S.BODYPART]
+    out = long.reset_index()
+    for c in (S.X, S.Y, S.LIKELIHOOD):
+        if c not in out.columns:
+            raise PoseopsError(f"DLC's multi-animal output for {video} has no {c!r} coordinate")
+    pairs = set(zip(df.columns.get_level_values(1), df.columns.get_level_values(2), strict=True))
+    out = out[[(i, b) in pairs for i, b in zip(out["_ind"], out[S.BODYPART], strict=True)]]
+    out.insert(0, S.VIDEO, video)
+    out[S.SCORER] = scorer
+    out[S.FRAME] = out[S.FRAME].astype(int)
+    return out
+
+
 def predictions_from_dlc_multianimal(df: pd.DataFrame, video: str) -> pd.DataFrame:
     """DLC's untracked multi-animal analysis frame (``analyze_videos(auto_track=False,
     save_as_df=True)``: columns scorer/individuals/bodyparts/coords, the k-th "individual" is
     the k-th assembly of the frame, not an identity; unique bodyparts under ``single``) ->
     tidy predictions: video, frame, assembly (-1 = unique bodyparts), bodypart, x, y,
     likelihood, scorer (an empty assembly slot keeps DLC's score < 0)."""
-    scorer = str(df.columns.get_level_values(0)[0])
     slot = assembly_slots(list(dict.fromkeys(df.columns.get_level_values(1))))
-    long = df.droplevel(0, axis=1).stack(level=[0, 1], future_stack=True)
-    long.index.names = [S.FRAME, "_ind", S.BODYPART]
-    out = long.reset_index()
-    out = out[out[[S.X, S.Y, S.LIKELIHOOD]].notna().any(axis=1)]  # column pairs DLC never fills
-    out.insert(0, S.VIDEO, video)
+    out = stack_individuals(df, video)
+    out = out[out[[S.X, S.Y, S.LIKELIHOOD]].notna().any(axis=1)]  # slots DLC never fills
     out[S.ASSEMBLY] = out.pop("_ind").map(slot).astype(int)
-    out[S.SCORER] = scorer
-    out[S.FRAME] = out[S.FRAME].astype(int)
     cols = [S.VIDEO, S.FRAME, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD, S.SCORER]
     return out[cols].sort_values([S.FRAME, S.ASSEMBLY], kind="stable").reset_index(drop=True)

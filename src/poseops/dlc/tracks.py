@@ -25,7 +25,7 @@ import pandas as pd
 
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
-from poseops.dlc.inference import predictions_from_dlc
+from poseops.dlc.inference import predictions_from_dlc, stack_individuals
 
 # DLC's ``deeplabcut.core.trackingutils.TRACK_METHODS`` suffixes of tracked files (ctd writes an
 # untracked-layout file under another prefix and is not read here)
@@ -67,20 +67,8 @@ def predictions_from_tracks(df: pd.DataFrame, video: str) -> pd.DataFrame:
     if df.columns.nlevels != 4:
         raise PoseopsError(f"expected DLC's tracked output with 4 column levels {TRACK_LEVELS} "
                            f"for {video}, got {df.columns.nlevels}")
-    scorer = str(df.columns.get_level_values(0)[0])
-    long = df.droplevel(0, axis=1).stack(level=[0, 1], future_stack=True)
-    long.index.names = [S.FRAME, S.INDIVIDUAL, S.BODYPART]
-    out = long.reset_index()
-    pairs = set(zip(df.columns.get_level_values(1), df.columns.get_level_values(2), strict=True))
-    out = out[[(i, b) in pairs for i, b in zip(out[S.INDIVIDUAL], out[S.BODYPART],
-                                                 strict=True)]]  # no made-up column pairs
-    for c in (S.X, S.Y, S.LIKELIHOOD):
-        if c not in out.columns:
-            raise PoseopsError(f"DLC's tracked output for {video} has no {c!r} coordinate")
-    out.insert(0, S.VIDEO, video)
-    out[S.SCORER] = scorer
-    out[S.FRAME] = out[S.FRAME].astype(int)
-    out[S.INDIVIDUAL] = out[S.INDIVIDUAL].astype(str)
+    out = stack_individuals(df, video)  # NaN rows kept: frames the individual is not tracked in
+    out[S.INDIVIDUAL] = out.pop("_ind").astype(str)
     order = {ind: k for k, ind in enumerate(dict.fromkeys(df.columns.get_level_values(1)))}
     out = out.assign(_k=out[S.INDIVIDUAL].map(order))  # DLC's order: the config's individuals
     out = out.sort_values([S.FRAME, "_k"], kind="stable")[TRACK_COLUMNS].reset_index(drop=True)

@@ -130,6 +130,13 @@ def _spread_row(spread: pd.DataFrame, arm: str | None, source: Path) -> tuple[st
     return arm, rows[rows["arm"].astype(str) == arm].iloc[0]
 
 
+def _member_values(out: dict, errors: Mapping[str, pd.DataFrame], split: str) -> np.ndarray:
+    """Each member's RMSE (:func:`member_rmse`), recorded in ``out["per_seed"]``."""
+    per = member_rmse(errors, split)
+    out["per_seed"] = per[[MEMBER, SPREAD_METRIC]].to_dict("records")
+    return per[SPREAD_METRIC].to_numpy(float)
+
+
 def read_seed_spread(ref: str | Path, split: str = S.TEST, arm: str | None = None) -> dict:
     """The baseline config's seed-to-seed SD (ddof 1) of its test RMSE, from ``ref``:
 
@@ -149,9 +156,7 @@ def read_seed_spread(ref: str | Path, split: str = S.TEST, arm: str | None = Non
         files = sorted(glob(ref))
         if not files:
             raise PoseopsError("compare.seed_spread: no errors table matches this pattern", file=ref)
-        per = member_rmse({f: _read_table(Path(f)) for f in files}, split)
-        values = per[SPREAD_METRIC].to_numpy(float)
-        out["per_seed"] = per[[MEMBER, SPREAD_METRIC]].to_dict("records")
+        values = _member_values(out, {f: _read_table(Path(f)) for f in files}, split)
     else:
         path = Path(ref)
         path = path / "spread.csv" if path.is_dir() else path
@@ -160,9 +165,7 @@ def read_seed_spread(ref: str | Path, split: str = S.TEST, arm: str | None = Non
                                "spread.csv, a per-seed CSV or a glob of errors tables)", file=path)
         table = _read_table(path)
         if S.ERROR_PX in table.columns:  # one errors table: one seed
-            per = member_rmse({str(path): table}, split)
-            values = per[SPREAD_METRIC].to_numpy(float)
-            out["per_seed"] = per[[MEMBER, SPREAD_METRIC]].to_dict("records")
+            values = _member_values(out, {str(path): table}, split)
         elif SPREAD_METRIC in table.columns:
             values = table[SPREAD_METRIC].to_numpy(float)
             values = values[np.isfinite(values)]
