@@ -140,15 +140,112 @@ def test_sweep_augmentation_searches_the_new_keys() -> None:
     from poseops.train.project import config_updates
 
     space = {"covering": [0.0, 0.5], "grayscale": [False, True], "elastic": [False, True],
-             "brightness": [0.0, 0.2], "gamma": [0.0, 0.3]}
+             "brightness": [0.0, 0.2], "gamma": [0.0, 0.3], "covering_fill": ["black", "floor"]}
     p = SweepParams(augmentation=space, epochs=1)
     check_augmentation_keys(p, {f.name for f in dataclasses.fields(TrainParams)})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial({"lr": 1e-3, "batch_size": 4, "covering": 0.5, "grayscale": True,
-                         "elastic": True, "brightness": 0.2, "gamma": 0.3})
+                         "elastic": True, "brightness": 0.2, "gamma": 0.3, "covering_fill": "floor"})
     point = as_train_params(suggest(study.ask(), p), p)
     params = TrainParams(**{**dataclasses.asdict(tiny()), **point})
     up = config_updates(params, (160, 120))
-    assert up["data.train.covering"]["p"] == 0.5
+    assert up["data.train.covering"]["p"] == 0.5 and up["data.train.covering"]["fill"] == "floor"
     assert up["data.train.grayscale"] is True and up["data.train.elastic_transform"] is True
     assert params.brightness == 0.2 and params.gamma == 0.3
+
+
+BEDDING = dict(covering=1.0, covering_holes=3, covering_size=[0.05, 0.08], covering_fill="floor",
+               covering_place="keypoints", covering_labels="keep")
+
+
+def test_bedding_style_covering_reaches_dlc_config(small_demo_root: Path, tmp_path: Path) -> None:
+    """fill / on / labels are written into DLC's covering mapping (only where they differ from
+    DLC's covering) and DLC's strict loader accepts the file."""
+    cfg, loader = _written(small_demo_root, tmp_path, **BEDDING)
+    assert cfg["data"]["train"]["covering"] == {
+        "p": 1.0, "max_holes": 3, "min_size": 0.05, "max_size": 0.08,
+        "fill": "floor", "place": "keypoints", "labels": "keep"}
+    assert loader.model_cfg["data"]["train"]["covering"]["fill"] == "floor"
+    dlc_style, _ = _written(small_demo_root, tmp_path / "b", covering=0.5)
+    assert set(dlc_style["data"]["train"]["covering"]) == {"p", "max_holes", "min_size", "max_size"}
+
+
+def _sample(dataset, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (h, w, 3), keypoints (individuals, bodyparts, 3)) of one DLC training item."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    item = dataset[index]
+    image = np.asarray(item["image"]).transpose(1, 2, 0)
+    return _pixels(image), np.asarray(item["annotations"]["keypoints"])
+
+
+def test_bedding_covering_on_dlc_training_items(small_demo_root: Path, tmp_path: Path) -> None:
+    """On real demo training items from DLC's own dataset: every changed pixel is the image's
+    median colour, the changed pixels form 1-3 rectangles of 5-8 % of the image side, each with a
+    labeled keypoint under it, and no keypoint is dropped or moved (``labels: keep``)."""
+    from scipy import ndimage
+
+    from poseops.train.augment import train_transform
+
+    params = tiny(**BEDDING, **QUIET)
+    _, loader = _written(small_demo_root, tmp_path, **dataclasses.asdict(params))
+    tf = train_transform(loader.model_cfg["data"]["train"], params)
+    covered = loader.create_dataset(transform=tf, mode="train")
+    import albumentations as A
+
+    # the same pipeline without the covering step (it draws last, so the crop is the same)
+    no_cover = A.Compose([t for t in tf.transforms if type(t).__name__ != "Covering"],
+                         keypoint_params=tf.processors["keypoints"].params,
+                         bbox_params=tf.processors["bboxes"].params)
+    assert len(no_cover.transforms) == len(tf.transforms) - 1
+    plain = loader.create_dataset(transform=no_cover, mode="train")
+    for index in range(6):
+        px, kps = _sample(covered, index, seed=index)
+        px0, kps0 = _sample(plain, index, seed=index)
+        np.testing.assert_array_equal(kps, kps0)  # kept labeled, not moved
+        changed = (px != px0).any(axis=2)
+        assert changed.any()
+        floor = np.median(px0.reshape(-1, 3), axis=0)
+        assert (np.abs(px[changed] - np.rint(floor)) <= 1).all()  # floor colour, not black
+        labeled = kps0.reshape(-1, 3)[kps0.reshape(-1, 3)[:, 2] > 0, :2]
+        h, w = changed.shape
+        spans = []
+        for sl in ndimage.find_objects(ndimage.label(changed)[0]):
+            spans.append((sl[0].stop - sl[0].start, sl[1].stop - sl[1].start))
+            inside = ((labeled[:, 0] >= sl[1].start - 1) & (labeled[:, 0] < sl[1].stop + 1)
+                      & (labeled[:, 1] >= sl[0].start - 1) & (labeled[:, 1] < sl[0].stop + 1))
+            assert inside.any(), f"patch {sl} on no labeled keypoint"
+        assert 1 <= len(spans) <= 3  # overlapping patches merge into one blob
+        assert changed.sum() <= 3 * int(0.08 * h) * int(0.08 * w)  # at most 3 of the largest
+        assert all(r >= int(0.05 * h) - 1 and c >= int(0.05 * w) - 1 for r, c in spans)
+
+
+def test_covering_labels_drop_and_fill_black_follow_dlc(small_demo_root: Path, tmp_path: Path) -> None:
+    """``labels: drop`` on keypoints: the keypoint under the patch leaves the loss (NaN, as DLC's
+    CoarseDropout makes it); ``fill: black`` paints 0."""
+    import random
+
+    from poseops.train.augment import train_transform
+
+    params = tiny(covering=1.0, covering_holes=1, covering_size=[0.1, 0.1], covering_place="keypoints",
+                  **QUIET)
+    _, loader = _written(small_demo_root, tmp_path, **dataclasses.asdict(params))
+    tf = train_transform(loader.model_cfg["data"]["train"], params)
+    image = np.full((120, 160, 3), 128, np.uint8)
+    random.seed(3)
+    kps = [(40.0, 30.0), (np.nan, np.nan)]  # the NaN one is never a patch centre
+    for _ in range(10):
+        out = tf(image=image, keypoints=kps, class_labels=["a", "b"], bboxes=[], bbox_labels=[])
+        dark = (_pixels(out["image"]) == 0).all(axis=2)
+        rows, cols = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
+        assert len(rows) == 12 and len(cols) == 16
+        assert rows[0] <= 30 <= rows[-1] and cols[0] <= 40 <= cols[-1]
+        assert np.isnan(out["keypoints"][0][:2]).all() and np.isnan(out["keypoints"][1][:2]).all()
+
+
+def test_covering_choices_are_checked() -> None:
+    for key, bad in (("covering_fill", "grey"), ("covering_place", "animal"), ("covering_labels", "x")):
+        with pytest.raises(PoseopsError, match=key):
+            TrainParams(**{key: bad}).validate()

@@ -36,6 +36,8 @@ def _conforms(value: Any, tp: Any) -> bool:
         return any(_conforms(value, a) for a in args)
     if tp is type(None):
         return value is None
+    if origin is typing.Literal:
+        return value in args
     if tp in (bool, int, float, str):
         return type(value) is tp
     if origin is list:

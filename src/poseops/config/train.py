@@ -18,6 +18,17 @@ Snapshot = Literal["best", "last"]
 
 SNAPSHOTS: tuple[str, ...] = get_args(Snapshot)
 
+CoveringFill = Literal["black", "floor"]
+"""What an occlusion patch is filled with: black (DLC's CoarseDropout) or the image's median
+colour (the floor of an open field: bedding or clutter rather than a hole)."""
+
+CoveringPlace = Literal["image", "keypoints"]
+"""Where patches go: anywhere in the image (DLC) or each centred on a labeled keypoint."""
+
+CoveringLabels = Literal["drop", "keep"]
+"""A keypoint under a patch: dropped from the loss (DLC) or kept labeled (a labeler still marks a
+paw under bedding)."""
+
 
 @dataclass
 class TrainParams:
@@ -45,6 +56,9 @@ class TrainParams:
     covering_holes: int = 10  # patches per covered image (DLC's fixed value: 10)
     covering_size: list[float] = field(default_factory=lambda: [0.01, 0.05])  # patch side range,
     # a fraction of the image side (DLC's fixed values)
+    covering_fill: CoveringFill = "black"  # black (DLC) | floor (the image's median colour)
+    covering_place: CoveringPlace = "image"  # image (anywhere, DLC) | keypoints (centred on a labeled one)
+    covering_labels: CoveringLabels = "drop"  # keypoints under a patch: drop (DLC) | keep labeled
     grayscale: bool = False  # DLC's Grayscale (partial desaturation, alpha 0.5-1)
     elastic: bool = False  # DLC's elastic_transform (sigma 5, p 0.5)
     # lighting (not in DLC 3's builder; added by poseops.train.augment, keypoints untouched)
@@ -169,6 +183,11 @@ def _check_occlusion(p: TrainParams, where: str) -> None:
     if len(p.covering_size) != 2 or not 0 < p.covering_size[0] <= p.covering_size[1] <= 1:
         raise PoseopsError(f"{where} covering_size: must be [min, max] fractions of the image side "
                            f"with 0 < min <= max <= 1, got {p.covering_size}")
+    for key, tp in (("covering_fill", CoveringFill), ("covering_place", CoveringPlace),
+                    ("covering_labels", CoveringLabels)):
+        if getattr(p, key) not in get_args(tp):
+            raise PoseopsError(f"{where} {key}: must be one of {', '.join(get_args(tp))}, "
+                               f"got {getattr(p, key)!r}")
     if not 0 <= p.gamma < 1:
         raise PoseopsError(f"{where} gamma: must be in [0, 1) (gamma drawn in [1 - g, 1 + g]), "
                            f"got {p.gamma}")

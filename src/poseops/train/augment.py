@@ -6,7 +6,11 @@
   mapping ``{p, max_holes, min_size, max_size}`` there (DLC's schema accepts a dict, and DLC's
   own tools still build their fixed covering from it); :func:`build_train_transform` builds DLC's
   CoarseDropout class with those values, at DLC's place in the pipeline (keypoints under a patch
-  become NaN, as in DLC).
+  become NaN, as in DLC). DLC's covering is black holes anywhere that drop the keypoints under
+  them; ``covering_fill: floor``, ``covering_place: keypoints`` and ``covering_labels: keep`` (written
+  as ``fill``, ``place``, ``labels`` in the same mapping) make it look like bedding instead: patches of
+  the image's median colour, each centred on a labeled keypoint, the keypoint kept labeled
+  (:class:`Covering`).
 - lighting (brightness / contrast / gamma): not in DLC 3's builder and not in its strict config
   schema (an unknown ``data.train`` key is refused), so it comes from the train params:
   albumentations ``RandomBrightnessContrast`` and ``RandomGamma`` (image-only transforms:
@@ -23,14 +27,21 @@ from typing import Any
 
 from poseops.config.train import TrainParams
 
+# DLC's covering: black patches anywhere, keypoints under them dropped (the mapping's defaults)
+_DLC_STYLE = {"fill": "black", "place": "image", "labels": "drop"}
+
 
 def covering_config(params: TrainParams) -> dict[str, Any] | None:
-    """pytorch_config ``data.train.covering`` for these params (None: off, key not written)."""
+    """pytorch_config ``data.train.covering`` for these params (None: off, key not written);
+    ``fill`` / ``place`` / ``labels`` are written only where they differ from DLC's covering."""
     if not params.covering > 0:
         return None
     lo, hi = params.covering_size
-    return {"p": float(params.covering), "max_holes": int(params.covering_holes),
-            "min_size": float(lo), "max_size": float(hi)}
+    out: dict[str, Any] = {"p": float(params.covering), "max_holes": int(params.covering_holes),
+                           "min_size": float(lo), "max_size": float(hi)}
+    style = {"fill": params.covering_fill, "place": params.covering_place, "labels": params.covering_labels}
+    out.update({k: v for k, v in style.items() if v != _DLC_STYLE[k]})
+    return out
 
 
 def lighting_config(params: TrainParams) -> dict[str, float] | None:
@@ -58,6 +69,13 @@ def lighting_transforms(lighting: Mapping[str, float]) -> list[Any]:
 def _covering_transform(cfg: Mapping[str, Any]) -> Any:
     from deeplabcut.pose_estimation_pytorch.data.transforms import CoarseDropout
 
+    if any(cfg.get(k, v) != v for k, v in _DLC_STYLE.items()):
+        from poseops.train.covering import Covering
+
+        return Covering(max_holes=int(cfg.get("max_holes", 10)),
+                        size=(float(cfg.get("min_size", 0.01)), float(cfg.get("max_size", 0.05))),
+                        fill=str(cfg.get("fill", "black")), place=str(cfg.get("place", "image")),
+                        labels=str(cfg.get("labels", "drop")), p=float(cfg.get("p", 0.5)))
     return CoarseDropout(
         max_holes=int(cfg.get("max_holes", 10)),
         max_height=float(cfg.get("max_size", 0.05)), min_height=float(cfg.get("min_size", 0.01)),
