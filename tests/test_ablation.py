@@ -104,7 +104,63 @@ def test_recommendation_names_the_arm_condition_and_ci() -> None:
     # an arm that hurts vehicle is not recommended
     runs = {**same, ("occlusion", 0): _errors(0, {"high_dose": -1.5, "vehicle": 2.0}),
             ("occlusion", 1): _errors(1, {"high_dose": -1.5, "vehicle": 2.0})}
-    assert recommendation(results_table(runs, P), P).startswith("keep current:")
+    res = results_table(runs, P)
+    line = recommendation(res, P)
+    assert line.startswith("keep current:")
+    # the trade-off is spelled out: what the arm buys and what it costs, with their CIs
+    veh = res[(res["arm"] == "occlusion") & (res["condition"] == "vehicle")
+              & (res["bodypart"] == "all")].iloc[0]
+    assert veh["ci_low_px"] > 0
+    assert line.endswith(f"; occlusion helps high_dose by {_fmt_px(res, 'high_dose')} but raises "
+                         f"vehicle by {_fmt_px(res, 'vehicle')}")
+
+
+def _fmt_px(res: pd.DataFrame, cond: str) -> str:
+    r = res[(res["arm"] == "occlusion") & (res["condition"] == cond) & (res["bodypart"] == "all")
+            & (res["split"] == "test")].iloc[0]
+    return f"{r['median_diff_px']:+.2f} px [{r['ci_low_px']:+.2f}, {r['ci_high_px']:+.2f}]"
+
+
+def _cohort(seed: int, effect: float) -> pd.DataFrame:
+    """A held-out cohort's errors (split ``cohort:new_condition``): 6 videos of a condition
+    never trained on, 4 frames x 2 bodyparts, 6 px + noise + the arm's effect."""
+    rng = np.random.default_rng(100 + seed)
+    rows = [{"image": f"labeled-data/c{v}/img{f:04d}.png", "split": "cohort:new_condition",
+             "bodypart": bp, "video": f"c{v}", "condition": "cluttered",
+             "error_px": 6.0 + rng.gamma(2.0, 0.5) + effect, "likelihood": 0.8}
+            for v in range(6) for f in range(4) for bp in BODYPARTS]
+    return pd.DataFrame(rows)
+
+
+def test_cohorts_are_evaluated_beside_the_test_set() -> None:
+    """split.cohorts in the arms' errors tables: rows per cohort (recomputed by hand), the
+    recommendation names the cohort, and ``ablation.cohorts: false`` leaves them out."""
+    import dataclasses
+
+    from poseops.refine.ablation import recommendation, results_table
+
+    runs = {(a, s): pd.concat([_errors(s, {}), _cohort(s, -2.0 if a == "occlusion" else 0.0)],
+                              ignore_index=True)
+            for a in ("current", "occlusion") for s in (0, 1)}
+    res = results_table(runs, P)
+    assert list(dict.fromkeys(res["split"])) == ["test", "cohort:new_condition"]
+    co = res[res["split"] == "cohort:new_condition"].set_index(["arm", "condition", "bodypart"])
+    assert sorted(set(co.index.get_level_values("condition"))) == ["all", "cluttered"]
+    row = co.loc[("occlusion", "cluttered", "all")]
+    per_seed = [runs[("occlusion", s)].query("split == 'cohort:new_condition'")["error_px"].mean()
+                for s in (0, 1)]
+    assert row["mean_px"] == pytest.approx(np.mean(per_seed))
+    assert row["median_diff_px"] == pytest.approx(-2.0) and row["ci_high_px"] == pytest.approx(-2.0)
+    assert row["n_units"] == 6 and row["n_frames"] == 24
+    # the test rows are those of the same runs without the cohort
+    plain = results_table({k: v[v["split"] == "test"] for k, v in runs.items()}, P)
+    test = res[res["split"] == "test"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(test, plain)
+    line = recommendation(res, P)
+    assert line.startswith("occlusion helps cluttered (new_condition cohort) by -2.00 px")
+    assert line.endswith("vs current, no harm elsewhere")
+    off = dataclasses.replace(P, cohorts=False)
+    assert set(results_table(runs, off)["split"]) == {"test"}
 
 
 def test_seed_spread_of_headline_numbers() -> None:
@@ -152,7 +208,8 @@ def test_ablation_pipeline_end_to_end(tmp_path: Path) -> None:
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
     update_params({
         "demo": {"animals": 4, "sessions": 3, "frames_per_video": 30, "labeled_per_video": 6},
-        "split": {"stratify_by": None, "test_fraction": 0.25, "val_fraction": 0.2},
+        "split": {"stratify_by": None, "test_fraction": 0.25, "val_fraction": 0.2,
+                  "cohorts": {"new_session": {"session": "s3"}}},
         "train": {"epochs": 1, "save_epochs": 1},
         "ablation": {"arms": {"current": {}, "all": {"covering": 0.5, "covering_holes": 3, "brightness": 0.3,
                                                      "gamma": 0.3, "grayscale": True,
@@ -181,9 +238,14 @@ def test_ablation_pipeline_end_to_end(tmp_path: Path) -> None:
     cols = ["mean_px", "seed_sd_px", "delta_mean_px", "median_diff_px", "p_value"]
     np.testing.assert_allclose(got[cols].to_numpy(float), want[cols].to_numpy(float), rtol=1e-9,
                                equal_nan=True)
-    for t in runs.values():  # every arm saw the same fixed test set
+    split = pd.read_csv(repo / "data/processed/split.csv")
+    held = sorted(split.loc[split["split"] == "cohort:new_session", "image"])
+    assert held and all(i.split("/")[1].endswith("-s3") for i in held)
+    for t in runs.values():  # every arm saw the same fixed test set and the whole cohort
         test = sorted(set(t.loc[t["split"] == "test", "image"]))
         assert test == sorted(set(runs[("current", 0)].query("split == 'test'")["image"]))
+        assert sorted(set(t.loc[t["split"] == "cohort:new_session", "image"])) == held
+    assert set(got["split"]) == {"test", "cohort:new_session"}
     summary = json.loads((repo / "reports/ablation/summary.json").read_text())
     assert summary["recommendation"] and set(summary["arms"]) == {"current", "all"}
     assert (repo / "reports/ablation/ablation.png").stat().st_size > 1000
@@ -201,6 +263,7 @@ def test_ablation_pipeline_end_to_end(tmp_path: Path) -> None:
         ("all", "0"), ("all", "1"), ("current", "0"), ("current", "1")]
     assert {r.data.tags.get("mlflow.parentRunId") for r in arms} == {parents[0].info.run_id}
     assert all("test.mean_px" in r.data.metrics for r in arms)
+    assert all("cohort:new_session.mean_px" in r.data.metrics for r in arms)
 
 
 def test_demo_clutter_occludes_one_condition_only(small_demo_root: Path, tmp_path: Path) -> None:

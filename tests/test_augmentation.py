@@ -183,7 +183,8 @@ def _sample(dataset, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_bedding_covering_on_dlc_training_items(small_demo_root: Path, tmp_path: Path) -> None:
     """On real demo training items from DLC's own dataset: every changed pixel is the image's
-    median colour, the changed pixels form 1-3 rectangles of 5-8 % of the image side, each with a
+    median colour, the changed pixels form 3 rectangles (fewer blobs where they overlap) of 5-8 %
+    of the image side, each with a
     labeled keypoint under it, and no keypoint is dropped or moved (``labels: keep``)."""
     from scipy import ndimage
 

@@ -49,13 +49,14 @@ def run_arm(arm: str, seed: int, params_file: str | None = None) -> dict[str, An
                             "ablation_seed": seed})
     from poseops.train.record import single_scorer
 
-    headline = R.evaluate_run(res, single_scorer(labels), split, p, cfg.evaluate)
-    R.log_test_metrics(res.run_id, headline, p.split)
+    heads = R.evaluate_run(res, single_scorer(labels), split, p, cfg.evaluate,
+                           source_project=cfg.project.path)
+    R.log_test_metrics(res.run_id, heads)
     metrics = {"arm": arm, "seed": seed, "run_id": res.run_id,
-               **{f"{p.split}.{k}": v for k, v in headline.items()}}
+               **{f"{s}.{k}": v for s, h in heads.items() for k, v in h.items()}}
     write_json(metrics, R.metrics_path(p, arm, seed))
-    log.info("ablation %s seed %d: %s mean %.2f px", arm, seed, p.split,
-             headline.get("mean_px", float("nan")))
+    for s, h in heads.items():
+        log.info("ablation %s seed %d: %s mean %.2f px", arm, seed, s, h.get("mean_px", float("nan")))
     return metrics
 
 
@@ -78,11 +79,14 @@ def run_results(params_file: str | None = None) -> dict[str, Any]:
              "disagreement": write_csv(disagreement, out / "disagreement.csv"),
              "figure": A.figure(results, p, out / "ablation.png")}
     pooled = results[(results["condition"] == A.ALL) & (results["bodypart"] == A.ALL)]
+    keys = ("mean_px", "seed_sd_px", "median_diff_px", "ci_low_px", "ci_high_px")
     summary = {"recommendation": line, "baseline": p.baseline, "split": p.split,
-               "arms": {r["arm"]: {"mean_px": r["mean_px"], "seed_sd_px": r["seed_sd_px"],
-                                   "median_diff_px": r["median_diff_px"],
-                                   "ci_low_px": r["ci_low_px"], "ci_high_px": r["ci_high_px"]}
-                        for _, r in pooled.iterrows()}}
+               "arms": {r["arm"]: {k: r[k] for k in keys}
+                        for _, r in pooled[pooled["split"] == p.split].iterrows()}}
+    cohorts = pooled[pooled["split"] != p.split]
+    if not cohorts.empty:  # split.cohorts: each arm on each held-out cohort
+        summary["cohorts"] = {s: {r["arm"]: {k: r[k] for k in keys} for _, r in part.iterrows()}
+                              for s, part in cohorts.groupby("split", sort=False)}
     write_json(summary, out / "summary.json")
     _log_parent(cfg, p, summary, paths)
     log.info("ablation: %s", line)

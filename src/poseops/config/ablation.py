@@ -39,6 +39,7 @@ class AblationParams:
     out: str = "data/ablation"  # runs/<arm>-<seed>/ (working project, model, eval), metrics/
     reports: str = "reports/ablation"  # results.csv, spread.csv, summary.json, ablation.png
     split: str = "test"  # the fixed set every arm is evaluated on
+    cohorts: bool = True  # also evaluate split.cohorts (held out, never trained on) beside it
     unit: str = "video"  # paired statistics over videos (compare's: Wilcoxon + cluster bootstrap)
     min_units: int = 5  # fewer units: NaN p-value and CI (with the reason)
     n_boot: int = 2000

@@ -76,9 +76,11 @@ def _seed_means(tables: Mapping[int, pd.DataFrame], split: str, condition: str,
                                 .to_numpy(float)) for _, t in sorted(tables.items())])
 
 
-def paired_stats(base: pd.DataFrame, cand: pd.DataFrame, p: AblationParams) -> dict:
-    """compare's paired statistics of two errors tables (arm = compare's candidate)."""
-    paired = C.paired_errors(base, cand, p.split)
+def paired_stats(base: pd.DataFrame, cand: pd.DataFrame, p: AblationParams,
+                 split: str | None = None) -> dict:
+    """compare's paired statistics of two errors tables on ``split`` (default ``p.split``; arm =
+    compare's candidate)."""
+    paired = C.paired_errors(base, cand, split or p.split)
     frames = C.per_frame(paired)
     units = C.unit_diffs(frames, p.unit)
     test = C.wilcoxon_signed_rank(units["diff"].to_numpy(), min_n=p.min_units)
@@ -93,36 +95,53 @@ def paired_stats(base: pd.DataFrame, cand: pd.DataFrame, p: AblationParams) -> d
             "rank_biserial": test["rank_biserial"], "reason": reason}
 
 
-RESULT_COLUMNS = ["arm", "condition", "bodypart", "n_seeds", "mean_px", "seed_sd_px",
+RESULT_COLUMNS = ["arm", "split", "condition", "bodypart", "n_seeds", "mean_px", "seed_sd_px",
                   "baseline_mean_px", "n_keypoints", "n_frames", "n_units", "delta_mean_px",
                   "median_diff_px", "ci_low_px", "ci_high_px", "p_value", "rank_biserial", "reason"]
 
 
+def evaluated_splits(runs: Runs, p: AblationParams) -> list[str]:
+    """``p.split``, then (``p.cohorts``) every generalisation cohort (``cohort:<name>``) in the
+    runs' errors tables, sorted."""
+    found = {s for t in runs.values() if S.SPLIT in t.columns for s in t[S.SPLIT].unique()}
+    return [p.split, *sorted(s for s in found if S.is_cohort(s))] if p.cohorts else [p.split]
+
+
 def results_table(runs: Runs, p: AblationParams) -> pd.DataFrame:
-    """Per arm x condition x bodypart: ``mean_px`` (mean over seeds of each seed's mean error),
-    ``seed_sd_px`` (SD over seeds, ddof 1), the baseline arm's mean, and compare's paired
-    statistics of the seed-averaged errors vs the baseline (NaN for the baseline itself)."""
+    """Per arm x split (``p.split``, then each cohort) x condition x bodypart: ``mean_px`` (mean
+    over seeds of each seed's mean error), ``seed_sd_px`` (SD over seeds, ddof 1), the baseline
+    arm's mean, and compare's paired statistics of the seed-averaged errors vs the baseline (NaN
+    for the baseline itself)."""
     by_arm: dict[str, dict[int, pd.DataFrame]] = {}
     for (arm, seed), t in runs.items():
         by_arm.setdefault(arm, {})[seed] = t
     if p.baseline not in by_arm:
         raise PoseopsError(f"no run of the baseline arm {p.baseline!r} (ablation.baseline)")
-    means = {arm: seed_mean_errors(t, p.split) for arm, t in by_arm.items()}
+    rows = []
+    for split in evaluated_splits(runs, p):
+        rows += _split_rows(by_arm, split, p)
+    return pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS)
+
+
+def _split_rows(by_arm: Mapping[str, Mapping[int, pd.DataFrame]], split: str,
+                p: AblationParams) -> list[dict]:
+    means = {arm: seed_mean_errors(t, split) for arm, t in by_arm.items()}
     base = means[p.baseline]
     rows = []
     for arm in [a for a in p.arms if a in by_arm]:
         for cond, bp in _cells(base):
-            per_seed = _seed_means(by_arm[arm], p.split, cond, bp)
-            row = {"arm": arm, "condition": cond, "bodypart": bp, "n_seeds": len(per_seed),
-                   "mean_px": float(per_seed.mean()),
+            per_seed = _seed_means(by_arm[arm], split, cond, bp)
+            row = {"arm": arm, "split": split, "condition": cond, "bodypart": bp,
+                   "n_seeds": len(per_seed), "mean_px": float(per_seed.mean()),
                    "seed_sd_px": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan,
-                   "baseline_mean_px": float(_seed_means(by_arm[p.baseline], p.split, cond, bp).mean())}
+                   "baseline_mean_px": float(_seed_means(by_arm[p.baseline], split, cond, bp).mean())}
             if arm == p.baseline:
                 row["reason"] = "baseline"
             else:
-                row.update(paired_stats(_select(base, cond, bp), _select(means[arm], cond, bp), p))
+                row.update(paired_stats(_select(base, cond, bp), _select(means[arm], cond, bp), p,
+                                        split))
             rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS)
+    return rows
 
 
 def seed_spread(headlines: Mapping[tuple[str, int], Mapping[str, float]]) -> pd.DataFrame:
@@ -143,9 +162,19 @@ def _fmt(row: pd.Series) -> str:
     return (f"{row['median_diff_px']:+.2f} px [{row['ci_low_px']:+.2f}, {row['ci_high_px']:+.2f}]")
 
 
+def cell_label(split: str, condition: str, p: AblationParams) -> str:
+    """``high_dose`` on ``p.split``; ``high_dose (new_condition cohort)`` on a cohort."""
+    if split == p.split:
+        return condition
+    return f"{condition} ({split[len(S.COHORT_PREFIX):] if S.is_cohort(split) else split} cohort)"
+
+
 def recommendation(results: pd.DataFrame, p: AblationParams) -> str:
     """One line: the arm that lowers the error (CI of the median difference below 0) in the most
-    conditions without raising it anywhere (CI above ``harm_tol_px``), or why none is chosen."""
+    conditions (of ``p.split`` and of each cohort) without raising it anywhere (CI above
+    ``harm_tol_px``), or why none is chosen."""
+    if "split" not in results.columns:
+        results = results.assign(split=p.split)
     pooled = results[(results["bodypart"] == ALL) & (results["arm"] != p.baseline)]
     if pooled.empty:
         return f"only the baseline arm {p.baseline!r} ran: nothing to compare"
@@ -158,17 +187,25 @@ def recommendation(results: pd.DataFrame, p: AblationParams) -> str:
         conds = part[part["condition"] != ALL]
         helps = conds[conds["ci_high_px"] < 0]
         harms = conds[conds["ci_low_px"] > p.harm_tol_px]
-        overall = part[part["condition"] == ALL].iloc[0]
+        overall = part[(part["condition"] == ALL) & (part["split"] == p.split)].iloc[0]
         scored.append((len(harms) > 0, -len(helps), overall["median_diff_px"], arm, helps, harms,
                        overall))
     scored.sort(key=lambda s: (s[0], s[1], s[2]))
     harmful, _, _, arm, helps, harms, overall = scored[0]
     if harmful or (helps.empty and not overall["ci_high_px"] < 0):
-        return (f"keep {p.baseline}: no arm lowers the {p.split} error ({int(p.ci * 100)} % CI "
+        line = (f"keep {p.baseline}: no arm lowers the {p.split} error ({int(p.ci * 100)} % CI "
                 "below 0) without raising it in some condition")
-    where = "; ".join(f"{r['condition']} by {_fmt(r)}" for _, r in helps.iterrows()) or \
-        f"overall by {_fmt(overall)}"
+        if harmful and not helps.empty:  # a trade-off: say what the closest arm buys and costs
+            line += (f"; {arm} helps {_cells_text(helps, p, ' and ')} but raises "
+                     f"{_cells_text(harms, p, ' and ')}")
+        return line
+    where = _cells_text(helps, p) or f"overall by {_fmt(overall)}"
     return f"{arm} helps {where} vs {p.baseline}, no harm elsewhere"
+
+
+def _cells_text(rows: pd.DataFrame, p: AblationParams, sep: str = "; ") -> str:
+    return sep.join(f"{cell_label(r['split'], r['condition'], p)} by {_fmt(r)}"
+                     for _, r in rows.iterrows())
 
 
 def disagreement_table(predictions: Runs, errors: Runs, p: AblationParams) -> pd.DataFrame:
@@ -202,6 +239,13 @@ def disagreement_table(predictions: Runs, errors: Runs, p: AblationParams) -> pd
     return pd.DataFrame(rows)
 
 
+def _same_as_its_condition(d: pd.DataFrame, split: str, condition: str, p: AblationParams) -> bool:
+    """A cohort's pooled row when the cohort holds one condition (the same bars twice)."""
+    if split == p.split or condition != ALL:
+        return False
+    return (d.loc[d["split"] == split, "condition"] != ALL).sum() == d["arm"].nunique()
+
+
 def figure(results: pd.DataFrame, p: AblationParams, path: Path) -> Path:
     """Median per-frame difference vs the baseline (CI bars) per condition, one bar per arm."""
     import matplotlib
@@ -212,9 +256,15 @@ def figure(results: pd.DataFrame, p: AblationParams, path: Path) -> Path:
     from poseops.core.fileio import atomic_path
 
     d = results[(results["bodypart"] == ALL) & (results["arm"] != p.baseline)]
+    if "split" in d.columns:  # one bar group per condition of each evaluated split
+        keep = [not _same_as_its_condition(d, s, c, p)
+                for s, c in zip(d["split"], d["condition"], strict=True)]
+        d = d[np.array(keep, dtype=bool)]
+        d = d.assign(condition=[cell_label(s, c, p).replace(" (", "\n(").replace(" cohort)", ")")
+                                for s, c in zip(d["split"], d["condition"], strict=True)])
     conds = list(dict.fromkeys(d["condition"]))
     arms = list(dict.fromkeys(d["arm"]))
-    fig, ax = plt.subplots(figsize=(1.2 + 1.4 * max(1, len(conds)), 3.6))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.6 * max(1, len(conds)), 3.8))
     width = 0.8 / max(1, len(arms))
     for i, arm in enumerate(arms):
         part = d[d["arm"] == arm].set_index("condition").reindex(conds)
@@ -225,7 +275,7 @@ def figure(results: pd.DataFrame, p: AblationParams, path: Path) -> Path:
         ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt="none", ecolor="k", capsize=2)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(conds)), conds)
-    ax.set_ylabel(f"{p.split} error vs {p.baseline} (px, median per frame)")
+    ax.set_ylabel(f"error vs {p.baseline} (px, median per frame)")
     if arms:
         ax.legend(fontsize=8)
     fig.tight_layout()

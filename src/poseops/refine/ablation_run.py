@@ -94,9 +94,12 @@ def parent_run(experiment: str, ident: str, p: AblationParams) -> str | None:
 
 
 def evaluate_run(result: Any, labels: pd.DataFrame, split: pd.DataFrame, p: AblationParams,
-                 ev: EvaluateParams) -> dict[str, Any]:
-    """Predict the ``p.split`` images with the run's selected snapshot; errors, predictions and
-    the headline numbers into ``<workdir>/eval``. Returns the headline of ``p.split``."""
+                 ev: EvaluateParams, source_project: str | Path | None = None
+                 ) -> dict[str, dict[str, Any]]:
+    """Predict the ``p.split`` images with the run's selected snapshot, and (``p.cohorts``) the
+    generalisation cohorts' images (split ``cohort:<name>``: not in the working project, read
+    from ``source_project``); errors, predictions and the ``p.split`` headline into
+    ``<workdir>/eval``. Returns the headline per evaluated split ``{split: {metric: value}}``."""
     from poseops.dlc.inference import predict, project_pcutoff
     from poseops.evaluate import metrics as M
     from poseops.evaluate.tables import metric_spec
@@ -108,19 +111,27 @@ def evaluate_run(result: Any, labels: pd.DataFrame, split: pd.DataFrame, p: Abla
         raise PoseopsError("the ablation supports single-animal projects (multi-animal: not yet)")
     preds = predict(result.pytorch_config_path, result.snapshot, result.config_path.parent, images,
                     batch_size=ev.batch_size, device=ev.device)
+    held = sorted(split.loc[split[S.SPLIT].map(S.is_cohort), S.IMAGE]) if p.cohorts else []
+    if held and source_project is not None:
+        log.info("ablation: predicting %d generalisation-cohort images", len(held))
+        preds = pd.concat([preds, predict(result.pytorch_config_path, result.snapshot,
+                                          source_project, held, batch_size=ev.batch_size,
+                                          device=ev.device)], ignore_index=True)
+        images = images + held
     on = split[split[S.IMAGE].isin(images)]
     errors = M.compute_errors(labels[labels[S.IMAGE].isin(images)], preds, on, ev.reference_bodyparts)
     spec = metric_spec(ev, project_pcutoff(result.config_path))
-    headline = M.headline_metrics(M.stratified_table(errors, spec)).get(p.split, {})
+    heads = M.headline_metrics(M.stratified_table(errors, spec))
     out = Path(result.workdir) / EVAL
     write_parquet(errors, out / "errors.parquet")
     write_parquet(preds, out / "predictions.parquet")
-    write_json(headline, out / "headline.json")
-    return headline
+    write_json(heads.get(p.split, {}), out / "headline.json")
+    return {s: h for s, h in heads.items() if s == p.split or S.is_cohort(s)}
 
 
-def log_test_metrics(run_id: str | None, headline: dict[str, Any], split: str) -> None:
-    """The run's ``<split>.*`` headline numbers onto its MLflow run (best effort)."""
+def log_test_metrics(run_id: str | None, headlines: dict[str, dict[str, Any]]) -> None:
+    """The run's ``<split>.*`` headline numbers (each evaluated split) onto its MLflow run (best
+    effort)."""
     if not run_id:
         return
     try:
@@ -129,9 +140,10 @@ def log_test_metrics(run_id: str | None, headline: dict[str, Any], split: str) -
         from poseops.tracking.runs import tracking_uri
 
         client = MlflowClient(tracking_uri())
-        for k, v in headline.items():
-            if isinstance(v, (int, float)) and v == v:
-                client.log_metric(run_id, f"{split}.{k}", float(v))
+        for split, headline in headlines.items():
+            for k, v in headline.items():
+                if isinstance(v, (int, float)) and v == v:
+                    client.log_metric(run_id, f"{split}.{k}", float(v))
     except Exception as e:  # noqa: BLE001
         log.warning("test metrics of run %s not logged to MLflow (%s)", run_id, type(e).__name__)
 

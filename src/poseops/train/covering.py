@@ -54,7 +54,7 @@ def _in_hole(x: float, y: float, hole: Hole) -> bool:
 
 
 class Covering(A.DualTransform):
-    """1..``max_holes`` rectangular patches per image, each side a ``size`` = (min, max) fraction
+    """``max_holes`` rectangular patches per image, each side a ``size`` = (min, max) fraction
     of the image's side, filled and placed as ``fill`` / ``place`` say; keypoints handled as
     ``labels`` says; bounding boxes untouched (as DLC's covering)."""
 
@@ -74,7 +74,7 @@ class Covering(A.DualTransform):
         h, w = img.shape[:2]
         points = _labeled_points(params.get("keypoints"), h, w) if self.place == "keypoints" else []
         holes: list[Hole] = []
-        for _ in range(random.randint(1, self.max_holes)):
+        for _ in range(self.max_holes):  # as DLC's CoarseDropout: exactly max_holes patches
             hh = min(h, max(1, int(h * random.uniform(*self.size))))
             ww = min(w, max(1, int(w * random.uniform(*self.size))))
             cx, cy = random.choice(points) if points else (None, None)
