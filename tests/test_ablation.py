@@ -309,3 +309,36 @@ def test_single_arm_is_a_seed_ensemble_with_disagreement_and_figure(tmp_path: Pa
     assert dis.loc["all", "mean_sd_px"] == pytest.approx(1.0)
     assert dis.loc["all", "n_keypoints"] == len(VIDEOS) * 4 * len(BODYPARTS)  # test rows only
     assert figure(res, p, tmp_path / "a.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("files", [["ablation-occlusion.yaml"],
+                                   ["ablation-occlusion.yaml", "ablation-occlusion-loo.yaml"]])
+def test_documented_ablation_recipes_are_valid_params(files: list[str], tmp_path: Path) -> None:
+    """The recipes behind the README's measured table merge into params.yaml and load as typed,
+    checked sections: every arm's train params, the demo, the split (with its cohort)."""
+    import shutil
+
+    import yaml
+
+    from poseops.config.loader import update_params
+    from poseops.config.pipeline import PipelineParams
+    from poseops.refine.ablation_run import arm_params
+
+    root = Path(__file__).resolve().parents[1]
+    params = tmp_path / "params.yaml"
+    shutil.copy(root / "params.yaml", params)
+    for name in files:
+        update_params(yaml.safe_load((root / "docs" / "examples" / name).read_text()), params)
+    cfg = PipelineParams.load(params)
+    cfg.demo.check()
+    assert cfg.demo.clutter == {"high_dose": 3}
+    for arm in cfg.ablation.arms:
+        for seed in cfg.ablation.seeds:
+            arm_params(cfg.train, cfg.ablation, arm, seed)
+    bedding = arm_params(cfg.train, cfg.ablation, "bedding", 0)
+    assert (bedding.covering_fill, bedding.covering_place, bedding.covering_labels) == (
+        "floor", "keypoints", "keep")
+    if len(files) == 1:
+        assert cfg.split.cohorts == {"new_condition": {"condition": "high_dose"}}
+    else:
+        assert cfg.split.mode == "leave-one-out" and not cfg.split.cohorts
