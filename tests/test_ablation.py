@@ -213,13 +213,17 @@ def test_ablation_pipeline_end_to_end(tmp_path: Path) -> None:
         "train": {"epochs": 1, "save_epochs": 1},
         "ablation": {"arms": {"current": {}, "all": {"covering": 0.5, "covering_holes": 3, "brightness": 0.3,
                                                      "gamma": 0.3, "grayscale": True,
-                                                     "elastic": True}},
+                                                     "elastic": True},
+                              "bedding": {"covering": 0.5, "covering_holes": 2,
+                                          "covering_fill": "floor", "covering_place": "keypoints",
+                                          "covering_labels": "keep"}},
                      "seeds": [0, 1], "n_boot": 200, "min_units": 2},
     }, repo / "params.yaml")
     sh(["poseops", "demo"], repo, env)
     sh(["poseops", "init", "data/raw/demo", "--in-place", "--keep-metadata"], repo, env)
     log = sh(["dvc", "repro", "pipelines/ablation/dvc.yaml"], repo, env)
-    for stage in ("arm@current-0", "arm@current-1", "arm@all-0", "arm@all-1", "results"):
+    for stage in ("arm@current-0", "arm@current-1", "arm@all-0", "arm@all-1", "arm@bedding-0",
+                  "arm@bedding-1", "results"):
         assert re.search(rf"Running stage '(pipelines/ablation/dvc.yaml:)?{stage}'", log), stage
     again = sh(["dvc", "repro", "pipelines/ablation/dvc.yaml"], repo, env)
     assert "Running stage" not in again
@@ -228,10 +232,16 @@ def test_ablation_pipeline_end_to_end(tmp_path: Path) -> None:
     txt = next(txt).read_text()
     assert "RandomGamma" in txt and "RandomBrightnessContrast" in txt and "Grayscale" in txt
     assert "CoarseDropout" in txt and "max_holes=3" in txt and "ElasticTransform" in txt
+    # the "bedding" arm trained with poseops' Covering: floor fill, on keypoints, labels kept
+    txt = next((repo / "data/ablation/runs/bedding-0").rglob("train.txt")).read_text()
+    line = next(t for t in txt.splitlines() if "Covering(" in t)
+    assert "max_holes=2," in line and "fill='floor', place='keypoints', labels='keep'" in line
+    assert "CoarseDropout" not in txt
     # results.csv = a recomputation from the arms' errors tables
-    p = AblationParams(arms={"current": {}, "all": {}}, seeds=[0, 1], n_boot=200, min_units=2)
+    p = AblationParams(arms={"current": {}, "all": {}, "bedding": {}}, seeds=[0, 1], n_boot=200,
+                       min_units=2)
     runs = {(a, s): pd.read_parquet(repo / f"data/ablation/runs/{a}-{s}/eval/errors.parquet")
-            for a in ("current", "all") for s in (0, 1)}
+            for a in ("current", "all", "bedding") for s in (0, 1)}
     got = pd.read_csv(repo / "reports/ablation/results.csv", keep_default_na=False,
                       na_values=[""])
     want = results_table(runs, p)
@@ -247,11 +257,11 @@ def test_ablation_pipeline_end_to_end(tmp_path: Path) -> None:
         assert sorted(set(t.loc[t["split"] == "cohort:new_session", "image"])) == held
     assert set(got["split"]) == {"test", "cohort:new_session"}
     summary = json.loads((repo / "reports/ablation/summary.json").read_text())
-    assert summary["recommendation"] and set(summary["arms"]) == {"current", "all"}
+    assert summary["recommendation"] and set(summary["arms"]) == {"current", "all", "bedding"}
     assert (repo / "reports/ablation/ablation.png").stat().st_size > 1000
     shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True,
                            text=True, check=True).stdout
-    for run in ("current-0", "current-1", "all-0", "all-1"):
+    for run in ("current-0", "current-1", "all-0", "all-1", "bedding-0", "bedding-1"):
         assert f"data/ablation/metrics/{run}.json" in shown
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("poseops")
@@ -260,7 +270,8 @@ def test_ablation_pipeline_end_to_end(tmp_path: Path) -> None:
     arms = [r for r in found if r.data.tags.get("poseops.ablation_role") == "arm"]
     assert len(parents) == 1
     assert sorted((r.data.tags["ablation_arm"], r.data.tags["ablation_seed"]) for r in arms) == [
-        ("all", "0"), ("all", "1"), ("current", "0"), ("current", "1")]
+        ("all", "0"), ("all", "1"), ("bedding", "0"), ("bedding", "1"), ("current", "0"),
+        ("current", "1")]
     assert {r.data.tags.get("mlflow.parentRunId") for r in arms} == {parents[0].info.run_id}
     assert all("test.mean_px" in r.data.metrics for r in arms)
     assert all("cohort:new_session.mean_px" in r.data.metrics for r in arms)

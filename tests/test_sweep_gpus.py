@@ -40,8 +40,11 @@ def start_launcher(ws: Path, epoch_s: float, gpus: str = "all", gate: Path | Non
     env[CUDA_DEVICES_ENV] = "0,1"  # two "GPUs" (the CUDA query, nothing else, is replaced)
     cmd = [sys.executable, "-m", "poseops.cli", "sweep", "--params", str(ws / "params.yaml"),
            "--gpus", gpus, "--train-fn", "support.sweep_doubles:sleepy_train", "--device", "cpu"]
+    # Ctrl-C must reach it as in a terminal: a test run started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
     return subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def journal_study(ws: Path, name: str):
