@@ -127,6 +127,7 @@ def test_lighting_changes_pixels_and_never_keypoints(small_demo_root: Path, tmp_
 
 def test_bad_settings_are_one_line_errors() -> None:
     for kw, key in ((dict(covering=1.5), "covering"), (dict(covering_size=[0.3, 0.1]), "covering_size"),
+                    (dict(covering_size=[0.5, 1.0]), "covering_size"),
                     (dict(covering_holes=0), "covering_holes"), (dict(gamma=1.0), "gamma"),
                     (dict(brightness=-0.1), "brightness")):
         with pytest.raises(PoseopsError, match=key):

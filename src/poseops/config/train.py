@@ -180,9 +180,10 @@ def _check_occlusion(p: TrainParams, where: str) -> None:
     """covering_holes, covering_size and gamma ranges (issue 24's augmentation settings)."""
     if p.covering_holes < 1:
         raise PoseopsError(f"{where} covering_holes: must be >= 1, got {p.covering_holes}")
-    if len(p.covering_size) != 2 or not 0 < p.covering_size[0] <= p.covering_size[1] <= 1:
+    # < 1: albumentations' CoarseDropout (DLC's covering) refuses a whole-side fraction
+    if len(p.covering_size) != 2 or not 0 < p.covering_size[0] <= p.covering_size[1] < 1:
         raise PoseopsError(f"{where} covering_size: must be [min, max] fractions of the image side "
-                           f"with 0 < min <= max <= 1, got {p.covering_size}")
+                           f"with 0 < min <= max < 1, got {p.covering_size}")
     for key, tp in (("covering_fill", CoveringFill), ("covering_place", CoveringPlace),
                     ("covering_labels", CoveringLabels)):
         if getattr(p, key) not in get_args(tp):

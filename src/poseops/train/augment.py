@@ -67,21 +67,19 @@ def lighting_transforms(lighting: Mapping[str, float]) -> list[Any]:
 
 
 def _covering_transform(cfg: Mapping[str, Any]) -> Any:
+    """DLC's CoarseDropout with the mapping's p, max_holes and sizes; poseops' :class:`Covering`
+    (the same class, filled / placed / labelled differently) when fill, place or labels differ."""
     from deeplabcut.pose_estimation_pytorch.data.transforms import CoarseDropout
 
-    if any(cfg.get(k, v) != v for k, v in _DLC_STYLE.items()):
+    holes, p = int(cfg.get("max_holes", 10)), float(cfg.get("p", 0.5))
+    lo, hi = float(cfg.get("min_size", 0.01)), float(cfg.get("max_size", 0.05))
+    style = {k: str(cfg.get(k, v)) for k, v in _DLC_STYLE.items()}
+    if style != _DLC_STYLE:
         from poseops.train.covering import Covering
 
-        return Covering(max_holes=int(cfg.get("max_holes", 10)),
-                        size=(float(cfg.get("min_size", 0.01)), float(cfg.get("max_size", 0.05))),
-                        fill=str(cfg.get("fill", "black")), place=str(cfg.get("place", "image")),
-                        labels=str(cfg.get("labels", "drop")), p=float(cfg.get("p", 0.5)))
-    return CoarseDropout(
-        max_holes=int(cfg.get("max_holes", 10)),
-        max_height=float(cfg.get("max_size", 0.05)), min_height=float(cfg.get("min_size", 0.01)),
-        max_width=float(cfg.get("max_size", 0.05)), min_width=float(cfg.get("min_size", 0.01)),
-        p=float(cfg.get("p", 0.5)),
-    )
+        return Covering(max_holes=holes, size=(lo, hi), p=p, **style)
+    return CoarseDropout(max_holes=holes, max_height=hi, min_height=lo, max_width=hi,
+                         min_width=lo, p=p)
 
 
 _BEFORE = ("GaussNoise", "PadIfNeeded", "Normalize", "ScaleToUnitRange")

@@ -3,7 +3,7 @@
 DeepLabCut's covering (albumentations CoarseDropout) cuts *black* holes *anywhere* in the image
 and drops the keypoints under them from the loss. In an open field what hides a paw is bedding or
 clutter: floor-coloured, on the animal, and the labeler still marks the paw. :class:`Covering`
-draws the same rectangular patches with three choices (``params.yaml`` ``train.covering_fill``,
+is DLC's class with three choices (``params.yaml`` ``train.covering_fill``,
 ``covering_place``, ``covering_labels``; see :mod:`poseops.train.augment`):
 
 - ``fill``: ``black`` (DLC) or ``floor``: the image's per-channel median, which in a top-view arena
@@ -23,8 +23,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-import albumentations as A
 import numpy as np
+from deeplabcut.pose_estimation_pytorch.data.transforms import CoarseDropout
 
 Hole = tuple[int, int, int, int]  # x1, y1, x2, y2 (x2, y2 exclusive)
 
@@ -48,22 +48,20 @@ def _place(side: int, limit: int, centre: float | None) -> int:
     return min(max(start, 0), limit - side)
 
 
-def _in_hole(x: float, y: float, hole: Hole) -> bool:
-    x1, y1, x2, y2 = hole
-    return x1 <= x < x2 and y1 <= y < y2
-
-
-class Covering(A.DualTransform):
-    """``max_holes`` rectangular patches per image, each side a ``size`` = (min, max) fraction
-    of the image's side, filled and placed as ``fill`` / ``place`` say; keypoints handled as
-    ``labels`` says; bounding boxes untouched (as DLC's covering)."""
+class Covering(CoarseDropout):
+    """DLC's CoarseDropout (``max_holes`` patches per image, each side a ``size`` = (min, max)
+    fraction of the image's side; albumentations' cutout paints them; with ``labels: drop`` DLC's
+    own rule makes a keypoint under a patch NaN; bounding boxes untouched) with the patches
+    filled and placed as ``fill`` / ``place`` say, and ``labels: keep`` leaving keypoints as they
+    are."""
 
     def __init__(self, max_holes: int = 10, size: tuple[float, float] = (0.01, 0.05),
                  fill: str = "black", place: str = "image", labels: str = "drop",
                  always_apply: bool = False, p: float = 0.5) -> None:
-        super().__init__(always_apply=always_apply, p=p)
-        self.max_holes, self.size = int(max_holes), (float(size[0]), float(size[1]))
-        self.fill, self.place, self.labels = fill, place, labels
+        lo, hi = float(size[0]), float(size[1])
+        super().__init__(max_holes=int(max_holes), max_height=hi, max_width=hi, min_height=lo,
+                         min_width=lo, always_apply=always_apply, p=p)
+        self.size, self.fill, self.place, self.labels = (lo, hi), fill, place, labels
 
     @property
     def targets_as_params(self) -> list[str]:
@@ -84,28 +82,20 @@ class Covering(A.DualTransform):
         if self.fill == "floor":  # per-channel median, shape (channels,) or () for one channel
             median = np.median(img.reshape(h * w, -1), axis=0).astype(img.dtype)
             fill = median if img.ndim == 3 else median[0]
-        return {"holes": holes, "fill_value": fill}
+        # not "fill_value": albumentations' update_params overwrites that with self.fill_value
+        return {"holes": holes, "patch_fill": fill}
 
-    def apply(self, img: np.ndarray, holes: Sequence[Hole] = (), fill_value: Any = 0,
+    def apply(self, img: np.ndarray, holes: Sequence[Hole] = (), patch_fill: Any = 0,
               **params: Any) -> np.ndarray:
-        out = img.copy()
-        for x1, y1, x2, y2 in holes:
-            out[y1:y2, x1:x2] = fill_value
-        return out
+        from albumentations.augmentations.dropout.functional import cutout
+
+        return cutout(img, holes, patch_fill)
 
     def apply_to_keypoints(self, keypoints: Sequence[Any], holes: Sequence[Hole] = (),
                            **params: Any) -> list[Any]:
         if self.labels == "keep":
             return list(keypoints)
-        out = []
-        for kp in keypoints:
-            if any(_in_hole(kp[0], kp[1], hole) for hole in holes):
-                kp = (np.nan, np.nan, *tuple(kp)[2:])
-            out.append(kp)
-        return out
-
-    def apply_to_bboxes(self, bboxes: Sequence[Any], **params: Any) -> list[Any]:
-        return list(bboxes)
+        return super().apply_to_keypoints(keypoints, holes=holes, **params)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("max_holes", "size", "fill", "place", "labels")
