@@ -47,7 +47,7 @@ from poseops.config.pipeline import PipelineParams
 from poseops.core import schema as S
 from poseops.core.errors import PoseopsError
 from poseops.core.fileio import write_csv, write_json, write_parquet
-from poseops.dlc.inference import predict, project_individuals, project_pcutoff
+from poseops.dlc.inference import predict_with_cohorts, project_individuals, project_pcutoff
 from poseops.evaluate import diagnose as D
 from poseops.evaluate.matching import is_multianimal
 from poseops.evaluate.tables import Evaluation, evaluate_tables, flat_metrics, plot_tables
@@ -115,14 +115,9 @@ def predict_images(tr: TrainResult, snapshot: Path, split: pd.DataFrame, source_
     if not images:
         raise PoseopsError("the training lists no images (run.json)", file=tr.workdir)
     log.info("predicting %d images with %s", len(images), snapshot)
-    preds = predict(tr.pytorch_config_path, snapshot, tr.config_path.parent, images,
-                    batch_size=params.batch_size, device=params.device, multi_animal=multi)
-    if held:
-        log.info("predicting %d generalisation-cohort images from %s", len(held), source_project)
-        preds = pd.concat([preds, predict(
-            tr.pytorch_config_path, snapshot, source_project, held, batch_size=params.batch_size,
-            device=params.device, multi_animal=multi)], ignore_index=True)
-    return preds
+    return predict_with_cohorts(tr.pytorch_config_path, snapshot, tr.config_path.parent, images,
+                                held, source_project, batch_size=params.batch_size,
+                                device=params.device, multi_animal=multi)
 
 
 def _log_summary(ev: Evaluation, multi: bool) -> None:

@@ -435,3 +435,22 @@ def predictions_from_dlc_multianimal(df: pd.DataFrame, video: str) -> pd.DataFra
     out[S.ASSEMBLY] = out.pop("_ind").map(slot).astype(int)
     cols = [S.VIDEO, S.FRAME, S.ASSEMBLY, S.BODYPART, S.X, S.Y, S.LIKELIHOOD, S.SCORER]
     return out[cols].sort_values([S.FRAME, S.ASSEMBLY], kind="stable").reset_index(drop=True)
+
+
+def predict_with_cohorts(pytorch_config: str | Path, snapshot: str | Path, project_dir: str | Path,
+                         images: list[str], held: Sequence[str] = (),
+                         source_project: str | Path | None = None, *, batch_size: int = 8,
+                         device: str = "auto", multi_animal: bool = False) -> pd.DataFrame:
+    """:func:`predict` of ``images`` (in the working project ``project_dir``) and of ``held``,
+    the generalisation cohorts' images (split ``cohort:<name>``: never copied into the working
+    project), read from ``source_project``, the labeled project. One predictions table."""
+    preds = predict(pytorch_config, snapshot, project_dir, images, batch_size=batch_size,
+                    device=device, multi_animal=multi_animal)
+    if not held:
+        return preds
+    if source_project is None:
+        raise PoseopsError("generalisation-cohort images need the labeled project to read them from")
+    log.info("predicting %d generalisation-cohort images from %s", len(held), source_project)
+    return pd.concat([preds, predict(pytorch_config, snapshot, source_project, list(held),
+                                     batch_size=batch_size, device=device,
+                                     multi_animal=multi_animal)], ignore_index=True)

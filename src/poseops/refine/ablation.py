@@ -173,8 +173,6 @@ def recommendation(results: pd.DataFrame, p: AblationParams) -> str:
     """One line: the arm that lowers the error (CI of the median difference below 0) in the most
     conditions (of ``p.split`` and of each cohort) without raising it anywhere (CI above
     ``harm_tol_px``), or why none is chosen."""
-    if "split" not in results.columns:
-        results = results.assign(split=p.split)
     pooled = results[(results["bodypart"] == ALL) & (results["arm"] != p.baseline)]
     if pooled.empty:
         return f"only the baseline arm {p.baseline!r} ran: nothing to compare"
@@ -239,13 +237,6 @@ def disagreement_table(predictions: Runs, errors: Runs, p: AblationParams) -> pd
     return pd.DataFrame(rows)
 
 
-def _same_as_its_condition(d: pd.DataFrame, split: str, condition: str, p: AblationParams) -> bool:
-    """A cohort's pooled row when the cohort holds one condition (the same bars twice)."""
-    if split == p.split or condition != ALL:
-        return False
-    return (d.loc[d["split"] == split, "condition"] != ALL).sum() == d["arm"].nunique()
-
-
 def figure(results: pd.DataFrame, p: AblationParams, path: Path) -> Path:
     """Median per-frame difference vs the baseline (CI bars) per condition, one bar per arm."""
     import matplotlib
@@ -256,12 +247,13 @@ def figure(results: pd.DataFrame, p: AblationParams, path: Path) -> Path:
     from poseops.core.fileio import atomic_path
 
     d = results[(results["bodypart"] == ALL) & (results["arm"] != p.baseline)]
-    if "split" in d.columns:  # one bar group per condition of each evaluated split
-        keep = [not _same_as_its_condition(d, s, c, p)
-                for s, c in zip(d["split"], d["condition"], strict=True)]
-        d = d[np.array(keep, dtype=bool)]
-        d = d.assign(condition=[cell_label(s, c, p).replace(" (", "\n(").replace(" cohort)", ")")
-                                for s, c in zip(d["split"], d["condition"], strict=True)])
+    # one bar group per condition of each evaluated split; a one-condition cohort's pooled
+    # bars would repeat its condition's
+    single = {s for s, part in d.groupby("split") if s != p.split
+              and part.loc[part["condition"] != ALL, "condition"].nunique() == 1}
+    d = d[~(d["split"].isin(single) & (d["condition"] == ALL))]
+    d = d.assign(condition=[cell_label(s, c, p).replace(" (", "\n(").replace(" cohort)", ")")
+                            for s, c in zip(d["split"], d["condition"], strict=True)])
     conds = list(dict.fromkeys(d["condition"]))
     arms = list(dict.fromkeys(d["arm"]))
     fig, ax = plt.subplots(figsize=(1.2 + 1.6 * max(1, len(conds)), 3.8))

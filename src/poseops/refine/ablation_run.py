@@ -100,7 +100,7 @@ def evaluate_run(result: Any, labels: pd.DataFrame, split: pd.DataFrame, p: Abla
     generalisation cohorts' images (split ``cohort:<name>``: not in the working project, read
     from ``source_project``); errors, predictions and the ``p.split`` headline into
     ``<workdir>/eval``. Returns the headline per evaluated split ``{split: {metric: value}}``."""
-    from poseops.dlc.inference import predict, project_pcutoff
+    from poseops.dlc.inference import predict_with_cohorts, project_pcutoff
     from poseops.evaluate import metrics as M
     from poseops.evaluate.tables import metric_spec
 
@@ -109,15 +109,12 @@ def evaluate_run(result: Any, labels: pd.DataFrame, split: pd.DataFrame, p: Abla
         raise PoseopsError(f"the split has no {p.split!r} images: the ablation needs a fixed test set")
     if S.INDIVIDUAL in labels.columns:
         raise PoseopsError("the ablation supports single-animal projects (multi-animal: not yet)")
-    preds = predict(result.pytorch_config_path, result.snapshot, result.config_path.parent, images,
-                    batch_size=ev.batch_size, device=ev.device)
-    held = sorted(split.loc[split[S.SPLIT].map(S.is_cohort), S.IMAGE]) if p.cohorts else []
-    if held and source_project is not None:
-        log.info("ablation: predicting %d generalisation-cohort images", len(held))
-        preds = pd.concat([preds, predict(result.pytorch_config_path, result.snapshot,
-                                          source_project, held, batch_size=ev.batch_size,
-                                          device=ev.device)], ignore_index=True)
-        images = images + held
+    held = (sorted(split.loc[split[S.SPLIT].map(S.is_cohort), S.IMAGE])
+            if p.cohorts and source_project is not None else [])
+    preds = predict_with_cohorts(result.pytorch_config_path, result.snapshot,
+                                 result.config_path.parent, images, held, source_project,
+                                 batch_size=ev.batch_size, device=ev.device)
+    images = images + held
     on = split[split[S.IMAGE].isin(images)]
     errors = M.compute_errors(labels[labels[S.IMAGE].isin(images)], preds, on, ev.reference_bodyparts)
     spec = metric_spec(ev, project_pcutoff(result.config_path))
